@@ -1,0 +1,21 @@
+"""Consumers that record analytics."""
+
+from __future__ import annotations
+
+from analytics.recording import record
+from eventbus import Envelope, subscriber
+from project import queues
+
+
+@subscriber(
+    "user.signed_up",
+    "user.email_verified",
+    name="analytics.record_event",
+    queue=queues.ANALYTICS,
+    label="analytics",
+    done_label="recorded",
+    critical=False,
+)
+def record_event(event: Envelope) -> None:
+    """One analytics row per event; the ledger and a unique event id keep it to one."""
+    record(event)

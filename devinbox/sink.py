@@ -1,0 +1,104 @@
+"""A real SMTP server that keeps what it receives: the development and test mail sink.
+
+Each message is stored as one ``.eml`` file (written to a temporary name, then
+renamed, so a reader never sees half a message) and kept in memory with the
+time it arrived. The run command starts one for the dev inbox; tests start
+their own on a free port.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from email import message_from_bytes, policy
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
+
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP
+
+
+@dataclass(frozen=True)
+class Received:
+    at: float
+    mail_from: str
+    rcpt_tos: tuple[str, ...]
+    raw: bytes
+
+    def message(self) -> EmailMessage:
+        return message_from_bytes(self.raw, policy=policy.default)  # type: ignore[return-value]
+
+    @property
+    def message_id(self) -> str:
+        return str(self.message()["Message-ID"] or "")
+
+
+class SinkHandler:
+    def __init__(self, directory: Path | None = None) -> None:
+        self.directory = directory
+        self.received: list[Received] = []
+        self.connections = 0
+        self._lock = threading.Lock()
+        if directory is not None:
+            directory.mkdir(parents=True, exist_ok=True)
+
+    async def handle_DATA(self, server: SMTP, session: Any, envelope: Any) -> str:
+        raw: bytes = envelope.original_content or envelope.content
+        item = Received(time.time(), envelope.mail_from, tuple(envelope.rcpt_tos), raw)
+        if self.directory is not None:
+            name = f"{time.time_ns()}-{uuid.uuid4().hex[:8]}.eml"
+            tmp = self.directory / f".{name}.tmp"
+            tmp.write_bytes(raw)
+            os.replace(tmp, self.directory / name)
+        with self._lock:
+            self.received.append(item)
+        return "250 Message accepted for delivery"
+
+
+class _CountingSMTP(SMTP):
+    def connection_made(self, transport: Any) -> None:
+        handler: SinkHandler = self.event_handler
+        with handler._lock:
+            handler.connections += 1
+        super().connection_made(transport)
+
+
+class SmtpSink(Controller):
+    """``with SmtpSink(port=0) as sink: ...`` runs a sink in a thread; ``sink.port`` is where."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, directory: Path | None = None) -> None:
+        self.handler = SinkHandler(directory)
+        if port == 0:
+            port = free_port(host)
+        super().__init__(self.handler, hostname=host, port=port, ready_timeout=10)
+
+    def factory(self) -> SMTP:
+        return _CountingSMTP(self.handler, hostname="sink.local", **self.SMTP_kwargs)
+
+    @property
+    def messages(self) -> list[Received]:
+        with self.handler._lock:
+            return list(self.handler.received)
+
+    @property
+    def connections(self) -> int:
+        return self.handler.connections
+
+    def __enter__(self) -> SmtpSink:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])

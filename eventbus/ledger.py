@@ -1,0 +1,34 @@
+"""The processed-event ledger: claim (event, subscriber) once, inside the effect's transaction."""
+
+from __future__ import annotations
+
+from django.db import IntegrityError, transaction
+
+from eventbus.envelope import Envelope
+from eventbus.models import ProcessedEvent
+
+
+def claim(event: Envelope, subscriber: str, task_id: str = "") -> bool:
+    """Record that ``subscriber`` handles ``event``; False when it already has.
+
+    Call it inside the transaction that holds the effect: if the effect fails,
+    the claim rolls back with it. A concurrent duplicate waits on the unique
+    index until this transaction ends, then sees the row and backs off.
+    """
+    try:
+        with transaction.atomic():
+            ProcessedEvent.objects.create(
+                event_id=event.id,
+                subscriber=subscriber,
+                event_type=event.type,
+                aggregate=event.aggregate,
+                sequence=event.sequence,
+                task_id=task_id or "",
+            )
+    except IntegrityError:
+        return False
+    return True
+
+
+def has_processed(event_id: object, subscriber: str) -> bool:
+    return ProcessedEvent.objects.filter(event_id=event_id, subscriber=subscriber).exists()

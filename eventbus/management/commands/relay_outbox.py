@@ -1,0 +1,32 @@
+"""``manage.py relay_outbox``: send every pending outbox event now."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from eventbus.relay import pending_count, relay
+
+
+class Command(BaseCommand):
+    help = "Send every pending outbox event to the broker. Safe to run while another relay runs."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument(
+            "--grace",
+            type=float,
+            default=None,
+            help=f"leave events younger than this many seconds to their on-commit dispatch "
+            f"(default {settings.EVENTBUS_RELAY_GRACE:g})",
+        )
+        parser.add_argument("--limit", type=int, default=None, help="send at most this many events")
+
+    def handle(self, *args: Any, grace: float | None, limit: int | None, **options: Any) -> None:
+        before = pending_count()
+        result = relay(grace=grace, limit=limit)
+        left = pending_count()
+        self.stdout.write(f"dispatched {result.dispatched} of {before} pending events; {left} still pending")
+        if result.error:
+            raise CommandError(f"broker failure, {result.failed} events left pending: {result.error}")

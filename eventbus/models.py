@@ -1,0 +1,106 @@
+"""What the event bus keeps in the database: the outbox, per-aggregate sequences and the ledger."""
+
+from __future__ import annotations
+
+import uuid
+
+from django.db import models
+
+
+class OutboxEvent(models.Model):
+    """An event written in the producer's transaction; sent to the broker after commit.
+
+    A row is ``pending`` until every subscriber's message was handed to the
+    broker, then ``dispatched``. The relay sends pending rows that the
+    on-commit dispatch could not (broker down, process killed after commit).
+    """
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "pending"
+        DISPATCHED = "dispatched", "dispatched"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    type = models.CharField(max_length=100, db_index=True)
+    version = models.PositiveIntegerField()
+    aggregate = models.CharField(max_length=200)
+    sequence = models.PositiveBigIntegerField()
+    occurred_at = models.DateTimeField()
+    correlation_id = models.CharField(max_length=100, blank=True, db_index=True)
+    causation_id = models.CharField(max_length=100, blank=True, null=True)  # noqa: DJ001 -- the envelope says null, not ""
+    payload = models.JSONField()
+
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.PENDING)
+    created_at = models.DateTimeField(auto_now_add=True)
+    dispatched_at = models.DateTimeField(null=True, blank=True)
+    dispatch_attempts = models.PositiveIntegerField(default=0)
+    last_error = models.TextField(blank=True)
+    # A relay claims a row by writing its own token and a deadline; a relay
+    # that dies releases its rows when the deadline passes.
+    lease_owner = models.CharField(max_length=64, blank=True)
+    lease_until = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["created_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["aggregate", "sequence"], name="outbox_unique_aggregate_sequence"),
+        ]
+        indexes = [
+            models.Index(fields=["status", "created_at"], name="outbox_status_created"),
+            models.Index(fields=["aggregate", "sequence"], name="outbox_aggregate_sequence"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.type} {self.aggregate}#{self.sequence} ({self.status})"
+
+    def to_wire(self) -> dict[str, object]:
+        """The envelope's JSON form, as it was published."""
+        return {
+            "id": str(self.id),
+            "type": self.type,
+            "version": self.version,
+            "occurred_at": self.occurred_at.isoformat().replace("+00:00", "Z"),
+            "aggregate": self.aggregate,
+            "sequence": self.sequence,
+            "correlation_id": self.correlation_id,
+            "causation_id": self.causation_id,
+            "payload": self.payload,
+        }
+
+
+class AggregateSequence(models.Model):
+    """The last sequence number handed out per aggregate.
+
+    Incremented inside the producer's transaction: the row lock orders
+    concurrent publishers of one aggregate, and a rollback gives the number back.
+    """
+
+    aggregate = models.CharField(max_length=200, primary_key=True)
+    last_sequence = models.PositiveBigIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"{self.aggregate}: {self.last_sequence}"
+
+
+class ProcessedEvent(models.Model):
+    """The ledger: one row per (event, subscriber) whose effect has happened.
+
+    A consumer writes it in the same transaction as its database effects, so a
+    redelivered message finds it and does nothing: delivery is at least once,
+    the effect happens once.
+    """
+
+    event_id = models.UUIDField()
+    subscriber = models.CharField(max_length=150)
+    event_type = models.CharField(max_length=100)
+    aggregate = models.CharField(max_length=200, db_index=True)
+    sequence = models.PositiveBigIntegerField()
+    processed_at = models.DateTimeField(auto_now_add=True)
+    task_id = models.CharField(max_length=255, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["event_id", "subscriber"], name="ledger_unique_event_subscriber"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.event_type} {self.event_id} by {self.subscriber}"

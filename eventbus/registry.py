@@ -1,0 +1,83 @@
+"""The subscriber registry: which subscribers receive which event types, on which queue.
+
+Filled by the ``@subscriber`` decorator when the apps' ``subscribers`` modules
+are imported; checked once all are loaded, so an incomplete declaration fails
+at start, not at the first event.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from eventbus import catalogue
+from eventbus.errors import EventDeclarationError
+
+if TYPE_CHECKING:
+    from celery import Task
+
+    from eventbus.envelope import Envelope
+    from eventbus.retry import RetryPolicy
+
+Handler = Callable[["Envelope"], Any]
+
+
+@dataclass(frozen=True)
+class Subscription:
+    """One subscriber: a handler, the event types it consumes and how its messages travel."""
+
+    name: str
+    """Stable task name, e.g. ``notifications.send_welcome_email``; also the ledger key."""
+    event_types: tuple[str, ...]
+    queue: str
+    handler: Handler
+    retry: RetryPolicy
+    critical: bool
+    """Critical subscribers never lose an event; others may be shed under load."""
+    label: str
+    """What a person reads on the status page, e.g. ``welcome email``."""
+    done_label: str
+    """The word for a finished effect, e.g. ``sent`` or ``recorded``."""
+    task: Task
+
+
+_subscriptions: dict[str, Subscription] = {}
+
+
+def register(subscription: Subscription) -> None:
+    if subscription.name in _subscriptions:
+        raise EventDeclarationError(f"subscriber {subscription.name!r} is declared twice")
+    _subscriptions[subscription.name] = subscription
+
+
+def unregister(name: str) -> None:
+    """Remove a subscriber (tests that declare one of their own clean up with this)."""
+    _subscriptions.pop(name, None)
+
+
+def get(name: str) -> Subscription:
+    return _subscriptions[name]
+
+
+def all_subscriptions() -> list[Subscription]:
+    return sorted(_subscriptions.values(), key=lambda s: s.name)
+
+
+def subscriptions_for(event_type: str) -> list[Subscription]:
+    return [s for s in all_subscriptions() if event_type in s.event_types]
+
+
+def check() -> None:
+    """Every subscriber consumes declared event types; every event type has a subscriber."""
+    declared = {t.name for t in catalogue.all_types()}
+    for subscription in _subscriptions.values():
+        unknown = sorted(set(subscription.event_types) - declared)
+        if unknown:
+            raise EventDeclarationError(
+                f"subscriber {subscription.name!r} consumes undeclared event types: {', '.join(unknown)}"
+            )
+    consumed = {t for s in _subscriptions.values() for t in s.event_types}
+    orphans = sorted(declared - consumed)
+    if orphans:
+        raise EventDeclarationError(f"event types without a subscriber: {', '.join(orphans)}")

@@ -1,0 +1,33 @@
+"""Consumers that send email."""
+
+from __future__ import annotations
+
+import logging
+
+from django.contrib.auth import get_user_model
+
+from eventbus import Envelope, RetryPolicy, subscriber
+from notifications.emails import TransientEmailError
+from notifications.emails import send_welcome_email as send_email
+from project import queues
+
+log = logging.getLogger(__name__)
+
+
+@subscriber(
+    "user.signed_up",
+    name="notifications.send_welcome_email",
+    queue=queues.NOTIFICATIONS,
+    label="welcome email",
+    done_label="sent",
+    retry=RetryPolicy(transient=(TransientEmailError,)),
+    critical=True,
+)
+def send_welcome_email(event: Envelope) -> None:
+    """Email the new user a welcome with their verification link."""
+    user = get_user_model().objects.filter(pk=event.payload.user_id).first()
+    if user is None:
+        # The account was deleted before we got here: nobody to welcome.
+        log.info("welcome email for event %s skipped: user %s is gone", event.id, event.payload.user_id)
+        return
+    send_email(user, event_id=event.id)

@@ -1,0 +1,29 @@
+"""The Celery application, configured the standard way.
+
+Settings come from Django's settings under the ``CELERY_`` namespace; tasks
+are discovered in every installed app; logging follows Django's ``LOGGING``.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from celery import Celery
+from celery.signals import setup_logging
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
+
+app = Celery("project")
+app.config_from_object("django.conf:settings", namespace="CELERY")
+app.autodiscover_tasks()
+
+
+@setup_logging.connect
+def configure_logging(**_: Any) -> None:
+    """Let Django's LOGGING configure the worker's logging, not Celery's defaults."""
+    from logging.config import dictConfig
+
+    from django.conf import settings
+
+    dictConfig(settings.LOGGING)

@@ -1,0 +1,30 @@
+"""The queues of the system, named in one place.
+
+Settings derive ``task_queues`` from this module; the run command, the README's
+worker commands and docker-compose start one worker pool per name listed in
+``WORKER_QUEUES``. A subscriber names its queue with one of these constants, and
+a test checks that every subscriber's queue is declared here.
+"""
+
+from __future__ import annotations
+
+NOTIFICATIONS = "notifications"
+"""Email. Slow, external, critical: never dropped."""
+
+ANALYTICS = "analytics"
+"""Analytics records. Fast, local, sheddable under load."""
+
+EVENTBUS = "eventbus"
+"""Housekeeping of the event bus itself: the outbox relay."""
+
+WORKER_QUEUES: tuple[str, ...] = (NOTIFICATIONS, ANALYTICS, EVENTBUS)
+"""One worker pool each, in this order, in the run command and docker-compose."""
+
+DEFAULT_CONCURRENCY: dict[str, int] = {
+    # SMTP waits on the network: a few processes keep the provider busy.
+    NOTIFICATIONS: 4,
+    # Short database writes; two processes use both cores of a small machine.
+    ANALYTICS: 2,
+    # The relay is a single loop that claims rows with a lease; one is enough.
+    EVENTBUS: 1,
+}

@@ -1,0 +1,271 @@
+"""Django settings, every one read from the environment.
+
+The variables, their defaults and what they do are listed in `.env.example`
+and the README. Defaults are safe for development on one machine: SQLite in
+``var/``, a Redis on localhost, DEBUG on, secrets that are obviously not secret.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+from kombu import Exchange, Queue
+
+from project import queues
+from project.env import env_bool, env_float, env_int, env_list, env_str
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = Path(env_str("VAR_DIR", str(BASE_DIR / "var")))
+# Local state (SQLite, the dev inbox, a Redis of the run command's own) lives here.
+VAR_DIR.mkdir(parents=True, exist_ok=True)
+
+# --- Core -----------------------------------------------------------------
+
+DEBUG = env_bool("DJANGO_DEBUG", True)
+_DEV_SECRET = "dev-insecure-secret-key-change-me-in-production-0123456789"
+SECRET_KEY = env_str("DJANGO_SECRET_KEY", _DEV_SECRET)
+if not DEBUG and SECRET_KEY == _DEV_SECRET:
+    raise ImproperlyConfigured(
+        "DJANGO_DEBUG is off but DJANGO_SECRET_KEY is the development default; "
+        "set DJANGO_SECRET_KEY to a long random value."
+    )
+ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]", "testserver"])
+WEB_PORT = env_int("WEB_PORT", 8000, minimum=1)
+# Absolute base of links that leave the site (the verification link in an email).
+SITE_URL = env_str("SITE_URL", f"http://127.0.0.1:{WEB_PORT}").rstrip("/")
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django_celery_results",
+    "eventbus",
+    "signups",
+    "notifications",
+    "analytics",
+    "devinbox",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "eventbus.middleware.CorrelationIdMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "project.urls"
+WSGI_APPLICATION = "project.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+                "project.context_processors.site",
+            ],
+        },
+    },
+]
+
+# --- Database ---------------------------------------------------------------
+
+DATABASES = {
+    "default": dj_database_url.parse(
+        env_str("DATABASE_URL", f"sqlite:///{VAR_DIR / 'db.sqlite3'}"),
+        conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 0, minimum=0),
+    )
+}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # The web process, several worker pools, beat and the relay share one
+    # SQLite file. Without WAL, a busy timeout and IMMEDIATE transactions,
+    # concurrent writers fail with "database is locked" under load.
+    # https://docs.djangoproject.com/en/5.2/ref/databases/#sqlite-transaction-behavior
+    DATABASES["default"]["OPTIONS"] = {
+        "transaction_mode": "IMMEDIATE",
+        "timeout": 20,
+        "init_command": "PRAGMA journal_mode=WAL;PRAGMA synchronous=NORMAL;PRAGMA busy_timeout=20000",
+    }
+    # A worker subprocess cannot see an in-memory test database: tests use a file.
+    DATABASES["default"]["TEST"] = {"NAME": env_str("TEST_DATABASE_PATH", str(VAR_DIR / "test-db.sqlite3"))}
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+# Benchmarks and tests may swap in a fast hasher; production keeps Django's default.
+if env_bool("DJANGO_FAST_PASSWORD_HASHER", False):
+    PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = VAR_DIR / "static"
+
+LOGIN_URL = "admin:login"
+
+# --- Security ---------------------------------------------------------------
+
+SESSION_COOKIE_HTTPONLY = True
+CSRF_COOKIE_HTTPONLY = False  # the status page's script reads nothing from it; forms post the token
+SESSION_COOKIE_SECURE = env_bool("DJANGO_SECURE_COOKIES", not DEBUG)
+CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+X_FRAME_OPTIONS = "DENY"
+SECURE_CONTENT_TYPE_NOSNIFF = True
+
+# --- Email ------------------------------------------------------------------
+
+EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+EMAIL_HOST = env_str("EMAIL_HOST", "127.0.0.1")
+EMAIL_PORT = env_int("EMAIL_PORT", 1025, minimum=1)
+EMAIL_HOST_USER = env_str("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
+# A hung SMTP server must fail the task (and retry it), not hold a worker forever.
+EMAIL_TIMEOUT = env_int("EMAIL_TIMEOUT", 10, minimum=1)
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "Event Demo <no-reply@example.com>")
+
+# The dev inbox lists what the run command's SMTP sink stored here (DEBUG only).
+DEVINBOX_DIR = Path(env_str("DEVINBOX_DIR", str(VAR_DIR / "mail")))
+
+# --- Sign-ups ---------------------------------------------------------------
+
+# How long the link in the welcome email stays valid.
+SIGNUPS_VERIFICATION_MAX_AGE = env_int("SIGNUPS_VERIFICATION_MAX_AGE", 3 * 24 * 3600, minimum=60)
+
+# --- Redis, Celery and the event bus ----------------------------------------
+
+REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:6379/0")
+# Prepended to every Redis key the project writes, the broker's included, so
+# that several deployments (or a test run) can share one Redis database.
+REDIS_KEY_PREFIX = env_str("REDIS_KEY_PREFIX", "")
+
+CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", REDIS_URL)
+# Results go to the database (django-celery-results) so that they survive
+# restarts and show in Django admin with their task name, queue and arguments.
+# https://docs.celeryq.dev/en/stable/userguide/configuration.html#result-extended
+CELERY_RESULT_BACKEND = "django-db"
+CELERY_RESULT_EXTENDED = True
+CELERY_RESULT_EXPIRES = env_int("CELERY_RESULT_EXPIRES", 7 * 24 * 3600, minimum=0)
+
+# JSON only, in and out: a pickled message could run code in the worker.
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_RESULT_ACCEPT_CONTENT = ["json"]
+CELERY_TASK_SERIALIZER = "json"
+CELERY_RESULT_SERIALIZER = "json"
+CELERY_EVENT_SERIALIZER = "json"
+
+# At-least-once: a message is acknowledged after its task finished, and a task
+# whose worker process died is put back instead of being acknowledged.
+# https://docs.celeryq.dev/en/stable/userguide/configuration.html#task-acks-late
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+# One message reserved per process: a slow email never holds back messages a
+# free process could take. https://docs.celeryq.dev/en/stable/userguide/optimizing.html#prefetch-limits
+CELERY_WORKER_PREFETCH_MULTIPLIER = env_int("CELERY_WORKER_PREFETCH_MULTIPLIER", 1, minimum=1)
+
+# Redis redelivers an unacknowledged message after this many seconds. It must
+# exceed the longest task and every retry countdown, or a task runs twice
+# (kombu#337). The retry cap (EVENTBUS_RETRY_MAX_DELAY) is checked against it.
+EVENTBUS_VISIBILITY_TIMEOUT = env_int("CELERY_VISIBILITY_TIMEOUT", 3600, minimum=1)
+
+# Publishing happens inside a request: a broker that does not answer must cost
+# a bounded, small time there. The outbox relay does the waiting instead.
+EVENTBUS_PUBLISH_TIMEOUT = env_float("EVENTBUS_PUBLISH_TIMEOUT", 1.0, minimum=0.05)
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": EVENTBUS_VISIBILITY_TIMEOUT,
+    "socket_connect_timeout": EVENTBUS_PUBLISH_TIMEOUT,
+    "socket_timeout": max(EVENTBUS_PUBLISH_TIMEOUT, 5.0),
+    "retry_on_timeout": False,
+}
+if REDIS_KEY_PREFIX and CELERY_BROKER_URL.startswith(("redis://", "rediss://", "unix://")):
+    CELERY_BROKER_TRANSPORT_OPTIONS["global_keyprefix"] = REDIS_KEY_PREFIX
+CELERY_BROKER_CONNECTION_TIMEOUT = EVENTBUS_PUBLISH_TIMEOUT
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+
+# Queues are declared in project/queues.py; a message for an undeclared queue
+# is a bug, so Celery must not invent queues on the fly.
+CELERY_TASK_QUEUES = [Queue(name, Exchange(name, type="direct"), routing_key=name) for name in queues.WORKER_QUEUES]
+CELERY_TASK_DEFAULT_QUEUE = queues.EVENTBUS
+CELERY_TASK_CREATE_MISSING_QUEUES = False
+
+# Workers send task events and tasks report "started": Flower shows every task
+# of every queue without extra flags, and results record when work began.
+CELERY_WORKER_SEND_TASK_EVENTS = True
+CELERY_TASK_SEND_SENT_EVENT = True
+CELERY_TASK_TRACK_STARTED = True
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+
+# Every EVENTBUS_RELAY_INTERVAL seconds beat asks the relay to send what the
+# on-commit dispatch could not (broker down, process killed after commit).
+EVENTBUS_RELAY_INTERVAL = env_float("EVENTBUS_RELAY_INTERVAL", 5.0, minimum=0.1)
+# The relay leaves a row alone for this long after it was written, so that it
+# does not race the on-commit dispatch of the request that wrote it.
+EVENTBUS_RELAY_GRACE = env_float("EVENTBUS_RELAY_GRACE", 10.0, minimum=0.0)
+# A relay that claimed a row and died releases it after this many seconds.
+EVENTBUS_RELAY_LEASE = env_float("EVENTBUS_RELAY_LEASE", 60.0, minimum=1.0)
+EVENTBUS_RELAY_BATCH = env_int("EVENTBUS_RELAY_BATCH", 500, minimum=1)
+CELERY_BEAT_SCHEDULE = {
+    "eventbus.relay_outbox": {
+        "task": "eventbus.relay_outbox",
+        "schedule": EVENTBUS_RELAY_INTERVAL,
+        "options": {"queue": queues.EVENTBUS, "expires": EVENTBUS_RELAY_INTERVAL * 2},
+    },
+}
+
+# Retry policy defaults for every subscriber (each may override them):
+# exponential backoff with full jitter, capped.
+EVENTBUS_RETRY_MAX_RETRIES = env_int("EVENTBUS_RETRY_MAX_RETRIES", 8, minimum=0)
+EVENTBUS_RETRY_BASE_DELAY = env_float("EVENTBUS_RETRY_BASE_DELAY", 2.0, minimum=0.0)
+EVENTBUS_RETRY_MAX_DELAY = env_float("EVENTBUS_RETRY_MAX_DELAY", 600.0, minimum=0.0)
+if EVENTBUS_RETRY_MAX_DELAY >= EVENTBUS_VISIBILITY_TIMEOUT:
+    raise ImproperlyConfigured(
+        f"EVENTBUS_RETRY_MAX_DELAY ({EVENTBUS_RETRY_MAX_DELAY:g}s) must be below CELERY_VISIBILITY_TIMEOUT "
+        f"({EVENTBUS_VISIBILITY_TIMEOUT}s): a countdown longer than the visibility timeout makes Redis "
+        "deliver the task twice. Lower the cap or raise the timeout."
+    )
+
+# --- Flower -----------------------------------------------------------------
+
+FLOWER_PORT = env_int("FLOWER_PORT", 5555, minimum=1)
+FLOWER_URL = env_str("FLOWER_URL", f"http://127.0.0.1:{FLOWER_PORT}")
+
+# --- Logging ----------------------------------------------------------------
+
+LOG_LEVEL = env_str("LOG_LEVEL", "INFO").upper()
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(processName)s %(name)s: %(message)s"},
+    },
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "plain"},
+    },
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {
+        "django": {"level": "INFO"},
+        "celery": {"level": LOG_LEVEL},
+    },
+}

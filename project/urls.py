@@ -1,0 +1,17 @@
+"""Root URLs."""
+
+from django.conf import settings
+from django.contrib import admin
+from django.urls import include, path
+from django.views.generic import TemplateView
+
+urlpatterns = [
+    path("", TemplateView.as_view(template_name="home.html"), name="home"),
+    path("signup/", include("signups.urls")),
+    path("analytics/", include("analytics.urls")),
+    path("admin/", admin.site.urls),
+]
+
+if settings.DEBUG:
+    # The dev inbox reads the local SMTP sink's files; it does not exist in production.
+    urlpatterns.append(path("dev/inbox/", include("devinbox.urls")))

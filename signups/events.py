@@ -1,0 +1,23 @@
+"""The events the sign-up flow produces. Payloads carry ids, never secrets or tokens."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from eventbus.catalogue import event_type
+
+
+@event_type("user.signed_up", version=1)
+@dataclass(frozen=True)
+class UserSignedUp:
+    user_id: int
+
+
+@event_type("user.email_verified", version=1)
+@dataclass(frozen=True)
+class UserEmailVerified:
+    user_id: int
+
+
+def aggregate_of(user_id: int) -> str:
+    return f"user:{user_id}"

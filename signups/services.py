@@ -1,0 +1,65 @@
+"""The sign-up commands. Each change and the event reporting it commit together."""
+
+from __future__ import annotations
+
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from eventbus.publish import publish
+from signups.events import UserEmailVerified, UserSignedUp, aggregate_of
+from signups.models import Account
+from signups.verification import InvalidToken, VerificationClaim
+
+
+class EmailTaken(Exception):
+    """Somebody has already signed up with this address."""
+
+
+def normalize_email(email: str) -> str:
+    """One spelling per address: surrounding space dropped, compared case-insensitively."""
+    return email.strip().lower()
+
+
+def email_taken(email: str) -> bool:
+    User = get_user_model()
+    return User.objects.filter(username__iexact=email).exists() or User.objects.filter(email__iexact=email).exists()
+
+
+def sign_up(email: str, password: str) -> AbstractBaseUser:
+    """Create the user and publish ``user.signed_up``, in one transaction.
+
+    Raises EmailTaken when the address is in use, including when a concurrent
+    sign-up with the same address commits first.
+    """
+    User = get_user_model()
+    email = normalize_email(email)
+    try:
+        with transaction.atomic():
+            if email_taken(email):
+                raise EmailTaken(email)
+            # username is unique: it doubles as the case-folded email index.
+            user = User.objects.create_user(username=email, email=email, password=password)
+            Account.objects.create(user=user)
+            publish(UserSignedUp(user_id=user.pk), aggregate=aggregate_of(user.pk))
+    except IntegrityError as exc:
+        raise EmailTaken(email) from exc
+    return user
+
+
+def verify_email(claim: VerificationClaim) -> bool:
+    """Mark the address verified and publish ``user.email_verified``; False if it already was.
+
+    The conditional UPDATE makes a second click (or two at once) publish nothing.
+    """
+    with transaction.atomic():
+        account = Account.objects.select_related("user").filter(user_id=claim.user_id).first()
+        if account is None or normalize_email(account.user.email) != normalize_email(claim.email):
+            raise InvalidToken("This verification link does not match an account.")
+        updated = Account.objects.filter(pk=account.pk, email_verified_at__isnull=True).update(
+            email_verified_at=timezone.now()
+        )
+        if updated:
+            publish(UserEmailVerified(user_id=claim.user_id), aggregate=aggregate_of(claim.user_id))
+    return bool(updated)

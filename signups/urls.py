@@ -1,0 +1,12 @@
+from django.urls import path
+
+from signups import views
+
+app_name = "signups"
+
+urlpatterns = [
+    path("", views.signup, name="signup"),
+    path("status/", views.status, name="status"),
+    path("status.json", views.status_json, name="status_json"),
+    path("verify/<str:token>/", views.verify, name="verify"),
+]
