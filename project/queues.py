@@ -15,9 +15,12 @@ ANALYTICS = "analytics"
 """Analytics records. Fast, local, sheddable under load."""
 
 EVENTBUS = "eventbus"
-"""Housekeeping of the event bus itself: the outbox relay."""
+"""Housekeeping of the event bus itself: the outbox relay, dead-letter retention."""
 
-WORKER_QUEUES: tuple[str, ...] = (NOTIFICATIONS, ANALYTICS, EVENTBUS)
+DEAD_LETTER = "dead_letter"
+"""Failed and poison messages, with their failure, on their way to a DeadLetter row."""
+
+WORKER_QUEUES: tuple[str, ...] = (NOTIFICATIONS, ANALYTICS, EVENTBUS, DEAD_LETTER)
 """One worker pool each, in this order, in the run command and docker-compose."""
 
 DEFAULT_CONCURRENCY: dict[str, int] = {
@@ -27,4 +30,6 @@ DEFAULT_CONCURRENCY: dict[str, int] = {
     ANALYTICS: 2,
     # The relay is a single loop that claims rows with a lease; one is enough.
     EVENTBUS: 1,
+    # Storing a dead letter is one insert; failures are rare by design.
+    DEAD_LETTER: 1,
 }
