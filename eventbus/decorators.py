@@ -46,17 +46,18 @@ def subscriber(
     policy = retry or RetryPolicy()
 
     def declare(handler: Handler) -> ConsumerTask:
+        registry.ensure_free(name)
+
         def run(self: ConsumerTask, envelope: Any) -> dict[str, str]:
             return self.consume(envelope)
 
-        run.__name__ = handler.__name__
+        run.__name__ = handler.__name__ if handler.__name__.isidentifier() else "handler"
         run.__doc__ = handler.__doc__
         run.__module__ = handler.__module__
         task: ConsumerTask = shared_task(
             bind=True,
             base=ConsumerTask,
             name=name,
-            queue=queue,
             max_retries=policy.max_retries,
             # At least once: acknowledge after the work, and put the message
             # back when the worker process dies mid-task.

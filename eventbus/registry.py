@@ -45,9 +45,13 @@ class Subscription:
 _subscriptions: dict[str, Subscription] = {}
 
 
+def ensure_free(name: str) -> None:
+    if name in _subscriptions:
+        raise EventDeclarationError(f"subscriber {name!r} is declared twice")
+
+
 def register(subscription: Subscription) -> None:
-    if subscription.name in _subscriptions:
-        raise EventDeclarationError(f"subscriber {subscription.name!r} is declared twice")
+    ensure_free(subscription.name)
     _subscriptions[subscription.name] = subscription
 
 
@@ -58,6 +62,10 @@ def unregister(name: str) -> None:
 
 def get(name: str) -> Subscription:
     return _subscriptions[name]
+
+
+def find(name: str) -> Subscription | None:
+    return _subscriptions.get(name)
 
 
 def all_subscriptions() -> list[Subscription]:

@@ -10,7 +10,7 @@ import os
 from typing import Any
 
 from celery import Celery
-from celery.signals import setup_logging
+from celery.signals import setup_logging, task_prerun
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
 
@@ -27,3 +27,15 @@ def configure_logging(**_: Any) -> None:
     from django.conf import settings
 
     dictConfig(settings.LOGGING)
+
+
+@task_prerun.connect
+def record_queue_in_result(task: Any = None, **_: Any) -> None:
+    """Store the queue a task came from with its result (django-celery-results keeps
+    ``request.meta`` in TaskResult.meta), beside the name and arguments it already keeps."""
+    if task is None:
+        return
+    delivery = task.request.delivery_info or {}
+    meta = dict(getattr(task.request, "meta", None) or {})
+    meta["queue"] = delivery.get("routing_key") or delivery.get("queue") or ""
+    task.request.meta = meta

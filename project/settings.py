@@ -198,9 +198,15 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     "socket_connect_timeout": EVENTBUS_PUBLISH_TIMEOUT,
     "socket_timeout": max(EVENTBUS_PUBLISH_TIMEOUT, 5.0),
     "retry_on_timeout": False,
+    # Opening a channel for publishing tries once: no sleep-and-retry on the
+    # request path. Workers pass their own broker_connection_max_retries.
+    "max_retries": 0,
 }
 if REDIS_KEY_PREFIX and CELERY_BROKER_URL.startswith(("redis://", "rediss://", "unix://")):
     CELERY_BROKER_TRANSPORT_OPTIONS["global_keyprefix"] = REDIS_KEY_PREFIX
+if CELERY_BROKER_URL.startswith("redis://"):
+    # redis-py would retry a refused connection for ~4 s; see eventbus/broker.py.
+    CELERY_BROKER_TRANSPORT = "eventbus.broker:FailFastRedisTransport"
 CELERY_BROKER_CONNECTION_TIMEOUT = EVENTBUS_PUBLISH_TIMEOUT
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 
@@ -208,6 +214,8 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # is a bug, so Celery must not invent queues on the fly.
 CELERY_TASK_QUEUES = [Queue(name, Exchange(name, type="direct"), routing_key=name) for name in queues.WORKER_QUEUES]
 CELERY_TASK_DEFAULT_QUEUE = queues.EVENTBUS
+# Each subscriber's task goes to the queue its @subscriber declaration names.
+CELERY_TASK_ROUTES = ("eventbus.routing.route_task",)
 CELERY_TASK_CREATE_MISSING_QUEUES = False
 
 # Workers send task events and tasks report "started": Flower shows every task

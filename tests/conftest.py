@@ -1,0 +1,155 @@
+"""Shared fixtures: a real Redis (tests/environment.py), real workers, a real SMTP sink."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from celery.contrib.testing.worker import start_worker
+from django.conf import settings as django_settings
+
+from devinbox.sink import SmtpSink
+from eventbus.redis import client as redis_client
+from project import queues
+from project.celery import app as celery_app
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 15.0, interval: float = 0.05, what: str = "") -> Any:
+    """Poll until ``predicate()`` is truthy; fail the test after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout}s waiting for {what or predicate}")
+        time.sleep(interval)
+
+
+def prefixed_keys() -> list[str]:
+    return list(redis_client().scan_iter(match=django_settings.REDIS_KEY_PREFIX + "*", count=500))
+
+
+def purge_broker() -> None:
+    """Empty this run's queues and counters; keep kombu's bindings, which routing needs."""
+    doomed = [k for k in prefixed_keys() if "_kombu.binding" not in k]
+    if doomed:
+        redis_client().delete(*doomed)
+
+
+def queue_length(queue: str) -> int:
+    return int(redis_client().llen(django_settings.REDIS_KEY_PREFIX + queue))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _clean_redis_at_end() -> Iterator[None]:
+    yield
+    keys = prefixed_keys()
+    if keys:
+        redis_client().delete(*keys)
+
+
+@pytest.fixture
+def broker() -> Iterator[None]:
+    """A clean broker for one test: this run's queues emptied before and after."""
+    purge_broker()
+    yield
+    purge_broker()
+
+
+@pytest.fixture
+def smtp_sink(settings: Any) -> Iterator[SmtpSink]:
+    """A real SMTP server on a free port; the project sends its email there."""
+    with SmtpSink(port=0) as sink:
+        # pytest-django swaps in the in-memory backend; these tests want real SMTP.
+        settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+        settings.EMAIL_HOST = "127.0.0.1"
+        settings.EMAIL_PORT = sink.port
+        yield sink
+
+
+@contextmanager
+def running_worker(*worker_queues: str, concurrency: int = 2, pool: str = "threads") -> Iterator[Any]:
+    """A real Celery worker in a thread of this process, consuming ``worker_queues`` from Redis."""
+    with start_worker(
+        celery_app,
+        pool=pool,
+        concurrency=concurrency,
+        queues=list(worker_queues or queues.WORKER_QUEUES),
+        perform_ping_check=False,
+        loglevel="WARNING",
+        shutdown_timeout=30,
+    ) as worker:
+        yield worker
+
+
+@pytest.fixture
+def worker(broker: None, smtp_sink: SmtpSink) -> Iterator[Any]:
+    """A worker thread pool on the notifications and analytics queues."""
+    with running_worker(queues.NOTIFICATIONS, queues.ANALYTICS) as w:
+        yield w
+
+
+def worker_env(**overrides: str) -> dict[str, str]:
+    """The environment a worker subprocess needs to share this test run's database and Redis."""
+    env = dict(os.environ)
+    env["DATABASE_URL"] = (
+        os.environ.get("TEST_DATABASE_URL") or f"sqlite:///{django_settings.DATABASES['default']['NAME']}"
+    )
+    env["EMAIL_HOST"] = str(django_settings.EMAIL_HOST)
+    env["EMAIL_PORT"] = str(django_settings.EMAIL_PORT)
+    env.update(overrides)
+    return env
+
+
+@contextmanager
+def worker_process(
+    *worker_queues: str, concurrency: int = 2, name: str = "w", env: dict[str, str] | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
+    """A real ``celery worker`` subprocess (prefork), for tests that kill or stop it."""
+    log = Path(os.environ["EVENTDEMO_TEST_RUN_DIR"]) / f"worker-{name}-{time.monotonic_ns()}.log"
+    command = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "project",
+        "worker",
+        "-Q",
+        ",".join(worker_queues),
+        "-c",
+        str(concurrency),
+        "-n",
+        f"{name}-{os.getpid()}@%h",
+        "--without-mingle",
+        "--without-gossip",
+        "-l",
+        "INFO",
+    ]
+    with open(log, "wb") as out:
+        process = subprocess.Popen(
+            command, cwd=REPO, env=env or worker_env(), stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    try:
+        wait_for(lambda: b"ready." in log.read_bytes() or process.poll() is not None, timeout=30, what="worker ready")
+        if process.poll() is not None:
+            pytest.fail(f"worker exited at start:\n{log.read_text()[-3000:]}")
+        process.log_path = log  # type: ignore[attr-defined]
+        yield process
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, 15)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, 9)
+                process.wait(timeout=10)

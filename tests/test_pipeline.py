@@ -1,0 +1,167 @@
+"""The whole pipeline with real parts: Django test client, Redis, a Celery worker, an SMTP sink."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import re
+from typing import Any
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.test import Client
+from django_celery_results.models import TaskResult
+from kombu import Connection
+
+from analytics.models import AnalyticsEvent
+from devinbox.sink import SmtpSink
+from eventbus import counters, registry
+from eventbus.decorators import subscriber
+from eventbus.dispatch import send_many
+from eventbus.models import OutboxEvent, ProcessedEvent
+from project import queues
+from project.celery import app as celery_app
+from tests.conftest import queue_length, wait_for
+from tests.factories import PASSWORD, sign_up_via_client
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.integration]
+
+
+def delivered(count: int) -> bool:
+    return ProcessedEvent.objects.count() >= count
+
+
+def test_a_signup_sends_one_welcome_email_and_records_one_analytics_row(
+    worker: Any, smtp_sink: SmtpSink, client: Client
+) -> None:
+    # when
+    response = sign_up_via_client(client, email="grace@example.com")
+    assert response.status_code == 302
+    wait_for(lambda: delivered(2) and smtp_sink.messages, what="both deliveries")
+
+    # then: one email, with both parts, the link and a Message-ID derived from the event
+    event = OutboxEvent.objects.get()
+    (mail,) = smtp_sink.messages
+    message = mail.message()
+    assert mail.rcpt_tos == ("grace@example.com",)
+    assert message["Message-ID"] == f"<welcome.{event.id}@testserver>"
+    text = message.get_body(preferencelist=("plain",)).get_content()
+    html = message.get_body(preferencelist=("html",)).get_content()
+    link = re.search(r"http://testserver/signup/verify/[^/\s]+/", text)
+    assert link and link.group(0) in html
+    # and one analytics row
+    row = AnalyticsEvent.objects.get()
+    assert (row.event_id, row.type, row.user_id) == (event.id, "user.signed_up", get_user_model().objects.get().pk)
+    # and the status page shows both done
+    data = client.get("/signup/status.json").json()
+    assert {d["label"]: d["text"] for d in data["events"][0]["deliveries"]} == {
+        "welcome email": "sent",
+        "analytics": "recorded",
+    }
+
+
+def test_the_verification_link_produces_a_second_event_that_analytics_records(
+    worker: Any, smtp_sink: SmtpSink, client: Client
+) -> None:
+    sign_up_via_client(client, email="link@example.com")
+    wait_for(lambda: smtp_sink.messages, what="the welcome email")
+    text = smtp_sink.messages[0].message().get_body(preferencelist=("plain",)).get_content()
+    path = re.search(r"http://testserver(/signup/verify/[^/\s]+/)", text).group(1)  # type: ignore[union-attr]
+
+    response = client.get(path)
+    client.get(path)  # a second click publishes nothing
+
+    assert response.status_code == 200
+    wait_for(lambda: AnalyticsEvent.objects.filter(type="user.email_verified").exists(), what="verification row")
+    assert OutboxEvent.objects.filter(type="user.email_verified").count() == 1
+    dashboard = client.get("/analytics/")
+    assert b'id="funnel-verified">1<' in dashboard.content
+    assert len(smtp_sink.messages) == 1
+
+
+def test_the_same_event_delivered_twice_has_one_effect(worker: Any, smtp_sink: SmtpSink, client: Client) -> None:
+    # given: a sign-up whose effects happened
+    sign_up_via_client(client)
+    wait_for(lambda: delivered(2), what="first delivery")
+    wire = OutboxEvent.objects.get().to_wire()
+
+    # when: the broker delivers it again to both subscribers (as after a redelivery)
+    send_many([wire])
+    wait_for(
+        lambda: sum(counters.read(counters.DUPLICATES).values()) >= 2,
+        what="both duplicates skipped",
+    )
+
+    # then
+    assert len(smtp_sink.messages) == 1
+    assert AnalyticsEvent.objects.count() == 1
+    assert counters.read(counters.DUPLICATES) == {"notifications.send_welcome_email": 1, "analytics.record_event": 1}
+
+
+def test_a_new_subscriber_is_one_decorated_function(broker: None, smtp_sink: SmtpSink, client: Client) -> None:
+    seen: list[tuple[str, int]] = []
+
+    # given: a new consumer of user.signed_up, declared here and nowhere else
+    @subscriber("user.signed_up", name="tests.count_signups", queue=queues.ANALYTICS, label="counter")
+    def count_signups(event: Any) -> None:
+        seen.append((event.type, event.payload.user_id))
+
+    try:
+        with running(queues.NOTIFICATIONS, queues.ANALYTICS):
+            sign_up_via_client(client)
+            wait_for(lambda: delivered(3), what="three deliveries")
+        user_id = get_user_model().objects.get().pk
+        assert seen == [("user.signed_up", user_id)]
+        assert ProcessedEvent.objects.filter(subscriber="tests.count_signups").count() == 1
+    finally:
+        registry.unregister("tests.count_signups")
+        celery_app.tasks.pop("tests.count_signups", None)
+
+
+def running(*names: str) -> Any:
+    from tests.conftest import running_worker
+
+    return running_worker(*names)
+
+
+def test_results_are_stored_with_name_queue_and_arguments_without_secrets(
+    worker: Any, smtp_sink: SmtpSink, client: Client
+) -> None:
+    sign_up_via_client(client)
+    wait_for(lambda: TaskResult.objects.filter(status="SUCCESS").count() >= 2, what="two stored results")
+
+    results = {r.task_name: r for r in TaskResult.objects.all()}
+    assert set(results) == {"notifications.send_welcome_email", "analytics.record_event"}
+    event_id = str(OutboxEvent.objects.get().id)
+    for name, result in results.items():
+        assert event_id in result.task_args
+        assert json.loads(result.meta)["queue"] == registry.get(name).queue
+        assert result.worker
+        assert PASSWORD not in result.task_args + result.result + result.meta
+
+
+def test_a_pickled_message_is_refused(worker: Any, smtp_sink: SmtpSink, caplog: pytest.LogCaptureFixture) -> None:
+    # given: a message a malicious or misconfigured producer pickled
+    wire = {"id": "00000000-0000-0000-0000-000000000001", "type": "user.signed_up"}
+    with Connection(celery_app.conf.broker_url, transport_options=celery_app.conf.broker_transport_options) as conn:
+        producer = conn.Producer()
+        producer.publish(
+            pickle.dumps([[wire], {}, {}]),
+            content_encoding="binary",
+            exchange=queues.ANALYTICS,
+            routing_key=queues.ANALYTICS,
+            headers={
+                "task": "analytics.record_event",
+                "id": "pickled-1",
+                "lang": "py",
+                "argsrepr": "",
+                "kwargsrepr": "",
+            },
+            content_type="application/x-python-serialize",
+        )
+
+    # then: the worker takes it off the queue and never runs it
+    wait_for(lambda: "pickle" in caplog.text and queue_length(queues.ANALYTICS) == 0, what="the refusal")
+    assert "untrusted content" in caplog.text or "ContentDisallowed" in caplog.text
+    assert not TaskResult.objects.filter(task_id="pickled-1").exists()
+    assert not ProcessedEvent.objects.exists()
