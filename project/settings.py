@@ -277,3 +277,36 @@ LOGGING = {
         "celery": {"level": LOG_LEVEL},
     },
 }
+
+# --- Email provider protection ------------------------------------------------
+
+# Imported beside the one setting that needs it. Safe inside settings: the
+# module reads no settings and imports no models when imported.
+from eventbus.ratelimit import parse_rate  # noqa: E402
+
+# The provider's limit for the whole cluster, shared by every worker through a
+# token bucket in Redis (Celery's rate_limit would count per process). Written
+# like Celery's rate_limit: "10/s", "600/m", "36000/h". Checked now, so that a
+# typo stops the process at start instead of at the first email.
+EMAIL_RATE_LIMIT = env_str("EMAIL_RATE_LIMIT", "10/s")
+_EMAIL_RATE = parse_rate(EMAIL_RATE_LIMIT, setting="EMAIL_RATE_LIMIT")
+# Consecutive failed sends (from any worker) that open the email circuit
+# breaker: a few, so one flaky send does not stop email for everyone.
+EMAIL_BREAKER_FAILURE_THRESHOLD = env_int("EMAIL_BREAKER_FAILURE_THRESHOLD", 5, minimum=1)
+# Seconds the open breaker keeps every worker away from the provider before
+# one probe tries again. It is also the probe's lease, so it must exceed the
+# longest send (several SMTP round trips of up to EMAIL_TIMEOUT each).
+EMAIL_BREAKER_RESET_TIMEOUT = env_float("EMAIL_BREAKER_RESET_TIMEOUT", 30.0, minimum=0.1)
+# Tasks that meet a refusing limiter or an open breaker are rescheduled with
+# that wait as countdown; one at or above the visibility timeout makes Redis
+# deliver the task twice (kombu#337).
+for _setting, _wait in (
+    ("EMAIL_RATE_LIMIT", 1 / _EMAIL_RATE.tokens_per_second),
+    ("EMAIL_BREAKER_RESET_TIMEOUT", EMAIL_BREAKER_RESET_TIMEOUT),
+):
+    if _wait >= EVENTBUS_VISIBILITY_TIMEOUT:
+        raise ImproperlyConfigured(
+            f"{_setting} makes tasks wait {_wait:g}s, not below CELERY_VISIBILITY_TIMEOUT "
+            f"({EVENTBUS_VISIBILITY_TIMEOUT}s): a countdown that long makes Redis deliver the task twice. "
+            "Allow a faster rate or a shorter reset timeout, or raise the visibility timeout."
+        )
