@@ -104,3 +104,77 @@ class ProcessedEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.event_type} {self.event_id} by {self.subscriber}"
+
+
+# --- Dead letters -------------------------------------------------------------
+
+from eventbus.deadletters.failure import Kind as DeadLetterKind  # noqa: E402 -- dead-letter models start here
+
+
+class DeadLetter(models.Model):
+    """A message that failed for good, with its envelope and its failure; kept until purged.
+
+    The id is derived from the failed delivery (see ``DeadLetterFailure.id``),
+    so storing the same failure twice keeps one row. ``body`` is the envelope
+    when the message was JSON; otherwise ``raw_body`` holds the bytes as text.
+    """
+
+    Kind = models.TextChoices("Kind", [(k.name, (k.value, k.value.replace("_", " "))) for k in DeadLetterKind])
+
+    id = models.UUIDField(primary_key=True, editable=False)
+    kind = models.CharField(max_length=32, choices=Kind.choices)
+    event_id = models.UUIDField(null=True, blank=True)
+    event_type = models.CharField(max_length=100, blank=True)
+    subscriber = models.CharField(max_length=150, blank=True)
+    task_name = models.CharField(max_length=200, blank=True)
+    task_id = models.CharField(max_length=255, blank=True)
+    queue = models.CharField(max_length=100, blank=True)
+    body = models.JSONField(null=True, blank=True)
+    raw_body = models.TextField(blank=True)
+    exception_type = models.CharField(max_length=255, blank=True)
+    exception_message = models.TextField(blank=True)
+    traceback = models.TextField(blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    first_failed_at = models.DateTimeField(null=True, blank=True)
+    last_failed_at = models.DateTimeField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-last_failed_at"]
+        indexes = [
+            # One per list filter, each with the age that every list sorts and filters by.
+            models.Index(fields=["last_failed_at"], name="deadletter_last_failed"),
+            models.Index(fields=["subscriber", "last_failed_at"], name="deadletter_subscriber"),
+            models.Index(fields=["event_type", "last_failed_at"], name="deadletter_event_type"),
+            models.Index(fields=["kind", "last_failed_at"], name="deadletter_kind"),
+            models.Index(fields=["event_id"], name="deadletter_event_id"),
+            models.Index(fields=["task_id"], name="deadletter_task_id"),
+        ]
+
+    def __str__(self) -> str:
+        who = self.subscriber or self.task_name or self.queue
+        return f"{self.kind} {self.event_type or 'unknown event'} for {who or 'unknown subscriber'}"
+
+    @property
+    def reason(self) -> str:
+        return f"{self.exception_type}: {self.exception_message}" if self.exception_type else self.exception_message
+
+
+class DeadLetterReplay(models.Model):
+    """One replay of a dead letter: who sent it again, when, and as which task."""
+
+    dead_letter = models.ForeignKey(DeadLetter, on_delete=models.CASCADE, related_name="replays")
+    replayed_by = models.CharField(max_length=150)
+    replayed_at = models.DateTimeField(auto_now_add=True)
+    subscriber = models.CharField(max_length=150)
+    task_id = models.CharField(max_length=255)
+    skipped_by_ledger = models.BooleanField(
+        default=False,
+        help_text="The ledger already held this (event, subscriber) when it was replayed: the consumer skips it.",
+    )
+
+    class Meta:
+        ordering = ["-replayed_at"]
+
+    def __str__(self) -> str:
+        return f"replay of {self.dead_letter_id} by {self.replayed_by} at {self.replayed_at:%Y-%m-%d %H:%M:%S}"

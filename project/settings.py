@@ -310,3 +310,20 @@ for _setting, _wait in (
             f"({EVENTBUS_VISIBILITY_TIMEOUT}s): a countdown that long makes Redis deliver the task twice. "
             "Allow a faster rate or a shorter reset timeout, or raise the visibility timeout."
         )
+
+# --- Dead letters -------------------------------------------------------------
+
+# Celery's stock consumer logs and discards a message it cannot hand to a task
+# (not JSON, pickled, an unknown task name); this one first turns it into a
+# "poison" dead letter. The setting is Celery's worker_consumer (celery/app/defaults.py).
+# https://docs.celeryq.dev/en/stable/reference/celery.worker.consumer.html
+CELERY_WORKER_CONSUMER = "eventbus.worker:DeadLetteringConsumer"
+# Dead letters whose last failure is older than this are deleted by the beat
+# task below: long enough to notice a failure after a holiday and repair it.
+EVENTBUS_DEADLETTER_RETENTION_DAYS = env_int("EVENTBUS_DEADLETTER_RETENTION_DAYS", 30, minimum=1)
+# Hourly: retention counts in days, so an hour late is nothing, and each run has little to delete.
+CELERY_BEAT_SCHEDULE["eventbus.purge_dead_letters"] = {
+    "task": "eventbus.purge_dead_letters",
+    "schedule": 3600.0,
+    "options": {"queue": queues.EVENTBUS, "expires": 3600.0},
+}

@@ -1,0 +1,196 @@
+"""Poison messages and replays with a REAL Celery worker on the real Redis (this run's key prefix).
+
+The worker runs in threads of this process with the project's consumer
+(CELERY_WORKER_CONSUMER), so it uses its own database connections: these tests
+need a transactional database, which the settings keep in a file.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from django.conf import settings
+from django_celery_results.models import TaskResult
+from kombu import Connection, Message
+
+from analytics.models import AnalyticsEvent
+from eventbus import registry, worker
+from eventbus.deadletters import Kind, operations, send_to_dead_letter
+from eventbus.deadletters.capture import DeadLetterNotCaptured
+from eventbus.deadletters.poison import failure_from_message
+from eventbus.models import DeadLetter
+from eventbus.redis import client as redis_client
+from project import queues
+from project.celery import app as celery_app
+from tests.conftest import queue_length, running_worker, wait_for
+from tests.test_deadletters import ANALYTICS, dead_letter, envelope, failure
+
+# --- unit: what is read from a raw message, and the hooks never raise ----------
+
+
+class _Channel:
+    """Just enough of a kombu channel for Message.ack()."""
+
+    no_ack_consumers = None
+
+    def __init__(self) -> None:
+        self.acked: list[object] = []
+
+    def basic_ack(self, delivery_tag: object, multiple: bool = False) -> None:
+        self.acked.append(delivery_tag)
+
+
+def raw_message(body: bytes, content_type: str, headers: dict[str, Any] | None = None) -> Message:
+    return Message(
+        body=body,
+        content_type=content_type,
+        content_encoding="utf-8",
+        headers=headers or {},
+        delivery_info={"routing_key": queues.ANALYTICS},
+        delivery_tag="tag-1",
+        channel=_Channel(),
+    )
+
+
+def test_a_pickled_body_is_kept_as_text_and_never_unpickled() -> None:
+    made = failure_from_message(
+        raw_message(pickle.dumps({"boom": 1}), "application/x-python-serialize", {"task": ANALYTICS, "id": "t"}),
+        reason="not accepted",
+    )
+    assert made.kind is Kind.POISON and made.body is None
+    assert made.raw_body is not None and "\\x80" in made.raw_body and "boom" in made.raw_body
+    assert (made.queue, made.subscriber, made.task_id, made.message_id) == (queues.ANALYTICS, ANALYTICS, "t", "tag-1")
+
+
+def test_the_envelope_inside_a_task_message_is_kept_as_json() -> None:
+    wire = envelope()
+    body = json.dumps([[wire], {}, {"callbacks": None}]).encode()
+    made = failure_from_message(raw_message(body, "application/json", {"task": "nope.unknown"}), reason="unknown")
+    assert made.body == wire and made.raw_body is None
+    assert (made.event_id, made.event_type) == (uuid.UUID(wire["id"]), "user.signed_up")
+    assert (made.task_name, made.subscriber) == ("nope.unknown", "")
+
+
+def test_the_hooks_never_raise_and_always_ack(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(_: object) -> None:
+        raise DeadLetterNotCaptured("broker and database down")
+
+    def celery_default_fails() -> None:
+        raise RuntimeError("result backend down")
+
+    monkeypatch.setattr("eventbus.deadletters.capture.send_to_dead_letter", refuse)
+    message = raw_message(b"{", "application/json")
+
+    worker._dead_letter(message, "bad", None)
+    worker._settle(message, celery_default_fails)
+
+    assert message.acknowledged and message.channel.acked == ["tag-1"]
+
+
+# --- integration: a real worker, the real Redis --------------------------------
+
+
+@pytest.fixture
+def dead_letter_worker(broker: None) -> Iterator[Any]:
+    """A real worker on the analytics queue and the dead_letter queue (which stores dead letters)."""
+    assert settings.CELERY_WORKER_CONSUMER == "eventbus.worker:DeadLetteringConsumer"
+    with running_worker(queues.ANALYTICS, queues.DEAD_LETTER) as w:
+        yield w
+
+
+def publish_raw(body: bytes, content_type: str, task: str, task_id: str, encoding: str = "utf-8") -> None:
+    """Put a message on the analytics queue by hand, as a broken or hostile producer would."""
+    with Connection(celery_app.conf.broker_url, transport_options=celery_app.conf.broker_transport_options) as conn:
+        conn.Producer().publish(
+            body,
+            exchange=queues.ANALYTICS,
+            routing_key=queues.ANALYTICS,
+            content_type=content_type,
+            content_encoding=encoding,
+            headers={"task": task, "id": task_id, "lang": "py", "argsrepr": "", "kwargsrepr": ""},
+        )
+
+
+def unacked() -> int:
+    return int(redis_client().hlen(settings.REDIS_KEY_PREFIX + "unacked"))
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.integration
+def test_poison_messages_become_dead_letters_and_the_worker_keeps_serving(dead_letter_worker: Any) -> None:
+    # given: three messages no task can take, on a subscriber's queue
+    wire = envelope()
+    publish_raw(b"{this is not json", "application/json", ANALYTICS, "poison-not-json")
+    publish_raw(pickle.dumps([[wire], {}, {}]), "application/x-python-serialize", ANALYTICS, "poison-pickle", "binary")
+    publish_raw(json.dumps([[wire], {}, {}]).encode(), "application/json", "analytics.no_such_task", "poison-unknown")
+
+    # then: each becomes a poison dead letter with its reason
+    wait_for(lambda: DeadLetter.objects.filter(kind=Kind.POISON).count() == 3, what="three poison dead letters")
+    rows = {row.task_id: row for row in DeadLetter.objects.all()}
+
+    not_json = rows["poison-not-json"]
+    assert (not_json.queue, not_json.subscriber, not_json.body) == (queues.ANALYTICS, ANALYTICS, None)
+    assert not_json.raw_body == "{this is not json"
+    assert "DecodeError" in not_json.exception_type and "could not be decoded" in not_json.exception_message
+
+    pickled = rows["poison-pickle"]
+    assert pickled.body is None and "\\x80" in pickled.raw_body
+    assert "ContentDisallowed" in pickled.exception_type
+    assert "'application/x-python-serialize' is not accepted" in pickled.exception_message
+
+    unknown = rows["poison-unknown"]
+    assert unknown.exception_type == "celery.exceptions.NotRegistered"
+    assert "unregistered task 'analytics.no_such_task'" in unknown.exception_message
+    assert (unknown.task_name, unknown.subscriber, unknown.body) == ("analytics.no_such_task", "", wire)
+    assert str(unknown.event_id) == wire["id"]
+
+    # and: the worker still serves a valid event published afterwards
+    good = envelope(user_id=99)
+    registry.get(ANALYTICS).task.apply_async(args=(good,), queue=queues.ANALYTICS)
+    wait_for(lambda: AnalyticsEvent.objects.filter(event_id=good["id"]).exists(), what="the valid event recorded")
+
+    # and: nothing loops: no message left, none unacknowledged, no new dead letter
+    time.sleep(1.0)
+    assert queue_length(queues.ANALYTICS) == queue_length(queues.DEAD_LETTER) == unacked() == 0
+    assert DeadLetter.objects.count() == 3
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.integration
+def test_a_failure_sent_twice_through_the_dead_letter_queue_is_stored_once(dead_letter_worker: Any) -> None:
+    made = failure()
+    send_to_dead_letter(made)
+    send_to_dead_letter(made)  # a redelivered failure: same id
+
+    wait_for(lambda: DeadLetter.objects.filter(pk=made.id).exists(), what="the stored dead letter")
+    wait_for(lambda: queue_length(queues.DEAD_LETTER) == 0 and unacked() == 0, what="both messages consumed")
+    time.sleep(0.5)
+    assert DeadLetter.objects.count() == 1
+    assert DeadLetter.objects.get().body == made.body
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.integration
+def test_replaying_twice_has_one_effect(dead_letter_worker: Any) -> None:
+    # given: an analytics event that exhausted its retries
+    row = dead_letter()
+
+    # when: an operator replays it twice
+    first = operations.replay([row], by="alice").items[0]
+    second = operations.replay([row], by="bob").items[0]
+
+    # then: both messages are consumed, one records the row and the ledger skips the other
+    def results() -> list[str]:
+        done = TaskResult.objects.filter(task_id__in=[first.task_id, second.task_id], status="SUCCESS")
+        return sorted(json.loads(r.result)["status"] for r in done)
+
+    wait_for(lambda: len(results()) == 2, what="both replays handled")
+    assert results() == ["duplicate", "processed"]
+    assert AnalyticsEvent.objects.filter(event_id=row.event_id).count() == 1
+    assert row.replays.count() == 2
