@@ -1,0 +1,14 @@
+"""The event bus's ops pages, for staff: dead letters, listed, inspected, replayed and purged."""
+
+from django.urls import path
+
+from eventbus import views
+
+app_name = "ops"
+
+urlpatterns = [
+    path("deadletters/", views.dead_letter_list, name="deadletters"),
+    path("deadletters/replay/", views.dead_letter_replay, name="deadletter-replay"),
+    path("deadletters/purge/", views.dead_letter_purge, name="deadletter-purge"),
+    path("deadletters/<uuid:pk>/", views.dead_letter_detail, name="deadletter"),
+]
