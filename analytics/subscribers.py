@@ -15,6 +15,8 @@ from project import queues
     label="analytics",
     done_label="recorded",
     critical=False,
+    # The funnel must not count a verification before its sign-up.
+    ordered=True,
 )
 def record_event(event: Envelope) -> None:
     """One analytics row per event; the ledger and a unique event id keep it to one."""

@@ -17,3 +17,16 @@ class EventbusConfig(AppConfig):
         from eventbus import registry
 
         registry.check()
+
+        from django.core import checks
+
+        checks.register(_delivery_safety, "eventbus")
+
+
+def _delivery_safety(app_configs: object = None, **_: object) -> list[object]:
+    from django.core import checks
+
+    from eventbus.safety import problems
+    from project.celery import app
+
+    return [checks.Error(problem, id="eventbus.E001") for problem in problems(app.conf)]

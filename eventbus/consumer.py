@@ -1,63 +1,165 @@
-"""The base task of every subscriber: decode, guard with the ledger, call the handler, retry.
+"""The base task of every subscriber: decode, guard, call the handler, retry or dead-letter.
 
-Retry, idempotency and serialization live here, never in business code: a
-subscriber's author writes the handler and the decorator's arguments.
+Retry, idempotency, rate limits, the circuit breaker, ordering and dead
+letters live here, never in business code: a subscriber's author writes the
+handler and the decorator's arguments.
+
+What happens to one delivery, in order:
+
+1. The envelope is decoded; a poison message (broken envelope, unknown type or
+   version) goes to the dead-letter queue at once.
+2. A delivery that keeps killing its worker is dead-lettered after
+   ``EVENTBUS_MAX_DELIVERIES`` starts.
+3. An event the ledger says is done is skipped and counted (a duplicate).
+4. An ordered subscriber ignores a stale event and defers one with a gap.
+5. An open circuit breaker or an empty token bucket reschedules the task for
+   when it may go ahead; waiting uses up no retry.
+6. The handler runs in a transaction with the ledger entry: its database
+   effects and the "done" mark commit together.
+7. A transient failure is retried with backoff; the last one, or a permanent
+   failure, goes to the dead-letter queue with its traceback.
 """
 
 from __future__ import annotations
 
 import logging
+import random
+from datetime import UTC, datetime
 from typing import Any
 
 from celery import Task
-from celery.exceptions import Reject
+from celery.exceptions import Retry, SoftTimeLimitExceeded
+from django.conf import settings
 from django.db import transaction
 
-from eventbus import counters, ledger, registry
+from eventbus import counters, deliveries, ledger, ordering, registry
 from eventbus.context import reset_correlation_id, set_correlation_id
+from eventbus.deadletters import DeadLetterFailure, Kind, send_to_dead_letter
+from eventbus.deadletters.capture import DeadLetterNotCaptured
 from eventbus.envelope import Envelope
 from eventbus.errors import PoisonMessage
 
 log = logging.getLogger(__name__)
+
+Result = dict[str, str]
 
 
 class ConsumerTask(Task):
     """Delivered at least once; the handler's effect happens once per (event, subscriber)."""
 
     subscription_name: str = ""
-    # Results carry only a status word: the envelope is already stored in the
-    # outbox and in the result's arguments.
-    ignore_result = False
 
-    def consume(self, raw: Any) -> dict[str, str]:
+    # --- entry point ------------------------------------------------------
+
+    def consume(self, raw: Any) -> Result:
         subscription = registry.get(self.subscription_name)
+        task_id = self.request.id or ""
+        retries = int(self.request.retries or 0)
         try:
             event = Envelope.from_dict(raw)
         except PoisonMessage as exc:
-            log.error("%s: poison message rejected: %s", subscription.name, exc)
-            # Never retried, never requeued: it could not succeed.
-            raise Reject(str(exc), requeue=False) from exc
+            log.error("%s: poison message dead-lettered: %s", subscription.name, exc)
+            return self._dead_letter(subscription, raw, Kind.POISON, exc)
+
+        if deliveries.started(task_id, retries) > settings.EVENTBUS_MAX_DELIVERIES:
+            lost = RuntimeError(
+                f"delivered {settings.EVENTBUS_MAX_DELIVERIES} times without finishing: "
+                "the worker process died each time"
+            )
+            log.error("%s: event %s dead-lettered: %s", subscription.name, event.id, lost)
+            return self._dead_letter(subscription, raw, Kind.WORKER_LOST, lost)
 
         token = set_correlation_id(event.correlation_id)
         try:
-            return self._handle(subscription, event)
+            result = self._deliver(subscription, event, raw)
+        except Retry:
+            raise
+        except Exception as exc:
+            # Not the handler's failure (those are handled inside): the ledger,
+            # Redis or the database failed around it. Never let Celery ack the
+            # message as failed: retry it like a transient failure.
+            log.warning("%s: event %s: %s: %s", subscription.name, event.id, type(exc).__name__, exc)
+            result = self._failed(subscription, event, raw, exc, transient=True)
         finally:
             reset_correlation_id(token)
+        deliveries.ended(task_id, retries)
+        return result
 
-    def _handle(self, subscription: registry.Subscription, event: Envelope) -> dict[str, str]:
-        task_id = self.request.id or ""
+    # --- the steps --------------------------------------------------------
+
+    def _deliver(self, subscription: registry.Subscription, event: Envelope, raw: Any) -> Result:
+        if ledger.has_processed(event.id, subscription.name):
+            return self._duplicate(subscription, event)
+
+        if subscription.ordered:
+            order = ordering.check(event, subscription)
+            if order is ordering.Order.STALE:
+                counters.incr(counters.STALE, subscription.name)
+                log.info("%s: event %s is stale (a later one was applied); ignored", subscription.name, event.id)
+                return {"status": "stale", "event_id": str(event.id)}
+            if order is ordering.Order.GAP:
+                return self._wait_for_predecessor(subscription, event, raw)
+
+        # The token first: a probe that then waited for a token would hold the
+        # breaker's probe slot for nothing.
+        if subscription.limiter is not None:
+            limiter = subscription.limiter()
+            wait = limiter.try_acquire()
+            if wait > 0:
+                counters.incr(counters.RATE_LIMIT_WAITS, subscription.name)
+                # Many tasks wait for the same moment; spread them so that
+                # they do not all come back for the one free grant at once.
+                self._reschedule(wait * random.uniform(1.0, 2.0), f"rate limit {limiter.name}")
+
+        breaker = subscription.breaker() if subscription.breaker else None
+        if breaker is not None:
+            wait = breaker.before_call()
+            if wait is not None:
+                counters.incr(counters.BREAKER_WAITS, subscription.name)
+                self._reschedule(wait, f"circuit breaker {breaker.name} is open")
+
         try:
             with transaction.atomic():
-                if not ledger.claim(event, subscription.name, task_id):
-                    counters.incr(counters.DUPLICATES, subscription.name)
-                    log.info("%s: event %s already processed; skipped", subscription.name, event.id)
-                    return {"status": "duplicate", "event_id": str(event.id)}
+                if not ledger.claim(event, subscription.name, self.request.id or ""):
+                    return self._duplicate(subscription, event)
                 subscription.handler(event)
         except Exception as exc:
-            if not subscription.retry.is_transient(exc):
-                raise
-            retries = self.request.retries
+            transient = isinstance(exc, SoftTimeLimitExceeded) or subscription.retry.is_transient(exc)
+            if breaker is not None and transient:
+                breaker.record_failure()
+            return self._failed(subscription, event, raw, exc, transient=transient)
+        if breaker is not None:
+            breaker.record_success()
+        deliveries.forget(self.request.id or "")
+        log.info("%s: event %s %s", subscription.name, event.id, subscription.done_label)
+        return {"status": "processed", "event_id": str(event.id)}
+
+    def _duplicate(self, subscription: registry.Subscription, event: Envelope) -> Result:
+        counters.incr(counters.DUPLICATES, subscription.name)
+        log.info("%s: event %s already processed; skipped", subscription.name, event.id)
+        return {"status": "duplicate", "event_id": str(event.id)}
+
+    def _wait_for_predecessor(self, subscription: registry.Subscription, event: Envelope, raw: Any) -> Result:
+        waited = (datetime.now(UTC) - event.occurred_at).total_seconds()
+        if waited > settings.EVENTBUS_ORDERING_GAP_TIMEOUT:
+            gap = RuntimeError(
+                f"an earlier event of {event.aggregate} was still not handled after {waited:.0f}s "
+                f"(EVENTBUS_ORDERING_GAP_TIMEOUT={settings.EVENTBUS_ORDERING_GAP_TIMEOUT:g}s)"
+            )
+            return self._dead_letter(subscription, raw, Kind.PERMANENT, gap)
+        counters.incr(counters.ORDER_WAITS, subscription.name)
+        self._reschedule(settings.EVENTBUS_ORDERING_RECHECK, f"waiting for an earlier event of {event.aggregate}")
+        raise AssertionError("unreachable")  # _reschedule raises
+
+    def _failed(
+        self, subscription: registry.Subscription, event: Envelope, raw: Any, exc: Exception, *, transient: bool
+    ) -> Result:
+        task_id = self.request.id or ""
+        retries = int(self.request.retries or 0)
+        deliveries.failed(task_id)
+        if transient and retries < subscription.retry.max_retries:
             countdown = subscription.retry.delay(retries)
+            counters.incr(counters.RETRIES, subscription.name)
             log.warning(
                 "%s: event %s failed (%s: %s); retry %d/%d in %.1fs",
                 subscription.name,
@@ -68,6 +170,55 @@ class ConsumerTask(Task):
                 subscription.retry.max_retries,
                 countdown,
             )
-            raise self.retry(exc=exc, countdown=countdown, max_retries=subscription.retry.max_retries) from exc
-        log.info("%s: event %s %s", subscription.name, event.id, subscription.done_label)
-        return {"status": "processed", "event_id": str(event.id)}
+            deliveries.ended(task_id, retries)
+            raise self.retry(exc=exc, countdown=countdown, max_retries=subscription.retry.max_retries)
+        kind = Kind.RETRIES_EXHAUSTED if transient else Kind.PERMANENT
+        log.error(
+            "%s: event %s dead-lettered after %d attempts (%s): %s: %s",
+            subscription.name,
+            event.id,
+            retries + 1,
+            kind.value,
+            type(exc).__name__,
+            exc,
+        )
+        return self._dead_letter(subscription, raw, kind, exc)
+
+    # --- outcomes that end the message ------------------------------------
+
+    def _dead_letter(self, subscription: registry.Subscription, raw: Any, kind: Kind, exc: BaseException) -> Result:
+        task_id = self.request.id or ""
+        retries = int(self.request.retries or 0)
+        queue = (self.request.delivery_info or {}).get("routing_key") or subscription.queue
+        failure = DeadLetterFailure.from_exception(
+            kind,
+            exc,
+            queue=queue,
+            body=raw,
+            subscriber=subscription.name,
+            task_name=self.name,
+            task_id=task_id,
+            attempts=retries + 1,
+            first_failed_at=deliveries.first_failure(task_id) or datetime.now(UTC),
+        )
+        try:
+            send_to_dead_letter(failure)
+        except DeadLetterNotCaptured:
+            # Neither the broker nor the database took it: try the whole
+            # message again later rather than let it vanish.
+            deliveries.ended(task_id, retries)
+            raise self.retry(countdown=settings.EVENTBUS_RETRY_MAX_DELAY, max_retries=None) from None
+        counters.incr(counters.DEAD_LETTERED, subscription.name)
+        deliveries.ended(task_id, retries)
+        deliveries.forget(task_id)
+        return {"status": "dead_lettered", "kind": kind.value, "dead_letter_id": str(failure.id)}
+
+    def _reschedule(self, countdown: float, reason: str) -> None:
+        """Run this task again in ``countdown`` seconds without using up a retry; raises Retry."""
+        task_id = self.request.id or ""
+        retries = int(self.request.retries or 0)
+        log.info("%s: task %s waits %.2fs: %s", self.name, task_id, countdown, reason)
+        signature = self.signature_from_request(self.request, countdown=countdown, retries=retries)
+        signature.apply_async()
+        deliveries.ended(task_id, retries)
+        raise Retry(message=reason, when=countdown, sig=signature)

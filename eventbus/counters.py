@@ -1,4 +1,4 @@
-"""Counters kept in Redis, shared by every process: duplicates skipped, and so on.
+"""Counters kept in Redis, shared by every process: duplicates skipped, events shed, and so on.
 
 Counting is best effort: a counter that cannot be written is logged, never a
 reason to fail the work it counts.
@@ -15,6 +15,23 @@ from eventbus.redis import client, key
 log = logging.getLogger(__name__)
 
 DUPLICATES = "duplicates"
+"""Deliveries the ledger skipped: the effect had already happened."""
+STALE = "stale"
+"""Events an ordered subscriber ignored: a later event of the aggregate was applied."""
+ORDER_WAITS = "order_waits"
+"""Times an ordered subscriber deferred an event whose predecessor it had not handled."""
+BREAKER_WAITS = "breaker_waits"
+"""Tasks rescheduled because a circuit breaker was open."""
+RATE_LIMIT_WAITS = "rate_limit_waits"
+"""Tasks rescheduled to wait for a rate-limit token."""
+RETRIES = "retries"
+"""Transient failures retried."""
+DEAD_LETTERED = "dead_lettered"
+"""Messages sent to the dead-letter queue."""
+SHED = "shed"
+"""Events dropped for a sheddable subscriber whose queue was above its high-water mark."""
+DEFERRED = "deferred"
+"""Events held in the outbox for a critical subscriber whose queue was above its high-water mark."""
 
 
 def incr(name: str, label: str, amount: int = 1) -> None:

@@ -6,11 +6,12 @@ from collections.abc import Callable
 from typing import Any
 
 from celery import shared_task
+from django.conf import settings
 
 from eventbus import registry
 from eventbus.consumer import ConsumerTask
 from eventbus.errors import EventDeclarationError
-from eventbus.registry import Handler, Subscription
+from eventbus.registry import BreakerFactory, Handler, LimiterFactory, Subscription
 from eventbus.retry import RetryPolicy
 from project import queues
 
@@ -23,6 +24,11 @@ def subscriber(
     done_label: str = "done",
     retry: RetryPolicy | None = None,
     critical: bool = True,
+    ordered: bool = False,
+    limiter: LimiterFactory | None = None,
+    breaker: BreakerFactory | None = None,
+    soft_time_limit: float | None = None,
+    time_limit: float | None = None,
 ) -> Callable[[Handler], ConsumerTask]:
     """Make ``handler(event)`` a consumer of ``event_types``.
 
@@ -33,7 +39,14 @@ def subscriber(
     to be retried with backoff; anything else is permanent.
 
     ``name`` is the Celery task name and must stay stable: messages in flight
-    and the ledger refer to it.
+    and the ledger refer to it. ``critical`` subscribers never lose an event
+    under load (dispatch holds it in the outbox); the others are shed above
+    their queue's high-water mark. ``ordered`` defers an event until the
+    aggregate's earlier ones were handled. ``limiter`` and ``breaker`` build
+    the shared rate limiter and circuit breaker of the provider the handler
+    calls; waiting for them uses up no retry. A handler that runs past
+    ``soft_time_limit`` (default EVENTBUS_SOFT_TIME_LIMIT) fails transiently;
+    past ``time_limit`` its process is killed and the task redelivered.
     """
     if not event_types:
         raise EventDeclarationError(f"subscriber {name!r} names no event type")
@@ -44,6 +57,9 @@ def subscriber(
     if "." not in name:
         raise EventDeclarationError(f"subscriber name {name!r} must be '<app>.<what it does>'")
     policy = retry or RetryPolicy()
+    soft_limit = float(settings.EVENTBUS_SOFT_TIME_LIMIT if soft_time_limit is None else soft_time_limit)
+    hard_limit = float(settings.EVENTBUS_TIME_LIMIT if time_limit is None else time_limit)
+    _check_limits(name, policy, soft_limit, hard_limit)
 
     def declare(handler: Handler) -> ConsumerTask:
         registry.ensure_free(name)
@@ -59,6 +75,8 @@ def subscriber(
             base=ConsumerTask,
             name=name,
             max_retries=policy.max_retries,
+            soft_time_limit=soft_limit,
+            time_limit=hard_limit,
             # At least once: acknowledge after the work, and put the message
             # back when the worker process dies mid-task.
             acks_late=True,
@@ -74,9 +92,31 @@ def subscriber(
             label=label,
             done_label=done_label,
             task=task,
+            ordered=ordered,
+            limiter=limiter,
+            breaker=breaker,
+            soft_time_limit=soft_limit,
+            time_limit=hard_limit,
         )
         task.subscription_name = name
         registry.register(subscription)
         return task
 
     return declare
+
+
+def _check_limits(name: str, policy: RetryPolicy, soft_limit: float, hard_limit: float) -> None:
+    """Refuse a declaration that would make Redis deliver a task twice (kombu#337)."""
+    visibility = settings.EVENTBUS_VISIBILITY_TIMEOUT
+    if not 0 < soft_limit < hard_limit:
+        raise EventDeclarationError(
+            f"subscriber {name!r}: soft_time_limit ({soft_limit:g}s) must be positive and below "
+            f"time_limit ({hard_limit:g}s), so the handler is told before it is killed"
+        )
+    for what, seconds in (("time_limit", hard_limit), ("the retry cap", policy.max_delay)):
+        if seconds >= visibility:
+            raise EventDeclarationError(
+                f"subscriber {name!r}: {what} ({seconds:g}s) is not below CELERY_VISIBILITY_TIMEOUT "
+                f"({visibility}s): Redis would deliver the task a second time while the first still runs "
+                "or waits. Lower it, or raise CELERY_VISIBILITY_TIMEOUT."
+            )

@@ -1,30 +1,68 @@
-"""Handing an event to the broker: one message per subscriber, each on that subscriber's queue."""
+"""Handing an event to the broker: one message per subscriber, each on that subscriber's queue.
+
+Backpressure is applied here: a subscriber whose queue is above its
+high-water mark gets no message now. A sheddable one loses the event (counted,
+logged, and marked in the ledger as shed); a critical one gets it later, from
+the relay, which finds the outbox row deferred.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from celery import current_app
+from django.db import IntegrityError
 from django.db.models import F
 from django.utils import timezone
 
-from eventbus import registry
-from eventbus.models import OutboxEvent
+from eventbus import backpressure, counters, registry
+from eventbus.models import OutboxEvent, ProcessedEvent
 
 log = logging.getLogger(__name__)
 
 Wire = Mapping[str, Any]
 
 
-def send(wire: Wire, producer: Any) -> None:
+@dataclass
+class Outcome:
+    """What dispatch did with one event."""
+
+    event_id: str
+    sent: list[str] = field(default_factory=list)
+    shed: list[str] = field(default_factory=list)
+    deferred: list[str] = field(default_factory=list)
+    reason: str = ""
+
+
+class DispatchError(Exception):
+    """The broker failed part way; ``done`` holds the outcomes of the events fully handled before that."""
+
+    def __init__(self, done: list[Outcome], cause: BaseException) -> None:
+        super().__init__(f"{type(cause).__name__}: {cause}")
+        self.done = done
+        self.cause = cause
+
+
+def send(wire: Wire, producer: Any, only: Sequence[str] | None = None) -> Outcome:
     """Publish ``wire`` once per subscriber of its type (fan-out), without retrying.
 
-    Raises on a broker failure: the caller decides whether to wait (the relay)
-    or to leave the event to the relay (a request).
+    ``only`` limits it to those subscribers (a deferred event). Raises on a
+    broker failure: the caller decides whether to wait (the relay) or to leave
+    the event to the relay (a request).
     """
+    outcome = Outcome(event_id=str(wire["id"]))
     for subscription in registry.subscriptions_for(wire["type"]):
+        if only is not None and subscription.name not in only:
+            continue
+        pressure = backpressure.pressure(producer.channel, subscription.queue)
+        if pressure.above:
+            (outcome.deferred if subscription.critical else outcome.shed).append(subscription.name)
+            outcome.reason = pressure.describe()
+            continue
         subscription.task.apply_async(
             args=(wire,),
             queue=subscription.queue,
@@ -33,45 +71,78 @@ def send(wire: Wire, producer: Any) -> None:
             # Fail fast: a request must not wait on a sick broker.
             retry=False,
         )
+        outcome.sent.append(subscription.name)
+    return outcome
 
 
-class DispatchError(Exception):
-    """The broker failed part way; ``sent`` holds the ids of the events fully sent before that."""
+def send_many(wires: Iterable[Wire], only: Mapping[str, Sequence[str]] | None = None) -> list[Outcome]:
+    """Send several events over one producer connection.
 
-    def __init__(self, sent: list[str], cause: BaseException) -> None:
-        super().__init__(f"{type(cause).__name__}: {cause}")
-        self.sent = sent
-        self.cause = cause
-
-
-def send_many(wires: Iterable[Wire]) -> list[str]:
-    """Send several events over one producer connection; returns their ids.
-
-    Raises DispatchError, naming what was fully sent, at the first failure.
+    ``only`` maps an event id to the subscribers it still has to reach.
+    Raises DispatchError, naming what was fully handled, at the first failure.
     """
-    sent: list[str] = []
+    done: list[Outcome] = []
     try:
         with current_app.producer_or_acquire() as producer:
             for wire in wires:
-                send(wire, producer)
-                sent.append(str(wire["id"]))
+                event_id = str(wire["id"])
+                done.append(send(wire, producer, only.get(event_id) if only else None))
     except Exception as exc:  # the broker's errors are many and transport-specific
-        raise DispatchError(sent, exc) from exc
-    return sent
+        raise DispatchError(done, exc) from exc
+    return done
 
 
-def mark_dispatched(event_ids: list[str]) -> None:
-    OutboxEvent.objects.filter(id__in=event_ids, status=OutboxEvent.Status.PENDING).update(
-        status=OutboxEvent.Status.DISPATCHED,
-        dispatched_at=timezone.now(),
-        dispatch_attempts=F("dispatch_attempts") + 1,
-        lease_owner="",
-        lease_until=None,
-    )
+def settle(outcomes: Sequence[Outcome]) -> None:
+    """Record in the outbox (and the ledger, for shed events) what dispatch did."""
+    now = timezone.now()
+    complete = [o.event_id for o in outcomes if not o.deferred]
+    if complete:
+        OutboxEvent.objects.filter(id__in=complete).exclude(status=OutboxEvent.Status.DISPATCHED).update(
+            status=OutboxEvent.Status.DISPATCHED,
+            dispatched_at=now,
+            dispatch_attempts=F("dispatch_attempts") + 1,
+            deferred_subscribers=[],
+            last_error="",
+            lease_owner="",
+            lease_until=None,
+        )
+    for outcome in outcomes:
+        if outcome.deferred:
+            OutboxEvent.objects.filter(id=outcome.event_id).update(
+                status=OutboxEvent.Status.DEFERRED,
+                deferred_subscribers=outcome.deferred,
+                dispatch_attempts=F("dispatch_attempts") + 1,
+                last_error=f"deferred: {outcome.reason}",
+                lease_owner="",
+                lease_until=None,
+            )
+            for name in outcome.deferred:
+                counters.incr(counters.DEFERRED, name)
+            log.warning("event %s held in the outbox for %s: %s", outcome.event_id, outcome.deferred, outcome.reason)
+        for name in outcome.shed:
+            _record_shed(outcome.event_id, name)
+            counters.incr(counters.SHED, name)
+            log.warning("event %s shed for %s: %s", outcome.event_id, name, outcome.reason)
+
+
+def _record_shed(event_id: str, subscriber: str) -> None:
+    event = OutboxEvent.objects.filter(id=event_id).values("type", "aggregate", "sequence").first()
+    if event is None:
+        return
+    # Already handled or shed: nothing to add.
+    with contextlib.suppress(IntegrityError):
+        ProcessedEvent.objects.create(
+            event_id=event_id,
+            subscriber=subscriber,
+            outcome=ProcessedEvent.Outcome.SHED,
+            event_type=event["type"],
+            aggregate=event["aggregate"],
+            sequence=event["sequence"],
+        )
 
 
 def record_failure(event_ids: list[str], error: BaseException) -> None:
-    OutboxEvent.objects.filter(id__in=event_ids, status=OutboxEvent.Status.PENDING).update(
+    OutboxEvent.objects.filter(id__in=event_ids).exclude(status=OutboxEvent.Status.DISPATCHED).update(
         dispatch_attempts=F("dispatch_attempts") + 1,
         last_error=f"{type(error).__name__}: {error}"[:2000],
         lease_owner="",
@@ -83,7 +154,7 @@ def dispatch_after_commit(wire: Wire) -> None:
     """Runs after the producer's commit. Never raises: a failure leaves the row to the relay."""
     event_id = str(wire["id"])
     try:
-        send_many([wire])
+        outcomes = send_many([wire])
     except DispatchError as exc:
         log.warning("event %s (%s) left pending for the relay: %s", event_id, wire["type"], exc)
         try:
@@ -91,4 +162,9 @@ def dispatch_after_commit(wire: Wire) -> None:
         except Exception:
             log.exception("could not record the dispatch failure of event %s", event_id)
         return
-    mark_dispatched([event_id])
+    try:
+        settle(outcomes)
+    except Exception:
+        # Sent, but not marked: the relay will send it again and the ledger
+        # will skip the duplicates. The request must not fail for it.
+        log.exception("event %s sent but not marked dispatched", event_id)

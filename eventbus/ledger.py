@@ -31,4 +31,5 @@ def claim(event: Envelope, subscriber: str, task_id: str = "") -> bool:
 
 
 def has_processed(event_id: object, subscriber: str) -> bool:
+    """True once the subscriber handled the event (or dispatch shed it for that subscriber)."""
     return ProcessedEvent.objects.filter(event_id=event_id, subscriber=subscriber).exists()

@@ -13,10 +13,14 @@ class OutboxEvent(models.Model):
     A row is ``pending`` until every subscriber's message was handed to the
     broker, then ``dispatched``. The relay sends pending rows that the
     on-commit dispatch could not (broker down, process killed after commit).
+    A row is ``deferred`` while a critical subscriber's queue is above its
+    high-water mark: ``deferred_subscribers`` names who still waits for it,
+    and the relay sends it to them once the queue drains.
     """
 
     class Status(models.TextChoices):
         PENDING = "pending", "pending"
+        DEFERRED = "deferred", "deferred"
         DISPATCHED = "dispatched", "dispatched"
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
@@ -34,6 +38,7 @@ class OutboxEvent(models.Model):
     dispatched_at = models.DateTimeField(null=True, blank=True)
     dispatch_attempts = models.PositiveIntegerField(default=0)
     last_error = models.TextField(blank=True)
+    deferred_subscribers = models.JSONField(default=list, blank=True)
     # A relay claims a row by writing its own token and a deadline; a relay
     # that dies releases its rows when the deadline passes.
     lease_owner = models.CharField(max_length=64, blank=True)
@@ -89,8 +94,15 @@ class ProcessedEvent(models.Model):
     the effect happens once.
     """
 
+    class Outcome(models.TextChoices):
+        PROCESSED = "processed", "processed"
+        SHED = "shed", "shed under load"
+
     event_id = models.UUIDField()
     subscriber = models.CharField(max_length=150)
+    # "shed": dispatch dropped the event for this sheddable subscriber under
+    # load. It still counts as handled, so ordering does not wait on it.
+    outcome = models.CharField(max_length=20, choices=Outcome.choices, default=Outcome.PROCESSED)
     event_type = models.CharField(max_length=100)
     aggregate = models.CharField(max_length=200, db_index=True)
     sequence = models.PositiveBigIntegerField()

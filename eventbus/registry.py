@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from eventbus import catalogue
 from eventbus.errors import EventDeclarationError
@@ -17,10 +17,23 @@ from eventbus.errors import EventDeclarationError
 if TYPE_CHECKING:
     from celery import Task
 
+    from eventbus.breaker import CircuitBreaker
     from eventbus.envelope import Envelope
     from eventbus.retry import RetryPolicy
 
 Handler = Callable[["Envelope"], Any]
+
+
+class Limiter(Protocol):
+    """A shared rate limiter: ``try_acquire()`` takes a grant (0.0) or says how long to wait."""
+
+    name: str
+
+    def try_acquire(self) -> float: ...
+
+
+LimiterFactory = Callable[[], Limiter]
+BreakerFactory = Callable[[], "CircuitBreaker"]
 
 
 @dataclass(frozen=True)
@@ -40,6 +53,14 @@ class Subscription:
     done_label: str
     """The word for a finished effect, e.g. ``sent`` or ``recorded``."""
     task: Task
+    ordered: bool = False
+    """Defer an event until this subscriber handled the aggregate's earlier ones; ignore stale ones."""
+    limiter: LimiterFactory | None = None
+    """Builds the shared token bucket to take a token from before each call (a provider's rate limit)."""
+    breaker: BreakerFactory | None = None
+    """Builds the shared circuit breaker around the provider this subscriber calls."""
+    soft_time_limit: float | None = None
+    time_limit: float | None = None
 
 
 _subscriptions: dict[str, Subscription] = {}

@@ -1,4 +1,4 @@
-"""The outbox relay: sends every pending event the on-commit dispatch could not.
+"""The outbox relay: sends every event the on-commit dispatch could not, or had to defer.
 
 Safe to run many at once, on any database: a relay claims rows by writing a
 lease (its own token and a deadline) with a conditional UPDATE, so two relays
@@ -20,36 +20,42 @@ from django.conf import settings
 from django.db.models import Q
 from django.utils import timezone
 
-from eventbus.dispatch import DispatchError, mark_dispatched, record_failure, send_many
+from eventbus import backpressure
+from eventbus.dispatch import DispatchError, record_failure, send_many, settle
 from eventbus.models import OutboxEvent
 
 log = logging.getLogger(__name__)
+
+Status = OutboxEvent.Status
 
 
 @dataclass
 class RelayResult:
     dispatched: int = 0
+    deferred: int = 0
     failed: int = 0
     error: str = ""
 
 
-def pending_count() -> int:
-    return OutboxEvent.objects.filter(status=OutboxEvent.Status.PENDING).count()
+def waiting_count() -> int:
+    """Events not yet handed to every subscriber's queue (pending or deferred)."""
+    return OutboxEvent.objects.exclude(status=Status.DISPATCHED).count()
 
 
-def _claim(owner: str, grace: float, batch: int) -> list[OutboxEvent]:
+def _claim(owner: str, grace: float, batch: int, seen: set[str]) -> list[OutboxEvent]:
     now = timezone.now()
     free = Q(lease_until__isnull=True) | Q(lease_until__lt=now)
+    # A deferred row already had its on-commit chance: no grace for it.
+    due = Q(status=Status.PENDING, created_at__lte=now - timedelta(seconds=grace)) | Q(status=Status.DEFERRED)
     candidates = list(
-        OutboxEvent.objects.filter(
-            free, status=OutboxEvent.Status.PENDING, created_at__lte=now - timedelta(seconds=grace)
-        )
+        OutboxEvent.objects.filter(free, due)
+        .exclude(id__in=seen)
         .order_by("created_at")
         .values_list("id", flat=True)[:batch]
     )
     if not candidates:
         return []
-    OutboxEvent.objects.filter(free, id__in=candidates, status=OutboxEvent.Status.PENDING).update(
+    OutboxEvent.objects.filter(free, id__in=candidates).exclude(status=Status.DISPATCHED).update(
         lease_owner=owner, lease_until=now + timedelta(seconds=settings.EVENTBUS_RELAY_LEASE)
     )
     return list(OutboxEvent.objects.filter(lease_owner=owner, id__in=candidates).order_by("created_at"))
@@ -62,35 +68,43 @@ def relay(
     limit: int | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> RelayResult:
-    """Send pending outbox rows older than ``grace`` seconds, ``batch`` at a time.
+    """Send waiting outbox rows (pending ones older than ``grace`` seconds, and deferred ones).
 
     Stops at the first broker failure (the rest waits for the next run) or
-    after ``limit`` events.
+    after ``limit`` events. A deferred row whose queue is still full stays
+    deferred and is not tried again in the same run.
     """
     grace = settings.EVENTBUS_RELAY_GRACE if grace is None else grace
     batch = batch or settings.EVENTBUS_RELAY_BATCH
     owner = uuid.uuid4().hex
     result = RelayResult()
-    while limit is None or result.dispatched < limit:
-        size = batch if limit is None else min(batch, limit - result.dispatched)
-        rows = _claim(owner, grace, size)
+    seen: set[str] = set()
+    backpressure.forget_depths()
+    while limit is None or result.dispatched + result.deferred < limit:
+        size = batch if limit is None else min(batch, limit - result.dispatched - result.deferred)
+        rows = _claim(owner, grace, size, seen)
         if not rows:
             break
+        seen.update(str(row.id) for row in rows)
+        only = {str(row.id): row.deferred_subscribers for row in rows if row.status == Status.DEFERRED}
         try:
-            sent = send_many(row.to_wire() for row in rows)
+            outcomes = send_many((row.to_wire() for row in rows), only=only)
         except DispatchError as exc:
-            mark_dispatched(exc.sent)
-            result.dispatched += len(exc.sent)
-            unsent = [str(row.id) for row in rows if str(row.id) not in set(exc.sent)]
+            settle(exc.done)
+            handled = {o.event_id for o in exc.done}
+            unsent = [str(row.id) for row in rows if str(row.id) not in handled]
             record_failure(unsent, exc.cause)
+            result.dispatched += sum(1 for o in exc.done if not o.deferred)
             result.failed += len(unsent)
             result.error = str(exc)
             log.warning("relay stopped: broker failure after %d events: %s", result.dispatched, result.error)
             break
-        mark_dispatched(sent)
-        result.dispatched += len(sent)
+        settle(outcomes)
+        sent = sum(1 for o in outcomes if not o.deferred)
+        result.dispatched += sent
+        result.deferred += len(outcomes) - sent
         if progress:
-            progress(len(sent))
+            progress(len(outcomes))
     if result.dispatched:
-        log.info("relay dispatched %d pending events", result.dispatched)
+        log.info("relay dispatched %d waiting events", result.dispatched)
     return result

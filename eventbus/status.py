@@ -17,7 +17,8 @@ class DeliveryStatus:
     subscriber: str
     label: str
     state: str
-    """``pending`` (in the outbox), ``queued`` (on the broker) or ``done``."""
+    """``pending`` (in the outbox), ``deferred`` (held: queue full), ``queued`` (on the broker),
+    ``done``, or ``shed`` (dropped under load: a sheddable subscriber)."""
     text: str
     """What a person reads, e.g. ``queued`` or ``sent``."""
 
@@ -32,18 +33,28 @@ class EventStatus:
 
     @property
     def complete(self) -> bool:
-        return all(d.state == "done" for d in self.deliveries)
+        return all(d.state in ("done", "shed") for d in self.deliveries)
 
 
 def for_aggregate(aggregate: str) -> list[EventStatus]:
     events = list(OutboxEvent.objects.filter(aggregate=aggregate).order_by("sequence"))
-    done = set(ProcessedEvent.objects.filter(event_id__in=[e.id for e in events]).values_list("event_id", "subscriber"))
+    outcomes = {
+        (event_id, subscriber): outcome
+        for event_id, subscriber, outcome in ProcessedEvent.objects.filter(
+            event_id__in=[e.id for e in events]
+        ).values_list("event_id", "subscriber", "outcome")
+    }
     statuses = []
     for event in events:
         deliveries = []
         for subscription in registry.subscriptions_for(event.type):
-            if (event.id, subscription.name) in done:
+            outcome = outcomes.get((event.id, subscription.name))
+            if outcome == ProcessedEvent.Outcome.SHED:
+                state, text = "shed", "skipped under load"
+            elif outcome is not None:
                 state, text = "done", subscription.done_label
+            elif event.status == OutboxEvent.Status.DEFERRED and subscription.name in event.deferred_subscribers:
+                state, text = "deferred", "held until its queue drains"
             elif event.status == OutboxEvent.Status.PENDING:
                 state, text = "pending", "waiting to be queued"
             else:

@@ -9,6 +9,7 @@ from django.contrib.auth import get_user_model
 from eventbus import Envelope, RetryPolicy, subscriber
 from notifications.emails import TransientEmailError
 from notifications.emails import send_welcome_email as send_email
+from notifications.provider import email_breaker, email_limiter
 from project import queues
 
 log = logging.getLogger(__name__)
@@ -22,6 +23,8 @@ log = logging.getLogger(__name__)
     done_label="sent",
     retry=RetryPolicy(transient=(TransientEmailError,)),
     critical=True,
+    limiter=email_limiter,
+    breaker=email_breaker,
 )
 def send_welcome_email(event: Envelope) -> None:
     """Email the new user a welcome with their verification link."""

@@ -10,7 +10,7 @@ import os
 from typing import Any
 
 from celery import Celery
-from celery.signals import setup_logging, task_prerun
+from celery.signals import setup_logging, task_prerun, worker_init
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
 
@@ -39,3 +39,11 @@ def record_queue_in_result(task: Any = None, **_: Any) -> None:
     meta = dict(getattr(task.request, "meta", None) or {})
     meta["queue"] = delivery.get("routing_key") or delivery.get("queue") or ""
     task.request.meta = meta
+
+
+@worker_init.connect
+def refuse_unsafe_settings(sender: Any = None, **_: Any) -> None:
+    """A worker with settings that lose or duplicate messages does not start (eventbus/safety.py)."""
+    from eventbus.safety import refuse_unsafe
+
+    refuse_unsafe(app.conf)

@@ -153,6 +153,10 @@ DEVINBOX_DIR = Path(env_str("DEVINBOX_DIR", str(VAR_DIR / "mail")))
 
 # How long the link in the welcome email stays valid.
 SIGNUPS_VERIFICATION_MAX_AGE = env_int("SIGNUPS_VERIFICATION_MAX_AGE", 3 * 24 * 3600, minimum=60)
+# Sign-up attempts per client IP, shared by every web process: a steady rate
+# ("10/m") and a burst (a household or an office behind one address).
+SIGNUP_RATE_LIMIT = env_str("SIGNUP_RATE_LIMIT", "10/m")
+SIGNUP_RATE_BURST = env_int("SIGNUP_RATE_BURST", 5, minimum=1)
 
 # --- Redis, Celery and the event bus ----------------------------------------
 
@@ -254,6 +258,27 @@ if EVENTBUS_RETRY_MAX_DELAY >= EVENTBUS_VISIBILITY_TIMEOUT:
         "deliver the task twice. Lower the cap or raise the timeout."
     )
 
+# A delivery that started this many times without an orderly end (its worker
+# died each time) is dead-lettered instead of redelivered again.
+EVENTBUS_MAX_DELIVERIES = env_int("EVENTBUS_MAX_DELIVERIES", 5, minimum=1)
+# Default time limits of a subscriber's task. Past the soft one the handler
+# gets SoftTimeLimitExceeded (a transient failure); past the hard one its
+# process is killed. Both must stay below the visibility timeout.
+EVENTBUS_SOFT_TIME_LIMIT = env_float("EVENTBUS_SOFT_TIME_LIMIT", 60.0, minimum=0.1)
+EVENTBUS_TIME_LIMIT = env_float("EVENTBUS_TIME_LIMIT", 90.0, minimum=0.2)
+# An ordered subscriber re-checks a deferred event this often, and gives up on
+# a gap (dead-letters the event) once it is this old.
+EVENTBUS_ORDERING_RECHECK = env_float("EVENTBUS_ORDERING_RECHECK", 1.0, minimum=0.05)
+EVENTBUS_ORDERING_GAP_TIMEOUT = env_float("EVENTBUS_ORDERING_GAP_TIMEOUT", 300.0, minimum=1.0)
+# Backpressure: above this many messages waiting in a queue, dispatch sheds
+# events for sheddable subscribers and holds those for critical ones in the
+# outbox until the queue drains. "queue=N" pairs; a queue not named gets the default.
+EVENTBUS_HIGH_WATER_MARK = env_int("EVENTBUS_HIGH_WATER_MARK", 10_000, minimum=1)
+EVENTBUS_HIGH_WATER_MARKS = env_str("EVENTBUS_HIGH_WATER_MARKS", "")
+# Queue depths are read from the broker at most this often per process, so
+# that a busy web process does not ask the broker on every request.
+EVENTBUS_QUEUE_DEPTH_CACHE = env_float("EVENTBUS_QUEUE_DEPTH_CACHE", 1.0, minimum=0.0)
+
 # --- Flower -----------------------------------------------------------------
 
 FLOWER_PORT = env_int("FLOWER_PORT", 5555, minimum=1)
@@ -290,6 +315,10 @@ from eventbus.ratelimit import parse_rate  # noqa: E402
 # typo stops the process at start instead of at the first email.
 EMAIL_RATE_LIMIT = env_str("EMAIL_RATE_LIMIT", "10/s")
 _EMAIL_RATE = parse_rate(EMAIL_RATE_LIMIT, setting="EMAIL_RATE_LIMIT")
+# The limit is enforced over a window this much longer than its period: the
+# provider counts arrivals, a few milliseconds after the grant, and that delay
+# varies. See eventbus/windowlimit.py.
+EMAIL_RATE_LIMIT_GUARD = env_float("EMAIL_RATE_LIMIT_GUARD", 0.1, minimum=0.0)
 # Consecutive failed sends (from any worker) that open the email circuit
 # breaker: a few, so one flaky send does not stop email for everyone.
 EMAIL_BREAKER_FAILURE_THRESHOLD = env_int("EMAIL_BREAKER_FAILURE_THRESHOLD", 5, minimum=1)

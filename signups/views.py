@@ -11,12 +11,14 @@ from eventbus import status as event_status
 from signups.events import aggregate_of
 from signups.forms import EMAIL_TAKEN_MESSAGE, SignUpForm
 from signups.services import EmailTaken, sign_up, verify_email
+from signups.throttle import limit_signups_per_ip
 from signups.verification import InvalidToken, read_token
 
 SESSION_KEY = "signups_user_id"
 
 
 @require_http_methods(["GET", "POST"])
+@limit_signups_per_ip
 def signup(request: HttpRequest) -> HttpResponse:
     form = SignUpForm(request.POST or None)
     if request.method == "POST" and form.is_valid():

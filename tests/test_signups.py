@@ -192,3 +192,20 @@ def test_a_token_for_an_address_the_account_no_longer_has_is_refused(client: Cli
 
     assert response.status_code == 400
     assert not OutboxEvent.objects.filter(type="user.email_verified").exists()
+
+
+def test_too_many_signups_from_one_address_get_429_with_retry_after(settings) -> None:  # type: ignore[no-untyped-def]
+    settings.SIGNUP_RATE_LIMIT = "1/m"
+    settings.SIGNUP_RATE_BURST = 2
+    client = Client(REMOTE_ADDR="203.0.113.7")
+
+    statuses = [post(client, email=f"burst{n}@example.com").status_code for n in range(3)]
+    other_address = post(Client(REMOTE_ADDR="203.0.113.8"), email="elsewhere@example.com")
+
+    assert statuses == [302, 302, 429]
+    refused = post(client, email="again@example.com")
+    assert refused.status_code == 429
+    assert 1 <= int(refused["Retry-After"]) <= 60
+    assert b"Please wait" in refused.content
+    assert other_address.status_code == 302
+    assert get_user_model().objects.count() == 3

@@ -7,7 +7,7 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from eventbus.relay import pending_count, relay
+from eventbus.relay import relay, waiting_count
 
 
 class Command(BaseCommand):
@@ -24,9 +24,12 @@ class Command(BaseCommand):
         parser.add_argument("--limit", type=int, default=None, help="send at most this many events")
 
     def handle(self, *args: Any, grace: float | None, limit: int | None, **options: Any) -> None:
-        before = pending_count()
+        before = waiting_count()
         result = relay(grace=grace, limit=limit)
-        left = pending_count()
-        self.stdout.write(f"dispatched {result.dispatched} of {before} pending events; {left} still pending")
+        left = waiting_count()
+        self.stdout.write(
+            f"dispatched {result.dispatched} of {before} waiting events; {result.deferred} deferred "
+            f"(queue above its high-water mark); {left} still waiting"
+        )
         if result.error:
             raise CommandError(f"broker failure, {result.failed} events left pending: {result.error}")
