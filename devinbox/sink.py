@@ -4,6 +4,10 @@ Each message is stored as one ``.eml`` file (written to a temporary name, then
 renamed, so a reader never sees half a message) and kept in memory with the
 time it arrived. The run command starts one for the dev inbox; tests start
 their own on a free port.
+
+Fault tests can make it refuse for a while, as a provider in trouble does:
+``sink.refuse("MAIL")`` (or ``"DATA"``) answers 451 to that command until
+``sink.accept()``; ``sink.refusals`` counts the refused commands.
 """
 
 from __future__ import annotations
@@ -37,16 +41,42 @@ class Received:
         return str(self.message()["Message-ID"] or "")
 
 
+REFUSAL = "451 4.3.0 Temporarily unable to accept mail, try again later"
+"""A transient refusal: smtplib raises it as an SMTPResponseException with code 451."""
+
+
 class SinkHandler:
     def __init__(self, directory: Path | None = None) -> None:
         self.directory = directory
         self.received: list[Received] = []
         self.connections = 0
+        # "MAIL" or "DATA": the command answered with 451 (REFUSAL); None accepts all.
+        self.refusing: str | None = None
+        self.refusals = 0
         self._lock = threading.Lock()
         if directory is not None:
             directory.mkdir(parents=True, exist_ok=True)
 
+    def _refuses(self, command: str) -> bool:
+        with self._lock:
+            if self.refusing != command:
+                return False
+            self.refusals += 1
+            return True
+
+    async def handle_MAIL(
+        self, server: SMTP, session: Any, envelope: Any, address: str, mail_options: list[str]
+    ) -> str:
+        if self._refuses("MAIL"):
+            return REFUSAL
+        # What aiosmtpd does itself when a handler has no handle_MAIL.
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 OK"
+
     async def handle_DATA(self, server: SMTP, session: Any, envelope: Any) -> str:
+        if self._refuses("DATA"):
+            return REFUSAL
         raw: bytes = envelope.original_content or envelope.content
         item = Received(time.time(), envelope.mail_from, tuple(envelope.rcpt_tos), raw)
         if self.directory is not None:
@@ -87,6 +117,23 @@ class SmtpSink(Controller):
     @property
     def connections(self) -> int:
         return self.handler.connections
+
+    @property
+    def refusals(self) -> int:
+        """Commands answered with 451 while refusing."""
+        return self.handler.refusals
+
+    def refuse(self, command: str = "MAIL") -> None:
+        """Answer 451 to every ``command`` ("MAIL" or "DATA") until :meth:`accept`."""
+        if command not in ("MAIL", "DATA"):
+            raise ValueError(f"can refuse MAIL or DATA, not {command!r}")
+        with self.handler._lock:
+            self.handler.refusing = command
+
+    def accept(self) -> None:
+        """Stop refusing: take mail again."""
+        with self.handler._lock:
+            self.handler.refusing = None
 
     def __enter__(self) -> SmtpSink:
         self.start()
