@@ -50,6 +50,10 @@ INSTALLED_APPS = [
     "analytics",
     "devinbox",
 ]
+# Fault-injection tests (tests/faults) start real worker subprocesses that must
+# know their test-only subscribers; nothing else sets this.
+if env_bool("EVENTDEMO_FAULT_APPS", False):
+    INSTALLED_APPS.append("tests.faults.faultapp")
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
