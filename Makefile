@@ -18,7 +18,7 @@ help:
 	@echo "make bench   run the benchmarks (bench/)"
 
 run: $(VENV)/.requirements.stamp
-	$(BIN)/python scripts/run.py
+	$(BIN)/python -m scripts.run
 
 test: $(VENV)/.requirements-dev.stamp
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

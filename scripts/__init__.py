@@ -1,0 +1,1 @@
+"""Developer commands; ``python -m scripts.run`` is what ``make run`` runs."""
