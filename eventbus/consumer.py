@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import random
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -32,7 +33,7 @@ from celery.exceptions import Retry, SoftTimeLimitExceeded
 from django.conf import settings
 from django.db import transaction
 
-from eventbus import counters, deliveries, ledger, ordering, registry
+from eventbus import counters, deliveries, latency, ledger, ordering, registry, timeline
 from eventbus.context import reset_correlation_id, set_correlation_id
 from eventbus.deadletters import DeadLetterFailure, Kind, send_to_dead_letter
 from eventbus.deadletters.capture import DeadLetterNotCaptured
@@ -95,6 +96,9 @@ class ConsumerTask(Task):
             order = ordering.check(event, subscription)
             if order is ordering.Order.STALE:
                 counters.incr(counters.STALE, subscription.name)
+                self._note(
+                    event.id, subscription.name, timeline.Step.STALE, "a later event of the aggregate was applied"
+                )
                 log.info("%s: event %s is stale (a later one was applied); ignored", subscription.name, event.id)
                 return {"status": "stale", "event_id": str(event.id)}
             if order is ordering.Order.GAP:
@@ -109,20 +113,23 @@ class ConsumerTask(Task):
                 counters.incr(counters.RATE_LIMIT_WAITS, subscription.name)
                 # Many tasks wait for the same moment; spread them so that
                 # they do not all come back for the one free grant at once.
-                self._reschedule(wait * random.uniform(1.0, 2.0), f"rate limit {limiter.name}")
+                self._reschedule(event, wait * random.uniform(1.0, 2.0), f"rate limit {limiter.name}")
 
         breaker = subscription.breaker() if subscription.breaker else None
         if breaker is not None:
             wait = breaker.before_call()
             if wait is not None:
                 counters.incr(counters.BREAKER_WAITS, subscription.name)
-                self._reschedule(wait, f"circuit breaker {breaker.name} is open")
+                self._reschedule(event, wait, f"circuit breaker {breaker.name} is open")
 
+        started = time.monotonic()
         try:
             with transaction.atomic():
-                if not ledger.claim(event, subscription.name, self.request.id or ""):
+                entry = ledger.claim(event, subscription.name, self.request.id or "", self.request.hostname or "")
+                if entry is None:
                     return self._duplicate(subscription, event)
                 subscription.handler(event)
+                ledger.finish(entry, (time.monotonic() - started) * 1000)
         except Exception as exc:
             transient = isinstance(exc, SoftTimeLimitExceeded) or subscription.retry.is_transient(exc)
             if breaker is not None and transient:
@@ -131,11 +138,13 @@ class ConsumerTask(Task):
         if breaker is not None:
             breaker.record_success()
         deliveries.forget(self.request.id or "")
+        latency.observe_delivery(subscription.name, (datetime.now(UTC) - event.occurred_at).total_seconds())
         log.info("%s: event %s %s", subscription.name, event.id, subscription.done_label)
         return {"status": "processed", "event_id": str(event.id)}
 
     def _duplicate(self, subscription: registry.Subscription, event: Envelope) -> Result:
         counters.incr(counters.DUPLICATES, subscription.name)
+        self._note(event.id, subscription.name, timeline.Step.DUPLICATE, "the ledger says it is done")
         log.info("%s: event %s already processed; skipped", subscription.name, event.id)
         return {"status": "duplicate", "event_id": str(event.id)}
 
@@ -148,7 +157,9 @@ class ConsumerTask(Task):
             )
             return self._dead_letter(subscription, raw, Kind.PERMANENT, gap)
         counters.incr(counters.ORDER_WAITS, subscription.name)
-        self._reschedule(settings.EVENTBUS_ORDERING_RECHECK, f"waiting for an earlier event of {event.aggregate}")
+        self._reschedule(
+            event, settings.EVENTBUS_ORDERING_RECHECK, f"waiting for an earlier event of {event.aggregate}"
+        )
         raise AssertionError("unreachable")  # _reschedule raises
 
     def _failed(
@@ -169,6 +180,13 @@ class ConsumerTask(Task):
                 retries + 1,
                 subscription.retry.max_retries,
                 countdown,
+            )
+            self._note(
+                event.id,
+                subscription.name,
+                timeline.Step.RETRIED,
+                f"{type(exc).__name__}: {exc}; "
+                f"retry {retries + 1}/{subscription.retry.max_retries} in {countdown:.1f}s",
             )
             deliveries.ended(task_id, retries)
             raise self.retry(exc=exc, countdown=countdown, max_retries=subscription.retry.max_retries)
@@ -209,16 +227,23 @@ class ConsumerTask(Task):
             deliveries.ended(task_id, retries)
             raise self.retry(countdown=settings.EVENTBUS_RETRY_MAX_DELAY, max_retries=None) from None
         counters.incr(counters.DEAD_LETTERED, subscription.name)
+        event_id = failure.event_id
+        if event_id is not None:
+            self._note(event_id, subscription.name, timeline.Step.DEAD_LETTERED, f"{kind.value}: {failure.reason}")
         deliveries.ended(task_id, retries)
         deliveries.forget(task_id)
         return {"status": "dead_lettered", "kind": kind.value, "dead_letter_id": str(failure.id)}
 
-    def _reschedule(self, countdown: float, reason: str) -> None:
+    def _reschedule(self, event: Envelope, countdown: float, reason: str) -> None:
         """Run this task again in ``countdown`` seconds without using up a retry; raises Retry."""
         task_id = self.request.id or ""
         retries = int(self.request.retries or 0)
         log.info("%s: task %s waits %.2fs: %s", self.name, task_id, countdown, reason)
+        self._note(event.id, self.subscription_name, timeline.Step.WAITING, f"{reason}; again in {countdown:.2f}s")
         signature = self.signature_from_request(self.request, countdown=countdown, retries=retries)
         signature.apply_async()
         deliveries.ended(task_id, retries)
         raise Retry(message=reason, when=countdown, sig=signature)
+
+    def _note(self, event_id: object, subscriber: str, step: str, detail: str) -> None:
+        timeline.note(event_id, subscriber, step, detail, self.request.id or "", self.request.hostname or "")

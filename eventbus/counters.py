@@ -14,6 +14,8 @@ from eventbus.redis import client, key
 
 log = logging.getLogger(__name__)
 
+DELIVERED = "delivered"
+"""Effects that happened (one per event and subscriber)."""
 DUPLICATES = "duplicates"
 """Deliveries the ledger skipped: the effect had already happened."""
 STALE = "stale"

@@ -19,7 +19,7 @@ from django.db import IntegrityError
 from django.db.models import F
 from django.utils import timezone
 
-from eventbus import backpressure, counters, registry
+from eventbus import backpressure, counters, registry, timeline
 from eventbus.models import OutboxEvent, ProcessedEvent
 
 log = logging.getLogger(__name__)
@@ -118,10 +118,12 @@ def settle(outcomes: Sequence[Outcome]) -> None:
             )
             for name in outcome.deferred:
                 counters.incr(counters.DEFERRED, name)
+                timeline.note(outcome.event_id, name, timeline.Step.DEFERRED, outcome.reason)
             log.warning("event %s held in the outbox for %s: %s", outcome.event_id, outcome.deferred, outcome.reason)
         for name in outcome.shed:
             _record_shed(outcome.event_id, name)
             counters.incr(counters.SHED, name)
+            timeline.note(outcome.event_id, name, timeline.Step.SHED, outcome.reason)
             log.warning("event %s shed for %s: %s", outcome.event_id, name, outcome.reason)
 
 

@@ -8,8 +8,8 @@ from eventbus.envelope import Envelope
 from eventbus.models import ProcessedEvent
 
 
-def claim(event: Envelope, subscriber: str, task_id: str = "") -> bool:
-    """Record that ``subscriber`` handles ``event``; False when it already has.
+def claim(event: Envelope, subscriber: str, task_id: str = "", worker: str = "") -> int | None:
+    """Record that ``subscriber`` handles ``event``; returns the entry's id, or None when it already has.
 
     Call it inside the transaction that holds the effect: if the effect fails,
     the claim rolls back with it. A concurrent duplicate waits on the unique
@@ -17,17 +17,23 @@ def claim(event: Envelope, subscriber: str, task_id: str = "") -> bool:
     """
     try:
         with transaction.atomic():
-            ProcessedEvent.objects.create(
+            entry = ProcessedEvent.objects.create(
                 event_id=event.id,
                 subscriber=subscriber,
                 event_type=event.type,
                 aggregate=event.aggregate,
                 sequence=event.sequence,
                 task_id=task_id or "",
+                worker=worker or "",
             )
     except IntegrityError:
-        return False
-    return True
+        return None
+    return int(entry.pk)
+
+
+def finish(entry_id: int, runtime_ms: float) -> None:
+    """Note how long the effect took, in the same transaction as the claim."""
+    ProcessedEvent.objects.filter(pk=entry_id).update(runtime_ms=runtime_ms)
 
 
 def has_processed(event_id: object, subscriber: str) -> bool:

@@ -108,14 +108,54 @@ class ProcessedEvent(models.Model):
     sequence = models.PositiveBigIntegerField()
     processed_at = models.DateTimeField(auto_now_add=True)
     task_id = models.CharField(max_length=255, blank=True)
+    # Where and how long: the worker that did it, and the handler's run time.
+    worker = models.CharField(max_length=255, blank=True)
+    runtime_ms = models.FloatField(null=True, blank=True)
 
     class Meta:
         constraints = [
             models.UniqueConstraint(fields=["event_id", "subscriber"], name="ledger_unique_event_subscriber"),
         ]
+        indexes = [models.Index(fields=["processed_at"], name="ledger_processed_at")]
 
     def __str__(self) -> str:
         return f"{self.event_type} {self.event_id} by {self.subscriber}"
+
+
+class DeliveryStep(models.Model):
+    """A step on an event's way to one subscriber that the ledger alone does not show.
+
+    The usual path (queued, then done) is read from the outbox and the ledger;
+    the steps worth a row of their own are the unusual ones: a retry, a wait
+    for a rate-limit token, an open breaker or an earlier event, shedding,
+    deferral, a duplicate or stale delivery, a dead letter, a replay. Together
+    they make the event's timeline, which survives restarts (Flower's does not).
+    """
+
+    class Step(models.TextChoices):
+        STARTED = "started", "started"
+        RETRIED = "retried", "retried"
+        WAITING = "waiting", "waiting"
+        SHED = "shed", "shed"
+        DEFERRED = "deferred", "deferred"
+        DUPLICATE = "duplicate", "duplicate skipped"
+        STALE = "stale", "stale, ignored"
+        DEAD_LETTERED = "dead_lettered", "dead-lettered"
+        REPLAYED = "replayed", "replayed"
+
+    event_id = models.UUIDField(db_index=True)
+    subscriber = models.CharField(max_length=150)
+    step = models.CharField(max_length=20, choices=Step.choices)
+    detail = models.TextField(blank=True)
+    task_id = models.CharField(max_length=255, blank=True, db_index=True)
+    worker = models.CharField(max_length=255, blank=True)
+    at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["at", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.event_id} {self.subscriber}: {self.step}"
 
 
 # --- Dead letters -------------------------------------------------------------

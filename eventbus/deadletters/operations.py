@@ -18,7 +18,7 @@ from typing import Any
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from eventbus import ledger, registry
+from eventbus import ledger, registry, timeline
 from eventbus.envelope import Envelope
 from eventbus.errors import PoisonMessage
 from eventbus.models import DeadLetter, DeadLetterReplay
@@ -218,6 +218,7 @@ def replay(
         DeadLetterReplay.objects.create(
             dead_letter=dead_letter, replayed_by=by, subscriber=target, task_id=task_id, skipped_by_ledger=already
         )
+        timeline.note(plan.event_id, target, timeline.Step.REPLAYED, f"dead letter {dead_letter.id} by {by}", task_id)
         log.info("dead letter %s replayed to %s as task %s by %s", dead_letter.id, target, task_id, by)
         report.items.append(
             ReplayItem(dead_letter.id, target, True, already_processed=already, sent=True, task_id=task_id)
