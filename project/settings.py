@@ -49,6 +49,7 @@ INSTALLED_APPS = [
     "notifications",
     "analytics",
     "devinbox",
+    "ops",
 ]
 # Fault-injection tests (tests/faults) start real worker subprocesses that must
 # know their test-only subscribers; nothing else sets this.

@@ -9,7 +9,7 @@ urlpatterns = [
     path("", TemplateView.as_view(template_name="home.html"), name="home"),
     path("signup/", include("signups.urls")),
     path("analytics/", include("analytics.urls")),
-    path("ops/", include("eventbus.urls")),
+    path("ops/", include("ops.urls")),
     path("admin/", admin.site.urls),
 ]
 

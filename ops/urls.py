@@ -1,8 +1,8 @@
-"""The event bus's ops pages, for staff: dead letters, listed, inspected, replayed and purged."""
+"""Operators' pages, for staff only."""
 
 from django.urls import path
 
-from eventbus import views
+from ops.views import deadletters as views
 
 app_name = "ops"
 

@@ -57,7 +57,7 @@ def dead_letter_list(request: HttpRequest) -> HttpResponse:
     query.pop("page", None)
     return render(
         request,
-        "eventbus/deadletter_list.html",
+        "ops/deadletter_list.html",
         {
             "form": form,
             "page": page,
@@ -74,7 +74,7 @@ def dead_letter_detail(request: HttpRequest, pk: Any) -> HttpResponse:
     dead_letter = get_object_or_404(DeadLetter, pk=pk)
     return render(
         request,
-        "eventbus/deadletter_detail.html",
+        "ops/deadletter_detail.html",
         {
             "dl": dead_letter,
             "body_json": json.dumps(dead_letter.body, indent=2, sort_keys=True),
