@@ -226,13 +226,14 @@ def banner(config: Config, redis_line: str, auth: str, auth_source: str) -> list
     return [
         "-" * 72,
         f"Everything is up (run id {config.run_id}). Ctrl-C stops it all.",
-        f"  web        {web}/",
-        f"  sign up    {web}/signup/",
-        f"  dev inbox  {web}/dev/inbox/  ({mail})",
-        f"  analytics  {web}/analytics/",
-        f"  admin      {web}/admin/  (make a user: .venv/bin/python manage.py createsuperuser)",
-        f"  flower     http://127.0.0.1:{config.flower_port}/  ({login})",
-        f"  redis      {redis_line}",
+        f"  web           {web}/",
+        f"  sign up       {web}/signup/",
+        f"  dev inbox     {web}/dev/inbox/  ({mail})",
+        f"  analytics     {web}/analytics/",
+        f"  admin         {web}/admin/  (make a user: .venv/bin/python manage.py createsuperuser)",
+        f"  dead letters  {web}/ops/deadletters/  (staff only)",
+        f"  flower        http://127.0.0.1:{config.flower_port}/  ({login})",
+        f"  redis         {redis_line}",
         "-" * 72,
     ]
 
