@@ -9,19 +9,33 @@ BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip install --disable-pip-version-check
 PYTEST_ARGS ?=
 
-.PHONY: help run test lint bench install install-dev
+.PHONY: help run test test-production lint bench install install-dev browser-deps
 
 help:
 	@echo "make run     start web, workers (one pool per queue), beat, Flower, SMTP sink, Redis if needed"
 	@echo "make test    run the test suite (PYTEST_ARGS=\"...\" passes arguments to pytest)"
+	@echo "make test-production  the integration and fault suites on PostgreSQL with RabbitMQ as the broker"
 	@echo "make lint    ruff check and ruff format --check"
 	@echo "make bench   run the benchmarks (bench/)"
 
 run: $(VENV)/.requirements.stamp
 	$(BIN)/python -m scripts.run
 
-test: $(VENV)/.requirements-dev.stamp
+test: $(VENV)/.requirements-dev.stamp browser-deps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The production profile: PostgreSQL behind DATABASE_URL, RabbitMQ behind
+# CELERY_BROKER_URL, no code change. It uses a database (Django creates and
+# drops test_<name>) and a RabbitMQ vhost of its own, and cleans only those.
+# Tests that must use a Redis broker (they stop it, or read its keys) skip
+# themselves here and say why.
+TEST_PG_URL ?= postgres://postgres@127.0.0.1:5432/eventdemo_ci
+TEST_AMQP_VHOST ?= eventdemo_ci
+test-production: $(VENV)/.requirements-dev.stamp
+	scripts/rabbitmq_vhost.sh reset $(TEST_AMQP_VHOST)
+	TEST_DATABASE_URL=$(TEST_PG_URL) TEST_BROKER_URL=amqp://guest:guest@127.0.0.1:5672/$(TEST_AMQP_VHOST) \
+		$(BIN)/python -m pytest -m integration $(PYTEST_ARGS); \
+		status=$$?; scripts/rabbitmq_vhost.sh delete $(TEST_AMQP_VHOST); exit $$status
 
 lint: $(VENV)/.requirements-dev.stamp
 	$(BIN)/ruff check .
@@ -29,6 +43,18 @@ lint: $(VENV)/.requirements-dev.stamp
 
 bench: $(VENV)/.requirements-dev.stamp
 	$(BIN)/python -m bench.run
+
+# The browser tests (tests/browser) drive Debian's chromium package, never a
+# browser Playwright downloads. Installed here when missing and running as root
+# (as CI does); otherwise those tests skip and say how to install it (in CI they fail).
+browser-deps:
+	@if command -v chromium >/dev/null 2>&1 || [ -x /usr/bin/chromium ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "Installing Debian's chromium package for the browser tests"; \
+		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium; \
+	else \
+		echo "chromium is missing and this is not root: the browser tests will skip (apt-get install -y chromium)"; \
+	fi
 
 install: $(VENV)/.requirements.stamp
 

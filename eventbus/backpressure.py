@@ -8,6 +8,7 @@ by what arrives in that time.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from dataclasses import dataclass
@@ -61,7 +62,19 @@ def read_depth(channel: Any, queue: str) -> int:
         # kombu's virtual transports (Redis): LLEN over the priority lists,
         # with the global key prefix applied.
         return int(size(queue))
-    return int(channel.queue_declare(queue=queue, passive=True).message_count)
+    # AMQP: a passive declare on a channel of its own, because a queue that
+    # does not exist yet closes the channel that asked (404), and that must
+    # not be the producer's.
+    probe = channel.connection.channel()
+    try:
+        return int(probe.queue_declare(queue=queue, passive=True).message_count)
+    except Exception as exc:
+        if getattr(exc, "code", None) == 404 or "NOT_FOUND" in str(exc):
+            return 0  # not declared yet: nothing waits in it
+        raise
+    finally:
+        with contextlib.suppress(Exception):
+            probe.close()
 
 
 def pressure(channel: Any, queue: str) -> Pressure:

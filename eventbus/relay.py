@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
+from django.db import connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -43,21 +44,28 @@ def waiting_count() -> int:
 
 
 def _claim(owner: str, grace: float, batch: int, seen: set[str]) -> list[OutboxEvent]:
+    """Lease up to ``batch`` due rows to ``owner``; returns the rows this relay now holds.
+
+    On PostgreSQL the candidates are locked with ``SELECT ... FOR UPDATE SKIP
+    LOCKED``, so relays on many hosts claim disjoint rows without waiting on
+    each other. Elsewhere (SQLite) the conditional UPDATE on the lease does
+    the same job: whoever updates a free row first holds it.
+    """
     now = timezone.now()
     free = Q(lease_until__isnull=True) | Q(lease_until__lt=now)
     # A deferred row already had its on-commit chance: no grace for it.
     due = Q(status=Status.PENDING, created_at__lte=now - timedelta(seconds=grace)) | Q(status=Status.DEFERRED)
-    candidates = list(
-        OutboxEvent.objects.filter(free, due)
-        .exclude(id__in=seen)
-        .order_by("created_at")
-        .values_list("id", flat=True)[:batch]
-    )
-    if not candidates:
-        return []
-    OutboxEvent.objects.filter(free, id__in=candidates).exclude(status=Status.DISPATCHED).update(
-        lease_owner=owner, lease_until=now + timedelta(seconds=settings.EVENTBUS_RELAY_LEASE)
-    )
+    lease_until = now + timedelta(seconds=settings.EVENTBUS_RELAY_LEASE)
+    with transaction.atomic():
+        candidates_qs = OutboxEvent.objects.filter(free, due).exclude(id__in=seen).order_by("created_at")
+        if connection.features.has_select_for_update_skip_locked:
+            candidates_qs = candidates_qs.select_for_update(skip_locked=True)
+        candidates = list(candidates_qs.values_list("id", flat=True)[:batch])
+        if not candidates:
+            return []
+        OutboxEvent.objects.filter(free, id__in=candidates).exclude(status=Status.DISPATCHED).update(
+            lease_owner=owner, lease_until=lease_until
+        )
     return list(OutboxEvent.objects.filter(lease_owner=owner, id__in=candidates).order_by("created_at"))
 
 

@@ -34,3 +34,13 @@ def using_broker(url: str) -> Iterator[None]:
             os.environ.pop("CELERY_BROKER_URL", None)
         else:
             os.environ["CELERY_BROKER_URL"] = previous_env
+
+
+def dead_broker_url() -> str:
+    """A broker URL of the configured kind where nothing listens."""
+    from devinbox.sink import free_port
+
+    port = free_port()
+    if str(celery_app.conf.broker_url).startswith("amqp"):
+        return f"amqp://guest:guest@127.0.0.1:{port}//"
+    return f"redis://127.0.0.1:{port}/0"

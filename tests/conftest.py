@@ -39,15 +39,41 @@ def prefixed_keys() -> list[str]:
     return list(redis_client().scan_iter(match=django_settings.REDIS_KEY_PREFIX + "*", count=500))
 
 
+def broker_is_redis() -> bool:
+    return str(celery_app.conf.broker_url).startswith(("redis://", "rediss://"))
+
+
 def purge_broker() -> None:
-    """Empty this run's queues and counters; keep kombu's bindings, which routing needs."""
+    """Empty this run's queues, counters and limiter state; keep kombu's bindings, which routing needs."""
     doomed = [k for k in prefixed_keys() if "_kombu.binding" not in k]
     if doomed:
         redis_client().delete(*doomed)
+    if not broker_is_redis():
+        with celery_app.connection_for_write() as conn:
+            channel = conn.default_channel
+            for queue in queues.WORKER_QUEUES:
+                try:
+                    channel.queue_purge(queue)
+                except Exception:  # not declared yet: nothing to purge
+                    channel = conn.channel()
 
 
 def queue_length(queue: str) -> int:
-    return int(redis_client().llen(django_settings.REDIS_KEY_PREFIX + queue))
+    """Messages waiting in ``queue``, read from the broker the way dispatch reads it."""
+    from eventbus.backpressure import read_depth
+
+    with celery_app.connection_for_read() as conn:
+        return read_depth(conn.default_channel, queue)
+
+
+def drain_messages(queue: str) -> list[Any]:
+    """Take every message waiting in ``queue`` off the broker (kombu messages: headers, body, delivery_info)."""
+    taken: list[Any] = []
+    with celery_app.connection_for_read() as conn:
+        channel = conn.default_channel
+        while (message := channel.basic_get(queue=queue, no_ack=True)) is not None:
+            taken.append(channel.message_to_python(message) if not hasattr(message, "headers") else message)
+    return taken
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -97,6 +123,17 @@ def worker(broker: None, smtp_sink: SmtpSink) -> Iterator[Any]:
     """A worker thread pool on the notifications and analytics queues."""
     with running_worker(queues.NOTIFICATIONS, queues.ANALYTICS) as w:
         yield w
+
+
+def test_database_url() -> str:
+    """The URL of the database this test run uses (pytest-django renamed it to the test database)."""
+    db = django_settings.DATABASES["default"]
+    if db["ENGINE"].endswith("sqlite3"):
+        return f"sqlite:///{db['NAME']}"
+    user = db.get("USER") or ""
+    password = f":{db['PASSWORD']}" if db.get("PASSWORD") else ""
+    auth = f"{user}{password}@" if user else ""
+    return f"postgres://{auth}{db.get('HOST') or '127.0.0.1'}:{db.get('PORT') or 5432}/{db['NAME']}"
 
 
 def worker_env(**overrides: str) -> dict[str, str]:
