@@ -34,7 +34,7 @@ from django.conf import settings
 from django.db import transaction
 
 from eventbus import counters, deliveries, latency, ledger, ordering, registry, timeline
-from eventbus.context import reset_correlation_id, set_correlation_id
+from eventbus.context import reset_fields, set_fields
 from eventbus.deadletters import DeadLetterFailure, Kind, send_to_dead_letter
 from eventbus.deadletters.capture import DeadLetterNotCaptured
 from eventbus.envelope import Envelope
@@ -70,7 +70,9 @@ class ConsumerTask(Task):
             log.error("%s: event %s dead-lettered: %s", subscription.name, event.id, lost)
             return self._dead_letter(subscription, raw, Kind.WORKER_LOST, lost)
 
-        token = set_correlation_id(event.correlation_id)
+        bound = set_fields(
+            correlation_id=event.correlation_id, event_id=event.id, event_type=event.type, subscriber=subscription.name
+        )
         try:
             result = self._deliver(subscription, event, raw)
         except Retry:
@@ -82,7 +84,7 @@ class ConsumerTask(Task):
             log.warning("%s: event %s: %s: %s", subscription.name, event.id, type(exc).__name__, exc)
             result = self._failed(subscription, event, raw, exc, transient=True)
         finally:
-            reset_correlation_id(token)
+            reset_fields(bound)
         deliveries.ended(task_id, retries)
         return result
 

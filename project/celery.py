@@ -12,11 +12,15 @@ from typing import Any
 from celery import Celery
 from celery.signals import setup_logging, task_prerun, worker_init
 
+from eventbus import tracing
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
 
 app = Celery("project")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+# The correlation id in every task's headers and every worker log line (eventbus/tracing.py).
+tracing.connect()
 
 
 @setup_logging.connect

@@ -292,19 +292,39 @@ FLOWER_URL = env_str("FLOWER_URL", f"http://127.0.0.1:{FLOWER_PORT}")
 # --- Logging ----------------------------------------------------------------
 
 LOG_LEVEL = env_str("LOG_LEVEL", "INFO").upper()
+# "json": one JSON object per line, for a log collector (the default with DEBUG
+# off); "text": readable lines (the default with DEBUG on). See project/logging.py.
+LOG_FORMAT = env_str("LOG_FORMAT", "text" if DEBUG else "json").lower()
+if LOG_FORMAT not in ("json", "text"):
+    raise ImproperlyConfigured(f"LOG_FORMAT must be json or text, not {LOG_FORMAT!r}.")
+# The same configuration serves the web process, and workers and beat through
+# Celery's setup_logging signal (project/celery.py). On every line: the request's
+# correlation id, and the event id and type, subscriber and task id where they apply.
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
+    "filters": {
+        "context": {"()": "project.logging.ContextFilter"},
+        # Signed tokens (the verification link's) never reach a log, not even in an access log line.
+        "redact": {"()": "project.logging.RedactFilter"},
+    },
     "formatters": {
-        "plain": {"format": "%(asctime)s %(levelname)s %(processName)s %(name)s: %(message)s"},
+        "json": {"()": "project.logging.JsonFormatter"},
+        "text": {"()": "project.logging.TextFormatter"},
     },
     "handlers": {
-        "console": {"class": "logging.StreamHandler", "formatter": "plain"},
+        "console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT, "filters": ["redact", "context"]},
     },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
         "django": {"level": "INFO"},
+        # runserver's access log has a handler of its own in Django's defaults: use ours,
+        # so that its lines are JSON too and the verification link's token is redacted.
+        "django.server": {"handlers": ["console"], "level": "INFO", "propagate": False},
         "celery": {"level": LOG_LEVEL},
+        # The dev SMTP sink (aiosmtpd) logs every SMTP command with its addresses at
+        # INFO, and every line of a message (the verification link) at DEBUG.
+        "mail.log": {"level": "WARNING"},
     },
 }
 
