@@ -1,45 +1,275 @@
+"""The event bus in Django admin: the outbox (with "send now"), the ledger, the delivery steps, dead letters.
+
+Records are read-only here: events come from ``publish()``, ledger entries and
+steps from the consumers, sequences from the producers' transactions. The
+actions go through the bus's own functions (dispatch, dead-letter operations),
+as the relay, the command line and the ops pages do.
+"""
+
 from __future__ import annotations
 
-from django.contrib import admin
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+from urllib.parse import urlencode
 
-from eventbus.models import AggregateSequence, OutboxEvent, ProcessedEvent
+from django.conf import settings
+from django.contrib import admin, messages
+from django.db.models import Q, QuerySet
+from django.http import HttpRequest
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.html import format_html
+
+from eventbus import backpressure, registry
+from eventbus.deadletters import operations
+from eventbus.dispatch import DispatchError, record_failure, send_many, settle
+from eventbus.models import (
+    AggregateSequence,
+    DeadLetter,
+    DeadLetterReplay,
+    DeliveryStep,
+    OutboxEvent,
+    ProcessedEvent,
+)
+
+# A report line per dead letter is useful for a few; for hundreds, the summary says it.
+_MAX_REPORT_LINES = 20
+_DETAIL_WIDTH = 100
+
+
+def _clip(text: str, width: int = _DETAIL_WIDTH) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def timeline_link(event_id: object, text: str = "timeline") -> str:
+    """A link to the event's page on the ops site (``ops:event``); blank without an event id."""
+    if not event_id:
+        return "—"
+    return format_html('<a href="{}">{}</a>', reverse("ops:event", args=[event_id]), text)
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Rows written by the bus itself: listed and viewed in admin, never added, edited or deleted there."""
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+
+# --- the outbox -----------------------------------------------------------------
+
+
+@dataclass
+class SendReport:
+    """What "send now" did with the selected outbox rows."""
+
+    sent: int = 0
+    deferred: int = 0
+    skipped: int = 0
+    """Already dispatched, or leased by a relay at this moment."""
+    failed: int = 0
+    error: str = ""
+
+    def summary(self) -> str:
+        text = f"sent {self.sent}, deferred again {self.deferred} (queue still full), skipped {self.skipped}"
+        text += " (already dispatched or being sent by a relay)"
+        if self.failed:
+            text += f"; {self.failed} not sent, the broker failed: {self.error}. The relay will try again."
+        return text
+
+
+def send_now(queryset: QuerySet[OutboxEvent]) -> SendReport:
+    """Hand the selected pending and deferred events to the broker now, as the relay would.
+
+    Each row is leased first (the relay's conditional UPDATE), so a relay
+    running at the same moment does not send it too; dispatched rows and
+    rows another relay holds are skipped. A deferred row goes to the
+    subscribers still waiting for it, and backpressure still applies: a queue
+    still above its mark defers it again. A broker failure stops the sending
+    and leaves the rest pending for the relay, with the error recorded.
+    """
+    ids = list(queryset.values_list("pk", flat=True))
+    now = timezone.now()
+    owner = f"admin-{uuid.uuid4().hex}"
+    free = Q(lease_until__isnull=True) | Q(lease_until__lt=now)
+    OutboxEvent.objects.filter(free, pk__in=ids).exclude(status=OutboxEvent.Status.DISPATCHED).update(
+        lease_owner=owner, lease_until=now + timedelta(seconds=settings.EVENTBUS_RELAY_LEASE)
+    )
+    rows = list(OutboxEvent.objects.filter(lease_owner=owner, pk__in=ids).order_by("created_at"))
+    report = SendReport(skipped=len(ids) - len(rows))
+    if not rows:
+        return report
+    only = {str(r.id): r.deferred_subscribers for r in rows if r.status == OutboxEvent.Status.DEFERRED}
+    backpressure.forget_depths()
+    try:
+        outcomes = send_many((r.to_wire() for r in rows), only=only)
+    except DispatchError as exc:
+        outcomes = exc.done
+        handled = {o.event_id for o in outcomes}
+        unsent = [str(r.id) for r in rows if str(r.id) not in handled]
+        record_failure(unsent, exc.cause)
+        report.failed, report.error = len(unsent), str(exc)
+    settle(outcomes)
+    report.sent = sum(1 for o in outcomes if not o.deferred)
+    report.deferred = len(outcomes) - report.sent
+    return report
+
+
+def resend_unprocessed(queryset: QuerySet[OutboxEvent]) -> tuple[int, int, str]:
+    """Send each selected dispatched event again to the subscribers whose ledger lacks it.
+
+    The repair for a message lost after dispatch (a broker that lost its data,
+    a queue purged by hand). A subscriber that did process the event gets
+    nothing; one that is just slow gets a duplicate, which its ledger skips.
+    Returns (events sent, messages sent, broker error or "").
+    """
+    rows = list(queryset.filter(status=OutboxEvent.Status.DISPATCHED).order_by("created_at"))
+    done = {
+        (event_id, subscriber)
+        for event_id, subscriber in ProcessedEvent.objects.filter(event_id__in=[r.id for r in rows]).values_list(
+            "event_id", "subscriber"
+        )
+    }
+    only = {str(r.id): [s.name for s in registry.subscriptions_for(r.type) if (r.id, s.name) not in done] for r in rows}
+    wanted = [r for r in rows if only[str(r.id)]]
+    if not wanted:
+        return 0, 0, ""
+    backpressure.forget_depths()
+    error = ""
+    try:
+        outcomes = send_many((r.to_wire() for r in wanted), only=only)
+    except DispatchError as exc:
+        outcomes, error = exc.done, str(exc)
+    settle(outcomes)
+    return len(outcomes), sum(len(o.sent) for o in outcomes), error
 
 
 @admin.register(OutboxEvent)
 class OutboxEventAdmin(admin.ModelAdmin):
-    list_display = ("type", "aggregate", "sequence", "status", "occurred_at", "dispatched_at", "dispatch_attempts")
-    list_filter = ("status", "type")
+    """The outbox: every event published, with its dispatch state; "send now" for the waiting ones."""
+
+    list_display = (
+        "occurred_at",
+        "type",
+        "aggregate",
+        "sequence",
+        "status",
+        "dispatched_at",
+        "dispatch_attempts",
+        "short_error",
+        "timeline",
+    )
+    list_filter = ("status", "type", "occurred_at")
     search_fields = ("id", "aggregate", "correlation_id")
-    readonly_fields = [f.name for f in OutboxEvent._meta.fields]
     date_hierarchy = "occurred_at"
+    ordering = ("-occurred_at",)
+    readonly_fields = ("timeline", *(f.name for f in OutboxEvent._meta.fields))
+    actions = ["send_selected_now", "resend_to_unprocessed"]
+
+    @admin.display(description="timeline")
+    def timeline(self, obj: OutboxEvent) -> str:
+        return timeline_link(obj.pk, "the event's timeline")
+
+    @admin.display(description="last error")
+    def short_error(self, obj: OutboxEvent) -> str:
+        return _clip(obj.last_error) or "—"
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        # Events come from publish(), inside the change they report.
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        # The outbox is the events' history; ordering reads predecessors from it.
+        return False
+
+    @admin.action(description="Send now (pending and deferred events)", permissions=["change"])
+    def send_selected_now(self, request: HttpRequest, queryset: QuerySet[OutboxEvent]) -> None:
+        report = send_now(queryset)
+        self.message_user(request, report.summary(), messages.WARNING if report.failed else messages.SUCCESS)
+
+    @admin.action(description="Send again to subscribers that have not processed it", permissions=["change"])
+    def resend_to_unprocessed(self, request: HttpRequest, queryset: QuerySet[OutboxEvent]) -> None:
+        events, sent, error = resend_unprocessed(queryset)
+        text = f"sent {sent} message{'s' if sent != 1 else ''} for {events} event{'s' if events != 1 else ''}"
+        text += " (only dispatched events, only to subscribers whose ledger lacks them)"
+        if error:
+            self.message_user(request, f"{text}; stopped, the broker failed: {error}", messages.WARNING)
+        else:
+            self.message_user(request, text, messages.SUCCESS)
+
+
+# --- what the consumers write ---------------------------------------------------------
 
 
 @admin.register(ProcessedEvent)
-class ProcessedEventAdmin(admin.ModelAdmin):
-    list_display = ("subscriber", "event_type", "aggregate", "sequence", "processed_at", "event_id")
-    list_filter = ("subscriber", "event_type")
-    search_fields = ("event_id", "aggregate", "task_id")
-    readonly_fields = [f.name for f in ProcessedEvent._meta.fields]
+class ProcessedEventAdmin(ReadOnlyAdmin):
+    """The ledger: one row per (event, subscriber) handled, processed or shed."""
+
+    list_display = (
+        "processed_at",
+        "subscriber",
+        "outcome",
+        "event_type",
+        "aggregate",
+        "sequence",
+        "worker",
+        "runtime",
+        "timeline",
+    )
+    list_filter = ("outcome", "subscriber", "event_type", "processed_at")
+    search_fields = ("event_id", "aggregate", "task_id", "worker")
+    date_hierarchy = "processed_at"
+    ordering = ("-processed_at",)
+
+    @admin.display(description="run time", ordering="runtime_ms")
+    def runtime(self, obj: ProcessedEvent) -> str:
+        return "—" if obj.runtime_ms is None else f"{obj.runtime_ms:.1f} ms"
+
+    @admin.display(description="timeline")
+    def timeline(self, obj: ProcessedEvent) -> str:
+        return timeline_link(obj.event_id)
+
+
+@admin.register(DeliveryStep)
+class DeliveryStepAdmin(ReadOnlyAdmin):
+    """The unusual steps of deliveries: retries, waits, shedding, deferral, dead letters, replays."""
+
+    list_display = ("at", "step", "subscriber", "short_detail", "worker", "task_id", "timeline")
+    list_filter = ("step", "subscriber", "at")
+    search_fields = ("event_id", "task_id", "worker", "detail")
+    date_hierarchy = "at"
+    ordering = ("-at", "-id")
+
+    @admin.display(description="detail")
+    def short_detail(self, obj: DeliveryStep) -> str:
+        return _clip(obj.detail)
+
+    @admin.display(description="timeline")
+    def timeline(self, obj: DeliveryStep) -> str:
+        return timeline_link(obj.event_id)
 
 
 @admin.register(AggregateSequence)
-class AggregateSequenceAdmin(admin.ModelAdmin):
-    list_display = ("aggregate", "last_sequence")
+class AggregateSequenceAdmin(ReadOnlyAdmin):
+    """The last sequence handed out per aggregate; deleting one would reuse numbers, so nobody can."""
+
+    list_display = ("aggregate", "last_sequence", "events")
     search_fields = ("aggregate",)
-    readonly_fields = ("aggregate", "last_sequence")
+    ordering = ("aggregate",)
+
+    @admin.display(description="events")
+    def events(self, obj: AggregateSequence) -> str:
+        url = f"{reverse('ops:events')}?{urlencode({'q': obj.aggregate})}"
+        return format_html('<a href="{}">{}</a>', url, "find them")
 
 
-# --- Dead letters -------------------------------------------------------------
-
-from django.contrib import messages  # noqa: E402 -- the dead-letter admin starts here
-from django.db.models import QuerySet  # noqa: E402
-from django.http import HttpRequest  # noqa: E402
-
-from eventbus.deadletters import operations  # noqa: E402
-from eventbus.models import DeadLetter, DeadLetterReplay  # noqa: E402
-
-# A report line per dead letter is useful for a few; for hundreds, the summary says it.
-_MAX_REPORT_LINES = 20
+# --- dead letters -------------------------------------------------------------
 
 
 class DeadLetterReplayInline(admin.TabularInline):
@@ -61,14 +291,17 @@ class DeadLetterAdmin(admin.ModelAdmin):
     list_filter = ("kind", "subscriber", "event_type", "last_failed_at")
     search_fields = ("event_id", "task_id")
     date_hierarchy = "last_failed_at"
-    readonly_fields = [f.name for f in DeadLetter._meta.fields]
+    readonly_fields = ("timeline", *(f.name for f in DeadLetter._meta.fields))
     inlines = [DeadLetterReplayInline]
     actions = ["replay_selected", "dry_run_replay_selected", "purge_selected"]
 
     @admin.display(description="reason")
     def short_reason(self, obj: DeadLetter) -> str:
-        reason = obj.reason
-        return reason if len(reason) <= 100 else reason[:99] + "…"
+        return _clip(obj.reason)
+
+    @admin.display(description="event timeline")
+    def timeline(self, obj: DeadLetter) -> str:
+        return timeline_link(obj.event_id, "the event's timeline")
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         # Dead letters come from failures only.

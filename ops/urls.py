@@ -3,6 +3,7 @@
 from django.urls import path
 
 from ops.views import deadletters as views
+from ops.views import timeline as timeline_views
 
 app_name = "ops"
 
@@ -11,4 +12,6 @@ urlpatterns = [
     path("deadletters/replay/", views.dead_letter_replay, name="deadletter-replay"),
     path("deadletters/purge/", views.dead_letter_purge, name="deadletter-purge"),
     path("deadletters/<uuid:pk>/", views.dead_letter_detail, name="deadletter"),
+    path("events/", timeline_views.event_list, name="events"),
+    path("events/<uuid:pk>/", timeline_views.event_detail, name="event"),
 ]
