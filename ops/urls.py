@@ -3,11 +3,14 @@
 from django.urls import path
 
 from ops.views import deadletters as views
+from ops.views import overview as overview_views
 from ops.views import timeline as timeline_views
 
 app_name = "ops"
 
 urlpatterns = [
+    path("", overview_views.overview, name="overview"),
+    path("overview.json", overview_views.overview_json, name="overview-json"),
     path("deadletters/", views.dead_letter_list, name="deadletters"),
     path("deadletters/replay/", views.dead_letter_replay, name="deadletter-replay"),
     path("deadletters/purge/", views.dead_letter_purge, name="deadletter-purge"),

@@ -381,3 +381,10 @@ CELERY_BEAT_SCHEDULE["eventbus.purge_dead_letters"] = {
     "schedule": 3600.0,
     "options": {"queue": queues.EVENTBUS, "expires": 3600.0},
 }
+
+# --- Metrics ------------------------------------------------------------------
+
+# /metrics (ops/metrics.py) answers only requests that carry "Authorization:
+# Bearer <this token>". Empty leaves it open: right for a Prometheus in the same
+# private network (docker-compose's), wrong for a web process on the internet.
+METRICS_TOKEN = env_str("METRICS_TOKEN", "")

@@ -5,12 +5,19 @@ from django.contrib import admin
 from django.urls import include, path
 from django.views.generic import TemplateView
 
+from ops.metrics import metrics_view
+from ops.views import health
+
 urlpatterns = [
     path("", TemplateView.as_view(template_name="home.html"), name="home"),
     path("signup/", include("signups.urls")),
     path("analytics/", include("analytics.urls")),
     path("ops/", include("ops.urls")),
     path("admin/", admin.site.urls),
+    # Probes and Prometheus, at the root where load balancers and scrapers look for them.
+    path("healthz", health.healthz, name="healthz"),
+    path("readyz", health.readyz, name="readyz"),
+    path("metrics", metrics_view, name="metrics"),
 ]
 
 if settings.DEBUG:

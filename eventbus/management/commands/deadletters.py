@@ -12,6 +12,7 @@ and the ops pages do. A replay is recorded as made by ``cli:<os user>``.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import getpass
 import json
 import uuid
@@ -23,6 +24,7 @@ from django.db.models import QuerySet
 from eventbus.deadletters import operations
 from eventbus.deadletters.parsing import parse_duration, parse_rate
 from eventbus.models import DeadLetter
+from ops.progress import ProgressBar
 
 REASON_WIDTH = 60
 
@@ -181,16 +183,16 @@ class Command(BaseCommand):
 
     def _replay(self, options: dict[str, Any]) -> None:
         dead_letters = self._select(options, verb="replay")
-        report = operations.replay(
-            dead_letters,
-            by=_cli_user(),
-            subscriber=options["to_subscriber"],
-            rate=options["rate"],
-            dry_run=options["dry_run"],
-        )
-        for line in report.lines():
-            self.stdout.write(line)
-        self.stdout.write(report.summary())
+        with ProgressBar(dead_letters.count(), label="replay", stream=self.stdout) as bar:
+            report = _replay_one_by_one(
+                dead_letters,
+                bar,
+                by=_cli_user(),
+                subscriber=options["to_subscriber"],
+                rate=options["rate"],
+                dry_run=options["dry_run"],
+            )
+            bar.finish("\n".join([*report.lines(), report.summary()]))
         if report.unsent:
             raise CommandError(f"{_count(len(report.unsent))} not sent: the broker failed")
 
@@ -205,7 +207,12 @@ class Command(BaseCommand):
         if not options["yes"] and not self._confirm(f"Delete {_count(count)} for good? [y/N] "):
             self.stdout.write("not purged")
             return
-        self.stdout.write(f"purged {_count(operations.purge(queryset))}")
+        with ProgressBar(count, label="purge", stream=self.stdout) as bar:
+            purged = 0
+            while batch := list(queryset.values_list("pk", flat=True)[: operations.PURGE_BATCH]):
+                purged += operations.purge(DeadLetter.objects.filter(pk__in=batch))
+                bar.advance(len(batch))
+            bar.finish(f"purged {_count(purged)}")
 
     # --- shared -----------------------------------------------------------
 
@@ -232,6 +239,29 @@ class Command(BaseCommand):
             return input(question).strip().lower() in {"y", "yes"}
         except EOFError:
             return False
+
+
+def _replay_one_by_one(
+    dead_letters: QuerySet[DeadLetter], bar: ProgressBar, *, rate: float | None, **options: Any
+) -> operations.ReplayReport:
+    """``operations.replay`` called per dead letter, so that the bar moves; the same report.
+
+    As there: oldest failure first, paced by ``rate`` (a dead letter that is
+    not replayable may cost one pause more), and nothing is sent after the
+    first broker failure: the rest is reported as not attempted.
+    """
+    report = operations.ReplayReport(dry_run=options["dry_run"])
+    for dead_letter in dead_letters.order_by("last_failed_at"):
+        if report.unsent:
+            reason = f"not attempted after a broker failure: {report.unsent[0].reason}"
+            checked = operations.replay([dead_letter], **{**options, "dry_run": True}).items
+            report.items += [dataclasses.replace(i, reason=reason) if i.replayable else i for i in checked]
+        else:
+            if rate and report.sent:
+                operations.sleep(1.0 / rate)
+            report.items += operations.replay([dead_letter], **options).items
+        bar.advance()
+    return report
 
 
 def _clip(text: str, width: int) -> str:

@@ -8,6 +8,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from eventbus.relay import relay, waiting_count
+from ops.progress import ProgressBar
 
 
 class Command(BaseCommand):
@@ -25,11 +26,12 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, grace: float | None, limit: int | None, **options: Any) -> None:
         before = waiting_count()
-        result = relay(grace=grace, limit=limit)
-        left = waiting_count()
-        self.stdout.write(
-            f"dispatched {result.dispatched} of {before} waiting events; {result.deferred} deferred "
-            f"(queue above its high-water mark); {left} still waiting"
-        )
+        with ProgressBar(before if limit is None else min(before, limit), label="relay", stream=self.stdout) as bar:
+            result = relay(grace=grace, limit=limit, progress=bar.advance)
+            left = waiting_count()
+            bar.finish(
+                f"dispatched {result.dispatched} of {before} waiting events; {result.deferred} deferred "
+                f"(queue above its high-water mark); {left} still waiting"
+            )
         if result.error:
             raise CommandError(f"broker failure, {result.failed} events left pending: {result.error}")

@@ -1,0 +1,421 @@
+"""One snapshot of the asynchronous flow: the ops overview page, its JSON and ``manage.py eventbus_status``.
+
+``take_snapshot()`` reads each source once and never raises. A source that
+fails (the broker or Redis down, a database error) leaves its part empty
+(``None``) and its reason in ``Snapshot.unavailable`` as ``"unavailable:
+<reason>"``; every other part is still read. Each read is bounded: a queue's
+depth is one LLEN (or a passive declare on AMQP), workers are asked with a
+timeout, the database reads are aggregates over indexed columns, and
+throughput covers the last ``THROUGHPUT_MINUTES`` minutes.
+
+The readers are public: ``/metrics`` (ops/metrics.py) calls the ones it needs,
+without the workers' round trip.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+
+from django.db.models import Count, Min
+from django.db.models.functions import TruncMinute
+from django.utils import timezone
+
+from eventbus import backpressure, counters, registry
+from eventbus.breaker import OPEN, CircuitBreaker
+from eventbus.models import DeadLetter, OutboxEvent, ProcessedEvent
+from eventbus.redis import client as redis_client
+from eventbus.windowlimit import WindowLimiter
+from project import queues
+from project.celery import app as celery_app
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+WORKERS_TIMEOUT = 1.0
+"""Seconds to wait for workers to say which queues they consume; an inspect always waits this long."""
+THROUGHPUT_MINUTES = 10
+"""Minutes of published and processed events shown, the current (partial) one included."""
+NO_SUBSCRIBER = "(unknown)"
+"""The subscriber of a dead letter that names none (a poison message no task could read)."""
+
+COUNTER_NAMES: tuple[str, ...] = (
+    counters.DELIVERED,
+    counters.DUPLICATES,
+    counters.RETRIES,
+    counters.DEAD_LETTERED,
+    counters.SHED,
+    counters.DEFERRED,
+    counters.STALE,
+    counters.ORDER_WAITS,
+    counters.RATE_LIMIT_WAITS,
+    counters.BREAKER_WAITS,
+)
+"""Every counter of eventbus/counters.py, in the order tables show them."""
+
+_WAITING = (OutboxEvent.Status.PENDING, OutboxEvent.Status.DEFERRED)
+
+
+@dataclass(frozen=True)
+class QueueStatus:
+    name: str
+    high_water_mark: int
+    depth: int | None
+    """Messages waiting; None when the broker could not be read."""
+    workers: tuple[str, ...] | None
+    """Worker nodes consuming this queue; None when the workers could not be asked."""
+
+    @property
+    def above_high_water_mark(self) -> bool:
+        return self.depth is not None and self.depth >= self.high_water_mark
+
+
+@dataclass(frozen=True)
+class OutboxStatus:
+    """Events not yet handed to every subscriber's queue."""
+
+    pending: int
+    deferred: int
+    oldest_created_at: datetime | None
+    oldest_age_seconds: float | None
+    """Age of the oldest waiting event; None when nothing waits."""
+
+    @property
+    def waiting(self) -> int:
+        return self.pending + self.deferred
+
+
+@dataclass(frozen=True)
+class SubscriberStatus:
+    name: str
+    queue: str
+    """Blank for a name that only the counters or dead letters still know."""
+    critical: bool
+    counters: dict[str, int] | None
+    """Each of COUNTER_NAMES; None when Redis could not be read."""
+    dead_letters: int | None
+    """Dead letters stored for this subscriber; None when the database could not be read."""
+
+
+@dataclass(frozen=True)
+class BreakerStatus:
+    name: str
+    state: str
+    """``closed``, ``half_open`` or ``open``, as a caller would meet it now."""
+    consecutive_failures: int
+    failure_threshold: int
+    probe_in_seconds: float | None
+    """While open: seconds (on the Redis server's clock) until one probe may call again."""
+    subscribers: tuple[str, ...]
+
+    @property
+    def state_label(self) -> str:
+        return self.state.replace("_", "-")
+
+
+@dataclass(frozen=True)
+class LimiterStatus:
+    name: str
+    grants_in_window: int | None
+    """None for a limiter that cannot tell (only the sliding window can)."""
+    limit: int | None
+    window_seconds: float | None
+    subscribers: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class MinuteCount:
+    minute: datetime
+    """Start of the minute, UTC."""
+    seconds: float
+    """Seconds of it that have passed: 60, less for the current minute."""
+    published: int
+    """Events written to the outbox."""
+    processed: int
+    """Effects recorded in the ledger (shed events not included)."""
+    published_per_second: float
+    processed_per_second: float
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    taken_at: datetime
+    queues: tuple[QueueStatus, ...]
+    outbox: OutboxStatus | None
+    subscribers: tuple[SubscriberStatus, ...]
+    breakers: tuple[BreakerStatus, ...] | None
+    limiters: tuple[LimiterStatus, ...] | None
+    throughput: tuple[MinuteCount, ...] | None
+    unavailable: dict[str, str] = field(default_factory=dict)
+    """Part name (queues, workers, outbox, counters, dead_letters, breakers, limiters, throughput)
+    to ``"unavailable: <reason>"``."""
+    counter_names: tuple[str, ...] = COUNTER_NAMES
+
+    @property
+    def dead_letters_total(self) -> int | None:
+        if "dead_letters" in self.unavailable:
+            return None
+        return sum(s.dead_letters or 0 for s in self.subscribers)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready form: datetimes as ISO 8601 strings, tuples as lists."""
+        data = _jsonable(dataclasses.asdict(self))
+        if self.outbox is not None:
+            data["outbox"]["waiting"] = self.outbox.waiting
+        data["dead_letters_total"] = self.dead_letters_total
+        for queue, status in zip(data["queues"], self.queues, strict=True):
+            queue["above_high_water_mark"] = status.above_high_water_mark
+        return data
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return value
+
+
+def describe_failure(exc: BaseException) -> str:
+    """One line: the exception's type and message."""
+    text = " ".join(str(exc).split()) or "no message"
+    return f"unavailable: {type(exc).__name__}: {text}"
+
+
+def attempt(part: str, reader: Callable[[], T], unavailable: dict[str, str]) -> T | None:
+    """``reader()``, or None with the reason stored under ``part`` in ``unavailable``."""
+    try:
+        return reader()
+    except Exception as exc:  # a status page shows a failing source; it must not fail with it
+        unavailable[part] = describe_failure(exc)
+        log.warning("status: %s %s", part, unavailable[part])
+        return None
+
+
+# --- readers ------------------------------------------------------------------
+
+
+def queue_depths() -> dict[str, int]:
+    """Messages waiting in each queue of WORKER_QUEUES, read from the broker now (no cache)."""
+    with celery_app.connection_for_read() as connection:
+        channel = connection.default_channel
+        return {name: backpressure.read_depth(channel, name) for name in queues.WORKER_QUEUES}
+
+
+def workers_by_queue(timeout: float = WORKERS_TIMEOUT) -> dict[str, tuple[str, ...]]:
+    """Worker nodes consuming each queue of WORKER_QUEUES, as they answer within ``timeout`` seconds."""
+    replies = celery_app.control.inspect(timeout=timeout).active_queues() or {}
+    nodes: dict[str, set[str]] = {name: set() for name in queues.WORKER_QUEUES}
+    for node, consumed in replies.items():
+        for queue in consumed or ():
+            if queue.get("name") in nodes:
+                nodes[queue["name"]].add(node)
+    return {name: tuple(sorted(found)) for name, found in nodes.items()}
+
+
+def outbox_status(now: datetime | None = None) -> OutboxStatus:
+    """Pending and deferred events and the oldest of them (one query on the (status, created_at) index)."""
+    now = now or timezone.now()
+    rows = (
+        OutboxEvent.objects.filter(status__in=_WAITING)
+        .order_by()
+        .values("status")
+        .annotate(count=Count("id"), oldest=Min("created_at"))
+    )
+    by_status = {row["status"]: row for row in rows}
+    oldest = min((row["oldest"] for row in by_status.values()), default=None)
+    return OutboxStatus(
+        pending=by_status.get(OutboxEvent.Status.PENDING, {}).get("count", 0),
+        deferred=by_status.get(OutboxEvent.Status.DEFERRED, {}).get("count", 0),
+        oldest_created_at=oldest,
+        oldest_age_seconds=max(0.0, (now - oldest).total_seconds()) if oldest else None,
+    )
+
+
+def dead_letters_by_subscriber() -> dict[str, int]:
+    """Dead letters stored per subscriber; those that name none under NO_SUBSCRIBER."""
+    rows = DeadLetter.objects.order_by().values("subscriber").annotate(count=Count("id"))
+    totals: dict[str, int] = {}
+    for row in rows:
+        name = row["subscriber"] or NO_SUBSCRIBER
+        totals[name] = totals.get(name, 0) + row["count"]
+    return totals
+
+
+def counter_values() -> dict[str, dict[str, int]]:
+    """Every counter per subscriber, zero where a subscriber has none yet (one HGETALL per counter)."""
+    read = {name: counters.read(name) for name in COUNTER_NAMES}
+    names = {s.name for s in registry.all_subscriptions()} | {label for values in read.values() for label in values}
+    return {label: {name: read[name].get(label, 0) for name in COUNTER_NAMES} for label in sorted(names)}
+
+
+def _server_seconds() -> float:
+    seconds, micros = redis_client().time()
+    return float(seconds) + micros / 1_000_000
+
+
+def breaker_states() -> tuple[BreakerStatus, ...]:
+    """Each circuit breaker the subscriptions use, once per breaker name, as a caller would meet it now."""
+    found: dict[str, tuple[CircuitBreaker, list[str]]] = {}
+    for subscription in registry.all_subscriptions():
+        if subscription.breaker is not None:
+            breaker = subscription.breaker()
+            found.setdefault(breaker.name, (breaker, []))[1].append(subscription.name)
+    statuses = []
+    for name, (breaker, users) in sorted(found.items()):
+        state = breaker.state()
+        probe_in = None
+        if state.state == OPEN and state.half_open_at is not None:
+            probe_in = max(0.0, state.half_open_at - _server_seconds())
+        statuses.append(
+            BreakerStatus(
+                name=name,
+                state=state.state,
+                consecutive_failures=state.consecutive_failures,
+                failure_threshold=breaker.failure_threshold,
+                probe_in_seconds=probe_in,
+                subscribers=tuple(users),
+            )
+        )
+    return tuple(statuses)
+
+
+def limiter_states() -> tuple[LimiterStatus, ...]:
+    """Each shared rate limiter the subscriptions use, once per name: grants in its current window."""
+    found: dict[str, tuple[registry.Limiter, list[str]]] = {}
+    for subscription in registry.all_subscriptions():
+        if subscription.limiter is not None:
+            limiter = subscription.limiter()
+            found.setdefault(limiter.name, (limiter, []))[1].append(subscription.name)
+    statuses = []
+    for name, (limiter, users) in sorted(found.items()):
+        if isinstance(limiter, WindowLimiter):
+            status = LimiterStatus(name, limiter.grants_in_window(), limiter.limit, limiter.window, tuple(users))
+        else:
+            status = LimiterStatus(name, None, None, None, tuple(users))
+        statuses.append(status)
+    return tuple(statuses)
+
+
+def _per_minute(rows: Iterable[tuple[datetime, int]]) -> dict[datetime, int]:
+    return {minute.astimezone(UTC): count for minute, count in rows}
+
+
+def throughput(minutes: int = THROUGHPUT_MINUTES, now: datetime | None = None) -> tuple[MinuteCount, ...]:
+    """Events published and processed in each of the last ``minutes`` minutes, oldest first.
+
+    Counted in the database, grouped by minute: two queries of at most
+    ``minutes`` rows each, over indexed time columns.
+    """
+    now = (now or timezone.now()).astimezone(UTC)
+    current = now.replace(second=0, microsecond=0)
+    since = current - timedelta(minutes=minutes - 1)
+    published = _per_minute(
+        OutboxEvent.objects.filter(
+            # Every status named, so that the (status, created_at) index serves the time range.
+            status__in=OutboxEvent.Status.values,
+            created_at__gte=since,
+        )
+        .annotate(minute=TruncMinute("created_at"))
+        .order_by()
+        .values_list("minute")
+        .annotate(count=Count("id"))
+        .values_list("minute", "count")
+    )
+    processed = _per_minute(
+        ProcessedEvent.objects.filter(processed_at__gte=since, outcome=ProcessedEvent.Outcome.PROCESSED)
+        .annotate(minute=TruncMinute("processed_at"))
+        .order_by()
+        .values_list("minute")
+        .annotate(count=Count("id"))
+        .values_list("minute", "count")
+    )
+    result = []
+    for offset in range(minutes - 1, -1, -1):
+        minute = current - timedelta(minutes=offset)
+        seconds = 60.0 if offset else max(1.0, (now - current).total_seconds())
+        out, done = published.get(minute, 0), processed.get(minute, 0)
+        result.append(MinuteCount(minute, seconds, out, done, out / seconds, done / seconds))
+    return tuple(result)
+
+
+# --- the snapshot -------------------------------------------------------------
+
+
+def take_snapshot(*, workers_timeout: float = WORKERS_TIMEOUT) -> Snapshot:
+    """Read every source once; a failing one is named in ``unavailable`` and the rest still read.
+
+    Takes about ``workers_timeout`` seconds: asking the workers waits that long
+    for their answers (without a broker it fails at once).
+    """
+    unavailable: dict[str, str] = {}
+    now = timezone.now()
+    depths = attempt("queues", queue_depths, unavailable)
+    if depths is None:
+        # Without a broker, asking the workers would only fail the same way.
+        workers = None
+        unavailable["workers"] = unavailable["queues"]
+    else:
+        workers = attempt("workers", lambda: workers_by_queue(workers_timeout), unavailable)
+    queue_rows = tuple(
+        QueueStatus(
+            name=name,
+            high_water_mark=backpressure.high_water_mark(name),
+            depth=None if depths is None else depths.get(name),
+            workers=None if workers is None else workers.get(name, ()),
+        )
+        for name in queues.WORKER_QUEUES
+    )
+    counted = attempt("counters", counter_values, unavailable)
+    dead = attempt("dead_letters", dead_letters_by_subscriber, unavailable)
+    return Snapshot(
+        taken_at=now,
+        queues=queue_rows,
+        outbox=attempt("outbox", lambda: outbox_status(now), unavailable),
+        subscribers=_subscribers(counted, dead),
+        breakers=attempt("breakers", breaker_states, unavailable),
+        limiters=attempt("limiters", limiter_states, unavailable),
+        throughput=attempt("throughput", lambda: throughput(now=now), unavailable),
+        unavailable=unavailable,
+    )
+
+
+def _subscribers(
+    counted: dict[str, dict[str, int]] | None, dead: dict[str, int] | None
+) -> tuple[SubscriberStatus, ...]:
+    known = {s.name: s for s in registry.all_subscriptions()}
+    names = set(known) | set(counted or ()) | set(dead or ())
+    rows = []
+    for name in sorted(names):
+        subscription = known.get(name)
+        rows.append(
+            SubscriberStatus(
+                name=name,
+                queue=subscription.queue if subscription else "",
+                critical=subscription.critical if subscription else False,
+                counters=None if counted is None else counted.get(name, dict.fromkeys(COUNTER_NAMES, 0)),
+                dead_letters=None if dead is None else dead.get(name, 0),
+            )
+        )
+    return tuple(rows)
+
+
+def age(seconds: float | None) -> str:
+    """``3s``, ``4m 05s``, ``2h 03m``, ``5d 04h``; ``-`` for None."""
+    if seconds is None:
+        return "-"
+    whole = int(seconds)
+    if whole < 60:
+        return f"{whole}s"
+    if whole < 3600:
+        return f"{whole // 60}m {whole % 60:02d}s"
+    if whole < 86400:
+        return f"{whole // 3600}h {whole % 3600 // 60:02d}m"
+    return f"{whole // 86400}d {whole % 86400 // 3600:02d}h"

@@ -1,0 +1,47 @@
+"""The ops overview, for staff: ``/ops/`` (HTML, refreshing itself) and ``/ops/overview.json``.
+
+Both show ops.status.take_snapshot(), as ``manage.py eventbus_status`` does:
+queues and their workers, the outbox, per-subscriber counters and dead
+letters, breakers, rate limits and throughput. A source that cannot be read
+shows "unavailable: <reason>"; the rest still renders. Anonymous visitors are
+sent to log in; logged-in users who are not staff get 403.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import render
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_GET
+
+from ops import status
+from ops.views.deadletters import staff_required
+
+REFRESH_SECONDS = 5
+"""How often the page fetches itself again; each snapshot costs about a second (the workers' answers)."""
+
+
+@require_GET
+@never_cache
+@staff_required
+def overview(request: HttpRequest) -> HttpResponse:
+    snapshot = status.take_snapshot()
+    return render(
+        request,
+        "ops/overview.html",
+        {
+            "snapshot": snapshot,
+            "outbox_age": status.age(snapshot.outbox.oldest_age_seconds) if snapshot.outbox else None,
+            "counter_headers": [name.replace("_", " ").capitalize() for name in snapshot.counter_names],
+            "refresh_seconds": REFRESH_SECONDS,
+            "flower_url": settings.FLOWER_URL,
+        },
+    )
+
+
+@require_GET
+@never_cache
+@staff_required
+def overview_json(request: HttpRequest) -> JsonResponse:
+    return JsonResponse(status.take_snapshot().to_dict())
