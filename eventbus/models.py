@@ -133,7 +133,6 @@ class DeliveryStep(models.Model):
     """
 
     class Step(models.TextChoices):
-        STARTED = "started", "started"
         RETRIED = "retried", "retried"
         WAITING = "waiting", "waiting"
         SHED = "shed", "shed"

@@ -1,7 +1,8 @@
 """What has happened to an aggregate's events, read from the bus's own records.
 
-The sign-up status page shows this: it survives restarts because it reads the
-outbox and the ledger, not a worker's memory.
+The sign-up status page shows this, and so does the ops event timeline: it
+survives restarts because it reads the outbox, the ledger and the delivery
+steps, not a worker's memory.
 """
 
 from __future__ import annotations
@@ -9,7 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from eventbus import registry
-from eventbus.models import OutboxEvent, ProcessedEvent
+from eventbus.models import DeliveryStep, OutboxEvent, ProcessedEvent
+
+Step = DeliveryStep.Step
+# The last of these steps says what became of a delivery that the ledger does not hold.
+_DECISIVE_STEPS = (Step.RETRIED, Step.WAITING, Step.DEAD_LETTERED, Step.REPLAYED, Step.STALE)
 
 
 @dataclass(frozen=True)
@@ -18,7 +23,9 @@ class DeliveryStatus:
     label: str
     state: str
     """``pending`` (in the outbox), ``deferred`` (held: queue full), ``queued`` (on the broker),
-    ``done``, or ``shed`` (dropped under load: a sheddable subscriber)."""
+    ``retrying`` (failed or rescheduled, tried again later), ``dead_lettered`` (failed for good until
+    replayed), ``stale`` (ignored: a later event was applied), ``done``, or ``shed`` (dropped under
+    load: a sheddable subscriber)."""
     text: str
     """What a person reads, e.g. ``queued`` or ``sent``."""
 
@@ -33,7 +40,7 @@ class EventStatus:
 
     @property
     def complete(self) -> bool:
-        return all(d.state in ("done", "shed") for d in self.deliveries)
+        return all(d.state in ("done", "shed", "stale") for d in self.deliveries)
 
 
 def for_aggregate(aggregate: str) -> list[EventStatus]:
@@ -44,6 +51,14 @@ def for_aggregate(aggregate: str) -> list[EventStatus]:
             event_id__in=[e.id for e in events]
         ).values_list("event_id", "subscriber", "outcome")
     }
+    last_step = {
+        (event_id, subscriber): step
+        for event_id, subscriber, step in DeliveryStep.objects.filter(
+            event_id__in=[e.id for e in events], step__in=_DECISIVE_STEPS
+        )
+        .order_by("at", "id")
+        .values_list("event_id", "subscriber", "step")
+    }
     statuses = []
     for event in events:
         deliveries = []
@@ -53,6 +68,12 @@ def for_aggregate(aggregate: str) -> list[EventStatus]:
                 state, text = "shed", "skipped under load"
             elif outcome is not None:
                 state, text = "done", subscription.done_label
+            elif (step := last_step.get((event.id, subscription.name))) == Step.DEAD_LETTERED:
+                state, text = "dead_lettered", "failed; waiting for an operator"
+            elif step == Step.STALE:
+                state, text = "stale", "not needed: a later change was applied"
+            elif step in (Step.RETRIED, Step.WAITING):
+                state, text = "retrying", "delayed; trying again"
             elif event.status == OutboxEvent.Status.DEFERRED and subscription.name in event.deferred_subscribers:
                 state, text = "deferred", "held until its queue drains"
             elif event.status == OutboxEvent.Status.PENDING:

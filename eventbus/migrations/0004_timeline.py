@@ -16,7 +16,7 @@ class Migration(migrations.Migration):
                 ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
                 ('event_id', models.UUIDField(db_index=True)),
                 ('subscriber', models.CharField(max_length=150)),
-                ('step', models.CharField(choices=[('started', 'started'), ('retried', 'retried'), ('waiting', 'waiting'), ('shed', 'shed'), ('deferred', 'deferred'), ('duplicate', 'duplicate skipped'), ('stale', 'stale, ignored'), ('dead_lettered', 'dead-lettered'), ('replayed', 'replayed')], max_length=20)),
+                ('step', models.CharField(choices=[('retried', 'retried'), ('waiting', 'waiting'), ('shed', 'shed'), ('deferred', 'deferred'), ('duplicate', 'duplicate skipped'), ('stale', 'stale, ignored'), ('dead_lettered', 'dead-lettered'), ('replayed', 'replayed')], max_length=20)),
                 ('detail', models.TextField(blank=True)),
                 ('task_id', models.CharField(blank=True, db_index=True, max_length=255)),
                 ('worker', models.CharField(blank=True, max_length=255)),
