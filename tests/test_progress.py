@@ -1,4 +1,4 @@
-"""ops.progress: a bar on a terminal, a summary line anywhere else; wired into relay_outbox and deadletters."""
+"""project.progress: a bar on a terminal, a summary line anywhere else; wired into relay_outbox and deadletters."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from django.core.management import call_command
 
 from eventbus.models import DeadLetter, OutboxEvent
 from eventbus.publish import publish
-from ops.progress import ProgressBar
+from project.progress import ProgressBar
 from signups.events import UserSignedUp
 from tests.brokers import dead_broker_url, using_broker
 from tests.test_deadletters import dead_letter

@@ -24,7 +24,7 @@ from django.db.models import QuerySet
 from eventbus.deadletters import operations
 from eventbus.deadletters.parsing import parse_duration, parse_rate
 from eventbus.models import DeadLetter
-from ops.progress import ProgressBar
+from project.progress import ProgressBar
 
 REASON_WIDTH = 60
 

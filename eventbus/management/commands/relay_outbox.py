@@ -8,7 +8,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from eventbus.relay import relay, waiting_count
-from ops.progress import ProgressBar
+from project.progress import ProgressBar
 
 
 class Command(BaseCommand):

@@ -27,7 +27,7 @@ from django.urls import reverse
 
 from eventbus.context import reset_correlation_id, set_correlation_id
 from eventbus.models import OutboxEvent
-from ops.progress import ProgressBar
+from project.progress import ProgressBar
 from signups.services import EmailTaken, sign_up, verify_email
 from signups.verification import make_token, read_token
 
