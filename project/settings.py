@@ -26,12 +26,32 @@ VAR_DIR.mkdir(parents=True, exist_ok=True)
 DEBUG = env_bool("DJANGO_DEBUG", True)
 _DEV_SECRET = "dev-insecure-secret-key-change-me-in-production-0123456789"
 SECRET_KEY = env_str("DJANGO_SECRET_KEY", _DEV_SECRET)
+# With DEBUG off the process refuses to start on a key anyone could know or
+# guess, rather than leaving it to `check --deploy` (which nobody has to run).
+# The thresholds are those of Django's own check, security.W009.
+_SECRET_HOWTO = (
+    "set DJANGO_SECRET_KEY to a long random value, e.g. the output of "
+    "python -c 'import secrets; print(secrets.token_urlsafe(50))'"
+)
 if not DEBUG and SECRET_KEY == _DEV_SECRET:
     raise ImproperlyConfigured(
-        "DJANGO_DEBUG is off but DJANGO_SECRET_KEY is the development default; "
-        "set DJANGO_SECRET_KEY to a long random value."
+        f"DJANGO_DEBUG is off but DJANGO_SECRET_KEY is unset (or the development default): {_SECRET_HOWTO}."
     )
-ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]", "testserver"])
+if not DEBUG and (len(SECRET_KEY) < 50 or len(set(SECRET_KEY)) < 5 or SECRET_KEY.startswith("django-insecure-")):
+    # The message describes the key, never repeats it: it may end up in a log.
+    raise ImproperlyConfigured(
+        f"DJANGO_DEBUG is off but DJANGO_SECRET_KEY is weak ({len(SECRET_KEY)} characters, "
+        f"{len(set(SECRET_KEY))} distinct; at least 50 characters, 5 distinct and no 'django-insecure-' "
+        f"prefix are needed): {_SECRET_HOWTO}."
+    )
+# The development list must not reach production: there the host names are
+# always written down (Django answers 400 to any other Host header).
+ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]", "testserver"] if DEBUG else [])
+if not DEBUG and not ALLOWED_HOSTS:
+    raise ImproperlyConfigured(
+        "DJANGO_DEBUG is off but DJANGO_ALLOWED_HOSTS is unset or empty: set it to the host names the site "
+        "answers to, comma-separated, e.g. DJANGO_ALLOWED_HOSTS=example.com,www.example.com."
+    )
 WEB_PORT = env_int("WEB_PORT", 8000, minimum=1)
 # Absolute base of links that leave the site (the verification link in an email).
 SITE_URL = env_str("SITE_URL", f"http://127.0.0.1:{WEB_PORT}").rstrip("/")
@@ -58,6 +78,9 @@ if env_bool("EVENTDEMO_FAULT_APPS", False):
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Static files answered before any other middleware runs (whitenoise's
+    # documented place): no session, no database, no correlation id for them.
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "eventbus.middleware.CorrelationIdMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -126,11 +149,34 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
+# `manage.py collectstatic` writes here; whitenoise serves it (compose/start-web collects at start).
 STATIC_ROOT = VAR_DIR / "static"
+if DEBUG:
+    # Development and tests never collect; whitenoise would warn at every start that it is missing.
+    STATIC_ROOT.mkdir(parents=True, exist_ok=True)
+# With DEBUG off, static files get content-hashed names and compressed copies
+# at collectstatic time, which whitenoise serves with a far-future cache header.
+# With DEBUG on (development, tests) the plain storage needs no collectstatic:
+# whitenoise and runserver find the files in STATICFILES_DIRS and the apps.
+# https://whitenoise.readthedocs.io/en/stable/django.html
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        "BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"
+        if DEBUG
+        else "whitenoise.storage.CompressedManifestStaticFilesStorage"
+    },
+}
 
 LOGIN_URL = "admin:login"
 
 # --- Security ---------------------------------------------------------------
+
+# Every default below is secure when DEBUG is off and out of the way when it
+# is on (runserver speaks plain HTTP). `manage.py check --deploy` reports
+# nothing with DEBUG off and the defaults (tests/test_deploy.py). What each
+# protects, and when to change it: docs/security.md.
+# https://docs.djangoproject.com/en/5.2/howto/deployment/checklist/
 
 SESSION_COOKIE_HTTPONLY = True
 CSRF_COOKIE_HTTPONLY = False  # the status page's script reads nothing from it; forms post the token
@@ -138,6 +184,30 @@ SESSION_COOKIE_SECURE = env_bool("DJANGO_SECURE_COOKIES", not DEBUG)
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
 X_FRAME_OPTIONS = "DENY"
 SECURE_CONTENT_TYPE_NOSNIFF = True
+
+# A plain-HTTP request is redirected to HTTPS (301).
+SECURE_SSL_REDIRECT = env_bool("DJANGO_SECURE_SSL_REDIRECT", not DEBUG)
+# Except the probes and the scrape, which load balancers, orchestrators and
+# Prometheus send to the web process itself over plain HTTP, and which a
+# redirect would break. (Matched against the path without its leading slash.)
+SECURE_REDIRECT_EXEMPT = [r"^(healthz|readyz|metrics)$"]
+# HSTS: browsers that saw the site over HTTPS refuse plain HTTP to it for this
+# long. A year, with subdomains and the preload directive: what the preload
+# list (hstspreload.org) asks for. Django sends it on HTTPS responses only.
+# The directives are commitments hard to take back: see docs/security.md.
+SECURE_HSTS_SECONDS = env_int("DJANGO_SECURE_HSTS_SECONDS", 0 if DEBUG else 31_536_000, minimum=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS", not DEBUG)
+SECURE_HSTS_PRELOAD = env_bool("DJANGO_SECURE_HSTS_PRELOAD", not DEBUG)
+# Behind a proxy that terminates TLS, the request reaches Django as plain HTTP;
+# the proxy says it was HTTPS in X-Forwarded-Proto. Trusted only when this says
+# so, because a client could send the header itself: turn it on only when the
+# proxy always sets (overwrites) it and nothing else can reach the web process.
+if env_bool("DJANGO_SECURE_PROXY_SSL_HEADER", False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# Origins (scheme://host[:port]) allowed to POST besides the site's own, as
+# CSRF checks the Origin header against the Host. Needed when the proxy
+# rewrites Host, or a form is served from another origin.
+CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", [])
 
 # --- Email ------------------------------------------------------------------
 

@@ -22,6 +22,8 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 
 def _free_port() -> int:
@@ -33,6 +35,18 @@ def _free_port() -> int:
 def _reachable(url: str) -> bool:
     try:
         return bool(redis.Redis.from_url(url, socket_connect_timeout=0.5).ping())
+    except redis.RedisError:
+        return False
+
+
+def _answers(port: int) -> bool:
+    """A redis-server on ``port`` answers, whether or not it wants a password (``--requirepass``)."""
+    # No retries: redis-py retries an AuthenticationError (a ConnectionError) with backoff, ~4 s.
+    client = redis.Redis(host="127.0.0.1", port=port, socket_connect_timeout=0.5, retry=Retry(NoBackoff(), 0))
+    try:
+        return bool(client.ping())
+    except redis.AuthenticationError:
+        return True  # "NOAUTH": it is up, and wants its password
     except redis.RedisError:
         return False
 
@@ -63,7 +77,7 @@ def start_redis_server(port: int, directory: Path, *extra: str) -> subprocess.Po
         stderr=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + 10
-    while not _reachable(f"redis://127.0.0.1:{port}/0"):
+    while not _answers(port):
         if process.poll() is not None or time.monotonic() > deadline:
             process.kill()
             raise RuntimeError(f"redis-server did not start on port {port}")

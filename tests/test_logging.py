@@ -232,7 +232,11 @@ def run_probe(**env: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-PRODUCTION = {"DJANGO_DEBUG": "0", "DJANGO_SECRET_KEY": "a-long-random-test-secret-" + "x" * 40}
+PRODUCTION = {
+    "DJANGO_DEBUG": "0",
+    "DJANGO_SECRET_KEY": "a-long-random-test-secret-" + "x" * 40,
+    "DJANGO_ALLOWED_HOSTS": "example.com",
+}
 
 
 @pytest.mark.parametrize(
