@@ -54,7 +54,14 @@ if not DEBUG and not ALLOWED_HOSTS:
     )
 WEB_PORT = env_int("WEB_PORT", 8000, minimum=1)
 # Absolute base of links that leave the site (the verification link in an email).
-SITE_URL = env_str("SITE_URL", f"http://127.0.0.1:{WEB_PORT}").rstrip("/")
+# In production it must be written down: a default would send every new user a
+# link to 127.0.0.1.
+SITE_URL = env_str("SITE_URL", f"http://127.0.0.1:{WEB_PORT}" if DEBUG else "").rstrip("/")
+if not DEBUG and not SITE_URL.startswith(("http://", "https://")):
+    raise ImproperlyConfigured(
+        "DJANGO_DEBUG is off but SITE_URL is unset or not an http(s) URL: set it to the site's public address, "
+        "e.g. SITE_URL=https://example.com (the verification link in the welcome email starts with it)."
+    )
 
 INSTALLED_APPS = [
     "django.contrib.admin",

@@ -4,9 +4,10 @@ Over the limit, the sign-up form answers 429 with ``Retry-After``. When Redis
 cannot be reached the limit is not applied (and the failure is logged): a
 sign-up must not fail because a protective side system is down.
 
-The client is ``REMOTE_ADDR``. Behind a reverse proxy, have the proxy set it
-(e.g. gunicorn's ``--forwarded-allow-ips``); a client-sent X-Forwarded-For is
-never trusted here.
+The client is ``REMOTE_ADDR``. Behind a reverse proxy that is the proxy's
+address, so every visitor would share one budget: pass the client's address
+with the PROXY protocol (gunicorn ``--proxy-protocol``), see docs/security.md.
+A client-sent X-Forwarded-For is never trusted here.
 """
 
 from __future__ import annotations

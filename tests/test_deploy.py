@@ -44,6 +44,7 @@ def production_env(directory: Path, **overrides: str | None) -> dict[str, str]:
         DJANGO_DEBUG="0",
         DJANGO_SECRET_KEY=SECRET,
         DJANGO_ALLOWED_HOSTS=HOST,
+        SITE_URL=f"https://{HOST}",
         DATABASE_URL=f"sqlite:///{directory / 'db.sqlite3'}",
         VAR_DIR=str(directory / "var"),
     )
@@ -113,6 +114,15 @@ def test_production_without_allowed_hosts_stops_the_process(tmp_path: Path, host
     assert result.returncode != 0
     assert "ImproperlyConfigured: DJANGO_DEBUG is off but DJANGO_ALLOWED_HOSTS is unset or empty" in result.stderr
     assert "DJANGO_ALLOWED_HOSTS=example.com" in result.stderr, "the message says what to write"
+
+
+@pytest.mark.parametrize("site_url", [None, "", "example.com"])
+def test_production_without_a_site_url_stops_the_process(tmp_path: Path, site_url: str | None) -> None:
+    result = manage(production_env(tmp_path, SITE_URL=site_url), "check")
+
+    assert result.returncode != 0
+    assert "ImproperlyConfigured: DJANGO_DEBUG is off but SITE_URL is unset" in result.stderr
+    assert "SITE_URL=https://example.com" in result.stderr, "the message says what to write"
 
 
 # --- the settings follow the environment -------------------------------------------------

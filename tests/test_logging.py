@@ -236,6 +236,7 @@ PRODUCTION = {
     "DJANGO_DEBUG": "0",
     "DJANGO_SECRET_KEY": "a-long-random-test-secret-" + "x" * 40,
     "DJANGO_ALLOWED_HOSTS": "example.com",
+    "SITE_URL": "https://example.com",
 }
 
 
