@@ -290,6 +290,12 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
 }
 if REDIS_KEY_PREFIX and CELERY_BROKER_URL.startswith(("redis://", "rediss://", "unix://")):
     CELERY_BROKER_TRANSPORT_OPTIONS["global_keyprefix"] = REDIS_KEY_PREFIX
+if CELERY_BROKER_URL.startswith("rediss://") and "ssl_cert_reqs=" not in CELERY_BROKER_URL:
+    # kombu, given rediss:// with no ssl options, accepts any certificate.
+    raise ImproperlyConfigured(
+        "CELERY_BROKER_URL (or REDIS_URL) uses rediss:// without ssl_cert_reqs: the broker would accept any "
+        "certificate. Add ?ssl_cert_reqs=required (and ssl_ca_certs=/path/to/ca.pem for a private CA)."
+    )
 if CELERY_BROKER_URL.startswith("redis://"):
     # redis-py would retry a refused connection for ~4 s; see eventbus/broker.py.
     CELERY_BROKER_TRANSPORT = "eventbus.broker:FailFastRedisTransport"

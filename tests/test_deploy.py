@@ -125,6 +125,16 @@ def test_production_without_a_site_url_stops_the_process(tmp_path: Path, site_ur
     assert "SITE_URL=https://example.com" in result.stderr, "the message says what to write"
 
 
+def test_a_tls_broker_url_without_certificate_checks_stops_the_process(tmp_path: Path) -> None:
+    env = production_env(tmp_path, CELERY_BROKER_URL="rediss://:pw@redis.example.com:6380/0")
+
+    result = manage(env, "check")
+
+    assert result.returncode != 0
+    assert "rediss:// without ssl_cert_reqs" in result.stderr
+    assert "ssl_cert_reqs=required" in result.stderr
+
+
 # --- the settings follow the environment -------------------------------------------------
 
 PROBE = """
