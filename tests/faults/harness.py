@@ -226,7 +226,7 @@ class Worker:
         """(pid, client port) of this worker's pool process inside a send to ``sink`` right now, if any."""
         pool = self.pool()
         # Time enough left to find the process and kill it before the provider answers.
-        for port in sink.sending_from(at_least=0.1):
+        for port in sink.sending_from(at_least=0.2):
             owner = socket_owner(port, sink.port, pool)
             if owner is not None:
                 return owner, port
