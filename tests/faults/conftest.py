@@ -11,12 +11,14 @@ from typing import Any
 import pytest
 from django.test import override_settings
 
-from devinbox.sink import SmtpSink, free_port
+from devinbox.sink import free_port
 from eventbus import redis as eventbus_redis
 from tests.brokers import using_broker
 from tests.conftest import worker_env
-from tests.faults.harness import FAULT_ENV, PrivateRedis, ProviderSink, Workers
+from tests.faults.harness import FAULT_ENV
 from tests.faults.invariants import summaries
+from tests.faults.processes import PrivateRedis, Workers
+from tests.faults.provider import ProviderSink
 
 
 @pytest.fixture
@@ -51,7 +53,7 @@ def sink() -> Iterator[ProviderSink]:
 
 @pytest.fixture
 def workers(
-    private_redis: PrivateRedis, sink: SmtpSink, tmp_path: Path, request: pytest.FixtureRequest
+    private_redis: PrivateRedis, sink: ProviderSink, tmp_path: Path, request: pytest.FixtureRequest
 ) -> Iterator[Workers]:
     """Start workers with ``workers.start(name, *queues)``; every one is stopped when the test ends."""
     # The worker's environment, from the test run's (database file, key prefix) plus the private Redis.

@@ -14,15 +14,10 @@ from eventbus.relay import relay, waiting_count
 from project import queues
 from tests.conftest import wait_for
 from tests.factories import sign_up_via_client
-from tests.faults.harness import (
-    PrivateRedis,
-    ProviderSink,
-    Workers,
-    sign_up_many,
-    unacked,
-    wait_until_delivered,
-)
+from tests.faults.harness import sign_up_many, unacked, wait_until_delivered
 from tests.faults.invariants import check_invariant
+from tests.faults.processes import PrivateRedis, Workers
+from tests.faults.provider import ProviderSink
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 

@@ -12,8 +12,9 @@ from eventbus.models import OutboxEvent
 from eventbus.relay import relay
 from project import queues
 from tests.conftest import wait_for
-from tests.faults.harness import ANALYTICS, WELCOME, Workers, sign_up_many, wait_until_delivered
+from tests.faults.harness import ANALYTICS, WELCOME, sign_up_many, wait_until_delivered
 from tests.faults.invariants import check_invariant
+from tests.faults.processes import Workers
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 

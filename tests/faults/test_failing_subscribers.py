@@ -20,8 +20,10 @@ from tests.faults.faultapp.probes import (
     TRANSIENT_MAX_RETRIES,
     attempts,
 )
-from tests.faults.harness import ProviderSink, Workers, probe_wire, send_probe, sign_up_many, wait_until_delivered
+from tests.faults.harness import probe_wire, send_probe, sign_up_many, wait_until_delivered
 from tests.faults.invariants import check_invariant
+from tests.faults.processes import Workers
+from tests.faults.provider import ProviderSink
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 

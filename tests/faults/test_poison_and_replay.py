@@ -21,8 +21,6 @@ from tests.conftest import wait_for
 from tests.faults.faultapp.probes import FRAGILE, attempts, broken_flag, effects
 from tests.faults.harness import (
     ANALYTICS,
-    ProviderSink,
-    Workers,
     manage,
     probe_wire,
     queue_length,
@@ -32,6 +30,8 @@ from tests.faults.harness import (
     wait_until_delivered,
 )
 from tests.faults.invariants import check_invariant
+from tests.faults.processes import Workers
+from tests.faults.provider import ProviderSink
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 

@@ -10,8 +10,10 @@ from django.test import Client
 
 from eventbus import counters
 from project import queues
-from tests.faults.harness import WELCOME, ProviderSink, Workers, sign_up_many, wait_until_delivered
+from tests.faults.harness import WELCOME, sign_up_many, wait_until_delivered
 from tests.faults.invariants import check_invariant
+from tests.faults.processes import Workers
+from tests.faults.provider import ProviderSink
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 

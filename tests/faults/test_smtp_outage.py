@@ -13,8 +13,10 @@ from eventbus.retry import RetryPolicy
 from notifications.provider import email_breaker
 from project import queues
 from tests.conftest import wait_for
-from tests.faults.harness import FAULT_ENV, WELCOME, ProviderSink, Workers, sign_up_many, wait_until_delivered
+from tests.faults.harness import FAULT_ENV, WELCOME, sign_up_many, wait_until_delivered
 from tests.faults.invariants import check_invariant
+from tests.faults.processes import Workers
+from tests.faults.provider import ProviderSink
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 

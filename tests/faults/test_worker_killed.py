@@ -16,15 +16,10 @@ from eventbus import counters
 from project import queues
 from tests.conftest import wait_for
 from tests.factories import sign_up_via_client
-from tests.faults.harness import (
-    VISIBILITY_TIMEOUT,
-    ProviderSink,
-    Workers,
-    queue_length,
-    unacked,
-    wait_until_delivered,
-)
+from tests.faults.harness import VISIBILITY_TIMEOUT, queue_length, unacked, wait_until_delivered
 from tests.faults.invariants import check_invariant
+from tests.faults.processes import Workers
+from tests.faults.provider import ProviderSink
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
