@@ -26,10 +26,10 @@ import logging
 import random
 import time
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NoReturn
 
 from celery import Task
-from celery.exceptions import Retry, SoftTimeLimitExceeded
+from celery.exceptions import Reject, Retry, SoftTimeLimitExceeded
 from django.conf import settings
 from django.db import transaction
 
@@ -43,6 +43,10 @@ from eventbus.errors import PoisonMessage
 log = logging.getLogger(__name__)
 
 Result = dict[str, str]
+
+# Scheduling a task again happens while its message is still held: a short
+# wait for a broker that blinks, not the request path's fail-fast.
+REPUBLISH_RETRY_POLICY = {"max_retries": 3, "interval_start": 0.2, "interval_step": 0.5, "interval_max": 1.0}
 
 
 class ConsumerTask(Task):
@@ -75,7 +79,7 @@ class ConsumerTask(Task):
         )
         try:
             result = self._deliver(subscription, event, raw)
-        except Retry:
+        except (Retry, Reject):
             raise
         except Exception as exc:
             # Not the handler's failure (those are handled inside): the ledger,
@@ -162,7 +166,6 @@ class ConsumerTask(Task):
         self._reschedule(
             event, settings.EVENTBUS_ORDERING_RECHECK, f"waiting for an earlier event of {event.aggregate}"
         )
-        raise AssertionError("unreachable")  # _reschedule raises
 
     def _failed(
         self, subscription: registry.Subscription, event: Envelope, raw: Any, exc: Exception, *, transient: bool
@@ -191,7 +194,7 @@ class ConsumerTask(Task):
                 f"retry {retries + 1}/{subscription.retry.max_retries} in {countdown:.1f}s",
             )
             deliveries.ended(task_id, retries)
-            raise self.retry(exc=exc, countdown=countdown, max_retries=subscription.retry.max_retries)
+            self._run_again(countdown, retries=retries + 1, reason=f"retry {retries + 1}", exc=exc)
         kind = Kind.RETRIES_EXHAUSTED if transient else Kind.PERMANENT
         log.error(
             "%s: event %s dead-lettered after %d attempts (%s): %s: %s",
@@ -227,7 +230,7 @@ class ConsumerTask(Task):
             # Neither the broker nor the database took it: try the whole
             # message again later rather than let it vanish.
             deliveries.ended(task_id, retries)
-            raise self.retry(countdown=settings.EVENTBUS_RETRY_MAX_DELAY, max_retries=None) from None
+            self._run_again(settings.EVENTBUS_RETRY_MAX_DELAY, retries=retries, reason="dead letter not captured")
         counters.incr(counters.DEAD_LETTERED, subscription.name)
         event_id = failure.event_id
         if event_id is not None:
@@ -236,16 +239,38 @@ class ConsumerTask(Task):
         deliveries.forget(task_id)
         return {"status": "dead_lettered", "kind": kind.value, "dead_letter_id": str(failure.id)}
 
-    def _reschedule(self, event: Envelope, countdown: float, reason: str) -> None:
+    def _reschedule(self, event: Envelope, countdown: float, reason: str) -> NoReturn:
         """Run this task again in ``countdown`` seconds without using up a retry; raises Retry."""
         task_id = self.request.id or ""
         retries = int(self.request.retries or 0)
         log.info("%s: task %s waits %.2fs: %s", self.name, task_id, countdown, reason)
         self._note(event.id, self.subscription_name, timeline.Step.WAITING, f"{reason}; again in {countdown:.2f}s")
-        signature = self.signature_from_request(self.request, countdown=countdown, retries=retries)
-        signature.apply_async()
         deliveries.ended(task_id, retries)
-        raise Retry(message=reason, when=countdown, sig=signature)
+        self._run_again(countdown, retries=retries, reason=reason)
+
+    def _run_again(self, countdown: float, *, retries: int, reason: str, exc: BaseException | None = None) -> NoReturn:
+        """Publish this task again to run in ``countdown`` seconds, then end this delivery; raises.
+
+        Celery's own ``Task.retry`` rejects the message for good when that
+        publish fails (``Reject(requeue=False)``): with the broker half down,
+        the retry and the message would both be gone. Here the publish is tried
+        a few times, and if it still fails the message is put back instead
+        (``Reject(requeue=True)``; if even that cannot reach the broker, the
+        message stays unacknowledged and the broker redelivers it).
+        """
+        signature = self.signature_from_request(self.request, countdown=countdown, retries=retries)
+        try:
+            signature.apply_async(retry=True, retry_policy=REPUBLISH_RETRY_POLICY)
+        except Exception as publish_error:  # the broker's errors are many and transport-specific
+            log.error(
+                "%s: task %s could not be scheduled again (%s: %s); the message goes back to its queue",
+                self.name,
+                self.request.id,
+                type(publish_error).__name__,
+                publish_error,
+            )
+            raise Reject(publish_error, requeue=True) from publish_error
+        raise Retry(message=reason, exc=exc, when=countdown, sig=signature)
 
     def _note(self, event_id: object, subscriber: str, step: str, detail: str) -> None:
         timeline.note(event_id, subscriber, step, detail, self.request.id or "", self.request.hostname or "")

@@ -287,6 +287,14 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     # Opening a channel for publishing tries once: no sleep-and-retry on the
     # request path. Workers pass their own broker_connection_max_retries.
     "max_retries": 0,
+    # How soon a running worker finds messages a dead worker held. kombu's
+    # default scans every 10th sweep of 10 s: ~100 s after the visibility
+    # timeout, measured. Sweep every visibility/10 seconds (1 to 10 s), scan
+    # each time (one cheap ZRANGEBYSCORE), and let a dead sweeper's lock go
+    # with the visibility timeout rather than after 5 minutes.
+    "unacked_restore_interval": max(1, min(10, EVENTBUS_VISIBILITY_TIMEOUT // 10)),
+    "unacked_restore_throttle": 1,
+    "unacked_mutex_expire": max(10, min(300, EVENTBUS_VISIBILITY_TIMEOUT)),
 }
 if REDIS_KEY_PREFIX and CELERY_BROKER_URL.startswith(("redis://", "rediss://", "unix://")):
     CELERY_BROKER_TRANSPORT_OPTIONS["global_keyprefix"] = REDIS_KEY_PREFIX

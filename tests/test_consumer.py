@@ -274,3 +274,41 @@ def test_breaker_state_is_shared_by_name() -> None:
     one = CircuitBreaker("tests-shared", 1, 5)
     one.record_failure()
     assert CircuitBreaker("tests-shared", 1, 5).before_call() is not None
+
+
+def test_a_retry_the_broker_will_not_take_puts_the_message_back_instead_of_losing_it(
+    declare: Callable[..., Any], all_queues: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # given: a handler that fails once, and a broker that refuses the retry's publish once
+    calls: list[int] = []
+
+    @declare("user.signed_up", name="tests.retry_refused", retry=RetryPolicy(transient=(Flaky,), base_delay=0.05))
+    def flaky_once(event: Any) -> None:
+        calls.append(1)
+        if len(calls) == 1:
+            raise Flaky("not yet")
+
+    from celery.canvas import Signature
+
+    real_apply_async = Signature.apply_async
+    refusals: list[int] = []
+
+    def refuse_once(self: Signature, *args: Any, **kwargs: Any) -> Any:
+        if self.task == "tests.retry_refused" and not refusals:
+            refusals.append(1)
+            raise ConnectionError("the broker refused the retry's publish")
+        return real_apply_async(self, *args, **kwargs)
+
+    monkeypatch.setattr(Signature, "apply_async", refuse_once)
+
+    # when
+    with workers():
+        publish(UserSignedUp(user_id=6), aggregate="user:6")
+        wait_for(lambda: ProcessedEvent.objects.filter(subscriber="tests.retry_refused").exists(), what="effect")
+
+    # then: the message went back to its queue and ran again (not a second retry: one retry
+    # was counted, for the first failure), and the effect happened once
+    assert refusals == [1]
+    assert len(calls) == 2
+    assert counters.read(counters.RETRIES).get("tests.retry_refused") == 1
+    assert not DeadLetter.objects.filter(subscriber="tests.retry_refused").exists()
