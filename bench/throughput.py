@@ -1,0 +1,187 @@
+"""Figure 2: end-to-end fan-out throughput against bare Celery no-op tasks.
+
+Both sides, the same way:
+
+1. untimed: the messages' source is prepared (pipeline: ``WARMUP + N`` sign-ups
+   written to the outbox with the on-commit dispatch held back, as when the
+   broker was down; bare: nothing to prepare);
+2. one worker, ``-c 2 -P prefork``, consuming two queues, is started and warmed
+   up: ``WARMUP`` events (``2 x WARMUP`` messages) go through it end to end;
+3. the clock starts; this process sends ``2N`` messages as fast as it can
+   (pipeline: ``relay(grace=0)`` of the ``N`` pending events; bare: ``2N``
+   ``apply_async`` over one producer, alternating the two queues) while the
+   worker consumes;
+4. the clock stops when the last delivery is done (pipeline: the ledger holds
+   ``2N`` new rows, checked every 20 ms; bare: the Redis counter the task
+   increments reached ``2N``, checked every 20 ms);
+5. untimed, the pipeline's effects are checked: one email at the sink and one
+   analytics row per event, nothing shed or doubled.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from unittest import mock
+
+from analytics.models import AnalyticsEvent
+from bench import bare_app
+from bench.environment import BenchEnv
+from bench.processes import spawn, stop, wait_until
+from bench.sink import SinkProcess
+from eventbus.models import ProcessedEvent
+from eventbus.relay import relay
+from project import queues
+from signups.services import sign_up
+
+WARMUP = 20
+CONCURRENCY = 2
+POLL = 0.02
+STARTUP_TIMEOUT = 120.0
+PASSWORD = "correct horse battery staple"
+PIPELINE_QUEUES = (queues.NOTIFICATIONS, queues.ANALYTICS)
+
+
+@dataclass(frozen=True)
+class Run:
+    side: str
+    deliveries: int
+    seconds: float
+    """From the first message sent to the last delivery done."""
+    send_seconds: float
+    """Of which the sender (relay or ``apply_async`` loop) took this long to hand every message to Redis."""
+
+    @property
+    def per_second(self) -> float:
+        return self.deliveries / self.seconds
+
+
+def _leave_for_relay(wire: object) -> None:
+    """Stands in for the on-commit dispatch while the backlog is written."""
+
+
+def seed_outbox(count: int, tag: str) -> None:
+    """``count`` real sign-ups whose events stay pending in the outbox (untimed)."""
+    with mock.patch("eventbus.publish.dispatch_after_commit", _leave_for_relay):
+        for i in range(count):
+            sign_up(f"fanout-{tag}-{i}@example.com", PASSWORD)
+
+
+def worker_argv(
+    app: str, worker_queues: tuple[str, ...], name: str, profile_dir: Path | None, concurrency: int = CONCURRENCY
+) -> list[str]:
+    runner = ["-m", "celery"] if profile_dir is None else ["-m", "bench.profiled_worker", str(profile_dir)]
+    return [
+        sys.executable,
+        *runner,
+        "-A",
+        app,
+        "worker",
+        "-Q",
+        ",".join(worker_queues),
+        "-c",
+        str(concurrency),
+        "-P",
+        "prefork",
+        "-l",
+        "WARNING",
+        "-n",
+        f"{name}@bench",
+        # Both only matter at start-up and between workers; there is one worker.
+        "--without-mingle",
+        "--without-gossip",
+    ]
+
+
+class Throughput:
+    def __init__(self, env: BenchEnv, sink: SinkProcess, events: int, timeout: float) -> None:
+        self.env = env
+        self.sink = sink
+        self.events = events
+        self.timeout = timeout
+
+    def _start(self, argv: list[str], log_name: str) -> subprocess.Popen[bytes]:
+        return spawn(argv, env=os.environ, log=self.env.log_dir / log_name)
+
+    def pipeline(self, repetition: int, profile_dir: Path | None = None) -> Run:
+        tag = f"{repetition}{'p' if profile_dir else ''}"
+        seed_outbox(WARMUP + self.events, tag)
+        ledger_start = ProcessedEvent.objects.count()
+        mail_start = self.sink.count()
+        analytics_start = AnalyticsEvent.objects.count()
+        log = f"pipeline-worker-{tag}.log"
+        worker = self._start(worker_argv("project", PIPELINE_QUEUES, f"pipeline-{tag}", profile_dir), log)
+        try:
+            relay(grace=0, limit=WARMUP)
+            warm = ledger_start + 2 * WARMUP
+            wait_until(
+                lambda: ProcessedEvent.objects.count() >= warm,
+                timeout=STARTUP_TIMEOUT,
+                what=f"the pipeline worker's warm-up (log: {self.env.log_dir / log})",
+                interval=POLL,
+            )
+            target = warm + 2 * self.events
+            start = time.perf_counter()
+            relay(grace=0)
+            sent = time.perf_counter() - start
+            wait_until(
+                lambda: ProcessedEvent.objects.count() >= target,
+                timeout=self.timeout,
+                what=f"{2 * self.events} pipeline deliveries (log: {self.env.log_dir / log})",
+                interval=POLL,
+            )
+            seconds = time.perf_counter() - start
+            mail_target = mail_start + WARMUP + self.events
+            wait_until(lambda: self.sink.count() >= mail_target, timeout=10, what="every email at the sink")
+            # Every delivery had its effect (none shed, dead-lettered or doubled).
+            effects = (
+                ProcessedEvent.objects.count() - ledger_start,
+                self.sink.count() - mail_start,
+                AnalyticsEvent.objects.count() - analytics_start,
+            )
+            expected = (2 * (WARMUP + self.events), WARMUP + self.events, WARMUP + self.events)
+            if effects != expected:
+                raise RuntimeError(f"pipeline effects (ledger, emails, analytics rows) {effects}, not {expected}")
+        finally:
+            stop(worker, timeout=30)
+        return Run("pipeline", 2 * self.events, seconds, sent)
+
+    def bare(self, repetition: int) -> Run:
+        log = f"bare-worker-{repetition}.log"
+        worker = self._start(worker_argv("bench.bare_app", bare_app.QUEUES, f"bare-{repetition}", None), log)
+        try:
+            base = bare_app.done()
+            send_noops(2 * WARMUP)
+            warm = base + 2 * WARMUP
+            wait_until(
+                lambda: bare_app.done() >= warm,
+                timeout=STARTUP_TIMEOUT,
+                what=f"the bare worker's warm-up (log: {self.env.log_dir / log})",
+                interval=POLL,
+            )
+            target = warm + 2 * self.events
+            start = time.perf_counter()
+            send_noops(2 * self.events)
+            sent = time.perf_counter() - start
+            wait_until(
+                lambda: bare_app.done() >= target,
+                timeout=self.timeout,
+                what=f"{2 * self.events} bare deliveries (log: {self.env.log_dir / log})",
+                interval=POLL,
+            )
+            seconds = time.perf_counter() - start
+        finally:
+            stop(worker, timeout=30)
+        return Run("bare", 2 * self.events, seconds, sent)
+
+
+def send_noops(count: int) -> None:
+    """``count`` no-op messages over one producer, alternating the two queues, like the relay's fan-out."""
+    with bare_app.app.producer_or_acquire() as producer:
+        for i in range(count):
+            queue = bare_app.QUEUES[i % 2]
+            bare_app.noop.apply_async(queue=queue, routing_key=queue, producer=producer, retry=False)
