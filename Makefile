@@ -27,15 +27,18 @@ test: $(VENV)/.requirements-dev.stamp browser-deps
 # The production profile: PostgreSQL behind DATABASE_URL, RabbitMQ behind
 # CELERY_BROKER_URL, no code change. It uses a database (Django creates and
 # drops test_<name>) and a RabbitMQ vhost of its own, and cleans only those.
-# Tests that must use a Redis broker (they stop it, or read its keys) skip
-# themselves here and say why.
 TEST_PG_URL ?= postgres://postgres@127.0.0.1:5432/eventdemo_ci
 TEST_AMQP_VHOST ?= eventdemo_ci
+# The fault and scale-out suites run their own redis-server as the broker (they
+# stop it, cut it off, read its keys): on this profile the fault suite runs on
+# PostgreSQL with that Redis broker, the rest of the integration suite on
+# PostgreSQL with RabbitMQ.
 test-production: $(VENV)/.requirements-dev.stamp
 	scripts/rabbitmq_vhost.sh reset $(TEST_AMQP_VHOST)
 	TEST_DATABASE_URL=$(TEST_PG_URL) TEST_BROKER_URL=amqp://guest:guest@127.0.0.1:5672/$(TEST_AMQP_VHOST) \
-		$(BIN)/python -m pytest -m integration $(PYTEST_ARGS); \
+		$(BIN)/python -m pytest -m integration --ignore=tests/faults --ignore=tests/scaleout $(PYTEST_ARGS); \
 		status=$$?; scripts/rabbitmq_vhost.sh delete $(TEST_AMQP_VHOST); exit $$status
+	TEST_DATABASE_URL=$(TEST_PG_URL) $(BIN)/python -m pytest tests/faults $(PYTEST_ARGS)
 
 lint: $(VENV)/.requirements-dev.stamp
 	$(BIN)/ruff check .

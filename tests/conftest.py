@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from celery.contrib.testing.worker import start_worker
 from django.conf import settings as django_settings
+from kombu.message import Message as KombuMessage
 
 from devinbox.sink import SmtpSink
 from eventbus.redis import client as redis_client
@@ -72,7 +73,8 @@ def drain_messages(queue: str) -> list[Any]:
     with celery_app.connection_for_read() as conn:
         channel = conn.default_channel
         while (message := channel.basic_get(queue=queue, no_ack=True)) is not None:
-            taken.append(channel.message_to_python(message) if not hasattr(message, "headers") else message)
+            # Redis' virtual channel hands back kombu messages; py-amqp its own.
+            taken.append(message if isinstance(message, KombuMessage) else channel.message_to_python(message))
     return taken
 
 
@@ -139,9 +141,7 @@ def test_database_url() -> str:
 def worker_env(**overrides: str) -> dict[str, str]:
     """The environment a worker subprocess needs to share this test run's database and Redis."""
     env = dict(os.environ)
-    env["DATABASE_URL"] = (
-        os.environ.get("TEST_DATABASE_URL") or f"sqlite:///{django_settings.DATABASES['default']['NAME']}"
-    )
+    env["DATABASE_URL"] = test_database_url()
     env["EMAIL_HOST"] = str(django_settings.EMAIL_HOST)
     env["EMAIL_PORT"] = str(django_settings.EMAIL_PORT)
     env.update(overrides)

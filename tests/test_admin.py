@@ -18,10 +18,10 @@ from django_celery_results.models import TaskResult
 
 from eventbus.models import AggregateSequence, DeadLetter, DeliveryStep, OutboxEvent, ProcessedEvent
 from project import queues
-from project.celery import app as celery_app
 from signups.models import Account
 from signups.services import sign_up
 from tests.brokers import dead_broker_url, using_broker
+from tests.conftest import drain_messages
 from tests.factories import PASSWORD
 from tests.test_deadletters import dead_letter
 
@@ -38,15 +38,7 @@ def messages_of(response: Any) -> list[str]:
 
 def taken(queue: str) -> list[dict[str, Any]]:
     """Take every message waiting on ``queue`` off the real broker; each one's envelope."""
-    envelopes = []
-    with celery_app.connection_for_read() as conn:
-        channel = conn.default_channel
-        while (message := channel.basic_get(queue=queue, no_ack=True)) is not None:
-            if not hasattr(message, "headers"):  # py-amqp's raw message
-                message = channel.message_to_python(message)
-            args, _kwargs, _embed = message.decode()
-            envelopes.append(args[0])
-    return envelopes
+    return [message.decode()[0][0] for message in drain_messages(queue)]
 
 
 def pending_event(email: str = "ada@example.com") -> OutboxEvent:
