@@ -36,14 +36,16 @@ def publish(
     Returns the envelope, whose ``id`` identifies the event everywhere.
     """
     declared = catalogue.for_payload(payload)
-    with transaction.atomic(using=using):
+    # No savepoint: if writing the event fails, the caller's transaction must
+    # fail with it (the change and its event commit together or not at all).
+    with transaction.atomic(using=using, savepoint=False):
         envelope = Envelope(
             id=uuid.uuid4(),
             type=declared.name,
             version=declared.version,
             occurred_at=timezone.now(),
             aggregate=aggregate,
-            sequence=next_sequence(aggregate),
+            sequence=next_sequence(aggregate, using),
             correlation_id=correlation_id or get_correlation_id() or new_correlation_id(),
             causation_id=causation_id,
             payload=payload,

@@ -2,26 +2,29 @@
 
 from __future__ import annotations
 
-from django.db import IntegrityError, transaction
-from django.db.models import F
+from django.db import connections
 
 from eventbus.models import AggregateSequence
 
+_TABLE = AggregateSequence._meta.db_table
 
-def next_sequence(aggregate: str) -> int:
+
+def next_sequence(aggregate: str, using: str = "default") -> int:
     """The next number for ``aggregate``: 1, 2, 3, ... with no gaps among committed events.
 
-    The UPDATE takes the row's lock until the caller's transaction ends, which
-    orders concurrent publishers of the same aggregate.
+    One statement, an upsert that returns the new value (SQLite 3.35+ and
+    PostgreSQL both speak it): it runs on the publish path of every request.
+    The row it writes stays locked until the caller's transaction ends, which
+    orders concurrent publishers of the same aggregate; a rollback gives the
+    number back.
     """
-    with transaction.atomic():
-        updated = AggregateSequence.objects.filter(aggregate=aggregate).update(last_sequence=F("last_sequence") + 1)
-        if not updated:
-            try:
-                with transaction.atomic():
-                    AggregateSequence.objects.create(aggregate=aggregate, last_sequence=1)
-                return 1
-            except IntegrityError:
-                # Another transaction created it first; take the next number after theirs.
-                AggregateSequence.objects.filter(aggregate=aggregate).update(last_sequence=F("last_sequence") + 1)
-        return AggregateSequence.objects.values_list("last_sequence", flat=True).get(aggregate=aggregate)
+    connection = connections[using]
+    table = connection.ops.quote_name(_TABLE)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {table} (aggregate, last_sequence) VALUES (%s, 1) "
+            f"ON CONFLICT (aggregate) DO UPDATE SET last_sequence = {table}.last_sequence + 1 "
+            "RETURNING last_sequence",
+            [aggregate],
+        )
+        return int(cursor.fetchone()[0])
