@@ -318,14 +318,14 @@ CELERY_TASK_DEFAULT_QUEUE = queues.EVENTBUS
 CELERY_TASK_ROUTES = ("eventbus.routing.route_task",)
 CELERY_TASK_CREATE_MISSING_QUEUES = False
 
-# Workers send task events: Flower shows every task of every queue, started
-# and finished, without extra flags. The result backend is not told "started"
-# (CELERY_TASK_TRACK_STARTED off): that was one of the two result writes per
-# task that together took 37% of a worker's time (docs/benchmarks.md); the ledger
-# already records which worker did the work and how long it took.
+# Workers send task events and tasks report "started": Flower shows every task
+# of every queue without extra flags, and a stored result names the worker that
+# holds a task still running (the scale-out test finds a lost host's work by it).
+# The STARTED row is one of the two result writes per task that together took
+# 37% of a worker's time in docs/benchmarks.md.
 CELERY_WORKER_SEND_TASK_EVENTS = True
 CELERY_TASK_SEND_SENT_EVENT = True
-CELERY_TASK_TRACK_STARTED = False
+CELERY_TASK_TRACK_STARTED = True
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 
 # Every EVENTBUS_RELAY_INTERVAL seconds beat asks the relay to send what the
