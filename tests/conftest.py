@@ -6,7 +6,8 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -87,6 +88,19 @@ def _clean_redis_at_end() -> Iterator[None]:
 
 
 @pytest.fixture
+def redis_prefix(settings: Any, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A key prefix of this test's own (on this run's Redis database); its keys are deleted afterwards."""
+    module = request.module.__name__.rsplit(".", 1)[-1].removeprefix("test_")
+    prefix = f"test-{module}-{uuid.uuid4().hex[:12]}:"
+    settings.REDIS_KEY_PREFIX = prefix
+    yield prefix
+    connection = redis_client()
+    doomed = list(connection.scan_iter(match=prefix + "*"))
+    if doomed:
+        connection.delete(*doomed)
+
+
+@pytest.fixture
 def broker() -> Iterator[None]:
     """A clean broker for one test: this run's queues emptied before and after."""
     purge_broker()
@@ -148,34 +162,42 @@ def worker_env(**overrides: str) -> dict[str, str]:
     return env
 
 
+CELERY_WORKER = (sys.executable, "-m", "celery", "-A", "project", "worker")
+
+
+def worker_options(worker_queues: Iterable[str], concurrency: int, nodename: str) -> list[str]:
+    """A worker's options as the README's worker commands give them, with a quiet start for tests."""
+    return [
+        "-Q",
+        ",".join(worker_queues),
+        "-c",
+        str(concurrency),
+        "-n",
+        nodename,
+        "--without-mingle",
+        "--without-gossip",
+        "-l",
+        "INFO",
+    ]
+
+
+def spawn_logged(command: Sequence[str], env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
+    """Start ``command`` from the repository, output to ``log_path``, in a process group of its own
+    (so that a test can stop or kill it with everything it forked)."""
+    with open(log_path, "wb") as out:
+        return subprocess.Popen(
+            list(command), cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+
 @contextmanager
 def worker_process(
     *worker_queues: str, concurrency: int = 2, name: str = "w", env: dict[str, str] | None = None
 ) -> Iterator[subprocess.Popen[bytes]]:
     """A real ``celery worker`` subprocess (prefork), for tests that kill or stop it."""
     log = Path(os.environ["EVENTDEMO_TEST_RUN_DIR"]) / f"worker-{name}-{time.monotonic_ns()}.log"
-    command = [
-        sys.executable,
-        "-m",
-        "celery",
-        "-A",
-        "project",
-        "worker",
-        "-Q",
-        ",".join(worker_queues),
-        "-c",
-        str(concurrency),
-        "-n",
-        f"{name}-{os.getpid()}@%h",
-        "--without-mingle",
-        "--without-gossip",
-        "-l",
-        "INFO",
-    ]
-    with open(log, "wb") as out:
-        process = subprocess.Popen(
-            command, cwd=REPO, env=env or worker_env(), stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
+    command = [*CELERY_WORKER, *worker_options(worker_queues, concurrency, f"{name}-{os.getpid()}@%h")]
+    process = spawn_logged(command, env or worker_env(), log)
     try:
         wait_for(lambda: b"ready." in log.read_bytes() or process.poll() is not None, timeout=30, what="worker ready")
         if process.poll() is not None:

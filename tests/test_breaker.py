@@ -5,39 +5,16 @@ from __future__ import annotations
 import logging
 import threading
 import time
-import uuid
-from collections.abc import Iterator
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
 from eventbus import redis as eventbus_redis
 from eventbus.breaker import CircuitBreaker
 
-# The machine's Redis is shared: these tests use database 11 and a key prefix of their own.
-TEST_REDIS_DB = 11
 RESET = 0.3
 # Slack for the time between two Redis calls of one test.
 SLACK = 0.1
-
-
-@pytest.fixture
-def redis_prefix(settings: Any) -> Iterator[str]:
-    """A key prefix unique to this test on Redis database 11; its keys are deleted afterwards."""
-    url = urlunsplit(urlsplit(settings.REDIS_URL)._replace(path=f"/{TEST_REDIS_DB}"))
-    if url != settings.REDIS_URL:
-        settings.REDIS_URL = url
-        eventbus_redis.client.cache_clear()
-    prefix = f"test-breaker-{uuid.uuid4().hex[:12]}:"
-    settings.REDIS_KEY_PREFIX = prefix
-    yield prefix
-    connection = eventbus_redis.client()
-    doomed = list(connection.scan_iter(match=prefix + "*"))
-    if doomed:
-        connection.delete(*doomed)
-    # The settings fixture restores REDIS_URL next; the next client() must follow it.
-    eventbus_redis.client.cache_clear()
 
 
 def server_now() -> float:

@@ -9,11 +9,8 @@ import os
 import subprocess
 import sys
 import time
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 from django.core.exceptions import ImproperlyConfigured
@@ -23,28 +20,8 @@ from eventbus.ratelimit import Rate, TokenBucket, parse_rate
 
 REPO = Path(__file__).resolve().parent.parent
 
-# The machine's Redis is shared: these tests use database 11 and a key prefix of their own.
-TEST_REDIS_DB = 11
 # Decisions come back in whole microseconds, rounded up.
 MICROSECOND = 1e-6
-
-
-@pytest.fixture
-def redis_prefix(settings: Any) -> Iterator[str]:
-    """A key prefix unique to this test on Redis database 11; its keys are deleted afterwards."""
-    url = urlunsplit(urlsplit(settings.REDIS_URL)._replace(path=f"/{TEST_REDIS_DB}"))
-    if url != settings.REDIS_URL:
-        settings.REDIS_URL = url
-        eventbus_redis.client.cache_clear()
-    prefix = f"test-ratelimit-{uuid.uuid4().hex[:12]}:"
-    settings.REDIS_KEY_PREFIX = prefix
-    yield prefix
-    connection = eventbus_redis.client()
-    doomed = list(connection.scan_iter(match=prefix + "*"))
-    if doomed:
-        connection.delete(*doomed)
-    # The settings fixture restores REDIS_URL next; the next client() must follow it.
-    eventbus_redis.client.cache_clear()
 
 
 # --- parse_rate ---------------------------------------------------------------

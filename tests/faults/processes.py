@@ -10,14 +10,13 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, wait_for
+from tests.conftest import CELERY_WORKER, spawn_logged, wait_for, worker_options
 from tests.environment import start_redis_server
 from tests.faults.provider import ProviderSink
 
@@ -171,36 +170,8 @@ class Workers:
 
     def spawn(self, name: str, *queues: str, concurrency: int = 2, **env: str) -> Worker:
         log_path = self.log_dir / f"worker-{name}-{len(self.started)}.log"
-        command = [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "project",
-            "worker",
-            "-P",
-            "prefork",
-            "-Q",
-            ",".join(queues),
-            "-c",
-            str(concurrency),
-            "-n",
-            f"{name}-{os.getpid()}@%h",
-            "--without-mingle",
-            "--without-gossip",
-            "-l",
-            "INFO",
-        ]
-        with open(log_path, "wb") as out:
-            process = subprocess.Popen(
-                command,
-                cwd=REPO,
-                env={**self.base_env, **env},
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                # Its own process group: the test can kill the worker and its pool at once.
-                start_new_session=True,
-            )
+        command = [*CELERY_WORKER, "-P", "prefork", *worker_options(queues, concurrency, f"{name}-{os.getpid()}@%h")]
+        process = spawn_logged(command, {**self.base_env, **env}, log_path)
         worker = Worker(name, queues, process, log_path)
         self.started.append(worker)
         return worker

@@ -24,7 +24,7 @@ from devinbox.sink import free_port
 from eventbus import redis as eventbus_redis
 from project import queues
 from tests.brokers import using_broker
-from tests.conftest import REPO, wait_for, worker_env
+from tests.conftest import spawn_logged, wait_for, worker_env, worker_options
 from tests.environment import start_redis_server
 from tests.scaleout import network
 from tests.scaleout.network import Host
@@ -106,34 +106,9 @@ class Cluster:
         host = self.hosts[label]
         name = f"host-{label}"
         log_path = self.log_dir / f"worker-{name}.log"
-        command = [
-            *host.exec_prefix(),
-            sys.executable,
-            "-m",
-            "tests.scaleout.worker",
-            "-P",
-            "prefork",
-            "-Q",
-            ",".join(QUEUES),
-            "-c",
-            str(concurrency),
-            "-n",
-            f"{name}@%h",
-            "--without-mingle",
-            "--without-gossip",
-            "-l",
-            "INFO",
-        ]
-        with open(log_path, "wb") as out:
-            process = subprocess.Popen(
-                command,
-                cwd=REPO,
-                env=self.env_for(host),
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                # Its own process group: the test stops the worker and its pool at once.
-                start_new_session=True,
-            )
+        launcher = [*host.exec_prefix(), sys.executable, "-m", "tests.scaleout.worker", "-P", "prefork"]
+        command = [*launcher, *worker_options(QUEUES, concurrency, f"{name}@%h")]
+        process = spawn_logged(command, self.env_for(host), log_path)
         worker = HostWorker(name, host, process, log_path)
         self.workers.append(worker)
         return worker
