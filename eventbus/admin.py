@@ -8,22 +8,18 @@ as the relay, the command line and the ops pages do.
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass
-from datetime import timedelta
 from urllib.parse import urlencode
 
-from django.conf import settings
 from django.contrib import admin, messages
-from django.db.models import Q, QuerySet
+from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.urls import reverse
-from django.utils import timezone
 from django.utils.html import format_html
 
 from eventbus import backpressure, registry
 from eventbus.deadletters import operations
-from eventbus.dispatch import DispatchError, record_failure, send_many, settle
+from eventbus.dispatch import DispatchError, send_many, settle
 from eventbus.models import (
     AggregateSequence,
     DeadLetter,
@@ -32,6 +28,7 @@ from eventbus.models import (
     OutboxEvent,
     ProcessedEvent,
 )
+from eventbus.relay import relay
 
 # A report line per dead letter is useful for a few; for hundreds, the summary says it.
 _MAX_REPORT_LINES = 20
@@ -95,30 +92,15 @@ def send_now(queryset: QuerySet[OutboxEvent]) -> SendReport:
     and leaves the rest pending for the relay, with the error recorded.
     """
     ids = list(queryset.values_list("pk", flat=True))
-    now = timezone.now()
-    owner = f"admin-{uuid.uuid4().hex}"
-    free = Q(lease_until__isnull=True) | Q(lease_until__lt=now)
-    OutboxEvent.objects.filter(free, pk__in=ids).exclude(status=OutboxEvent.Status.DISPATCHED).update(
-        lease_owner=owner, lease_until=now + timedelta(seconds=settings.EVENTBUS_RELAY_LEASE)
+    result = relay(grace=0, ids=ids)
+    handled = result.dispatched + result.deferred + result.failed
+    return SendReport(
+        sent=result.dispatched,
+        deferred=result.deferred,
+        skipped=len(ids) - handled,
+        failed=result.failed,
+        error=result.error,
     )
-    rows = list(OutboxEvent.objects.filter(lease_owner=owner, pk__in=ids).order_by("created_at"))
-    report = SendReport(skipped=len(ids) - len(rows))
-    if not rows:
-        return report
-    only = {str(r.id): r.deferred_subscribers for r in rows if r.status == OutboxEvent.Status.DEFERRED}
-    backpressure.forget_depths()
-    try:
-        outcomes = send_many((r.to_wire() for r in rows), only=only)
-    except DispatchError as exc:
-        outcomes = exc.done
-        handled = {o.event_id for o in outcomes}
-        unsent = [str(r.id) for r in rows if str(r.id) not in handled]
-        record_failure(unsent, exc.cause)
-        report.failed, report.error = len(unsent), str(exc)
-    settle(outcomes)
-    report.sent = sum(1 for o in outcomes if not o.deferred)
-    report.deferred = len(outcomes) - report.sent
-    return report
 
 
 def resend_unprocessed(queryset: QuerySet[OutboxEvent]) -> tuple[int, int, str]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -43,7 +43,7 @@ def waiting_count() -> int:
     return OutboxEvent.objects.exclude(status=Status.DISPATCHED).count()
 
 
-def _claim(owner: str, grace: float, batch: int, seen: set[str]) -> list[OutboxEvent]:
+def _claim(owner: str, grace: float, batch: int, seen: set[str], ids: Collection[object] | None) -> list[OutboxEvent]:
     """Lease up to ``batch`` due rows to ``owner``; returns the rows this relay now holds.
 
     On PostgreSQL the candidates are locked with ``SELECT ... FOR UPDATE SKIP
@@ -58,6 +58,8 @@ def _claim(owner: str, grace: float, batch: int, seen: set[str]) -> list[OutboxE
     lease_until = now + timedelta(seconds=settings.EVENTBUS_RELAY_LEASE)
     with transaction.atomic():
         candidates_qs = OutboxEvent.objects.filter(free, due).exclude(id__in=seen).order_by("created_at")
+        if ids is not None:
+            candidates_qs = candidates_qs.filter(id__in=ids)
         if connection.features.has_select_for_update_skip_locked:
             candidates_qs = candidates_qs.select_for_update(skip_locked=True)
         candidates = list(candidates_qs.values_list("id", flat=True)[:batch])
@@ -75,12 +77,15 @@ def relay(
     batch: int | None = None,
     limit: int | None = None,
     progress: Callable[[int], None] | None = None,
+    ids: Collection[object] | None = None,
 ) -> RelayResult:
     """Send waiting outbox rows (pending ones older than ``grace`` seconds, and deferred ones).
 
     Stops at the first broker failure (the rest waits for the next run) or
-    after ``limit`` events. A deferred row whose queue is still full stays
-    deferred and is not tried again in the same run.
+    after ``limit`` events. ``ids`` limits it to those rows (an operator's
+    "send now"); rows already dispatched or leased by another relay are left.
+    A deferred row whose queue is still full stays deferred and is not tried
+    again in the same run.
     """
     grace = settings.EVENTBUS_RELAY_GRACE if grace is None else grace
     batch = batch or settings.EVENTBUS_RELAY_BATCH
@@ -90,7 +95,7 @@ def relay(
     backpressure.forget_depths()
     while limit is None or result.dispatched + result.deferred < limit:
         size = batch if limit is None else min(batch, limit - result.dispatched - result.deferred)
-        rows = _claim(owner, grace, size, seen)
+        rows = _claim(owner, grace, size, seen, ids)
         if not rows:
             break
         seen.update(str(row.id) for row in rows)
