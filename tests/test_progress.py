@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import select
 from typing import Any
 
 import pytest
@@ -66,6 +67,17 @@ def test_anywhere_else_it_prints_only_the_summary_line() -> None:
     assert out.getvalue() == "work: 3 of 3 in 3.0s\n"
 
 
+def read_all(fd: int) -> str:
+    """Everything the terminal holds: a pty hands it out in pieces, so read until it stays empty."""
+    chunks: list[bytes] = []
+    while select.select([fd], [], [], 0.5)[0]:
+        chunk = os.read(fd, 4096)
+        if not chunk:
+            break
+        chunks.append(chunk)
+    return b"".join(chunks).decode()
+
+
 def test_it_draws_on_a_real_pseudo_terminal() -> None:
     master, slave = os.openpty()
     try:
@@ -73,7 +85,7 @@ def test_it_draws_on_a_real_pseudo_terminal() -> None:
             bar = ProgressBar(None, label="count", stream=tty)
             bar.advance(5)
             bar.finish("five")
-        written = os.read(master, 4096).decode()
+        written = read_all(master)
     finally:
         os.close(master)
         os.close(slave)
