@@ -6,10 +6,12 @@ import json
 import os
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bench.stats import Latency, Spread
-from bench.throughput import Run
+
+if TYPE_CHECKING:  # importing it needs Django set up
+    from bench.throughput import Run
 
 # Targets from the issues, by figure number: figure 1a at most 1.5x the naive
 # median; figure 2 at least half of bare Celery's rate (issue #5), on either
@@ -56,6 +58,51 @@ def throughput_figure(title: str, reps: list[dict[str, Run]]) -> dict[str, Any]:
     }
 
 
+def row(
+    label: str,
+    *,
+    unit: str,
+    candidate: tuple[str, list[float]],
+    baseline: tuple[str, list[float]],
+    ratios: list[float] | None = None,
+    target: tuple[str, float] | None = None,
+    digits: int = 0,
+) -> dict[str, Any]:
+    """One table row of a figure: ``(name, per-repetition values)`` for each side.
+
+    ``ratios`` are the per-repetition candidate/baseline ratios (each side
+    against the baseline measured beside it); ``None`` computes them from the
+    values, in order. ``target`` is ``("<=" or ">=", bound)`` on the median
+    ratio, or ``None`` for a row that gives context and has no target.
+    """
+    if ratios is None:
+        ratios = [c / b for c, b in zip(candidate[1], baseline[1], strict=True)]
+    return {
+        "label": label,
+        "unit": unit,
+        "digits": digits,
+        "candidate": {"name": candidate[0], "value": Spread.of(candidate[1]).to_dict()},
+        "baseline": {"name": baseline[0], "value": Spread.of(baseline[1]).to_dict()},
+        "ratio": Spread.of(ratios).to_dict(),
+        "target": {"op": target[0], "bound": target[1]} if target else None,
+    }
+
+
+def rows_figure(
+    title: str, rows: list[dict[str, Any]], repetitions: list[Any], notes: list[str] | None = None
+) -> dict[str, Any]:
+    """A figure made of ``row()`` rows; ``repetitions`` keeps every raw measurement for the JSON file."""
+    return {"title": title, "kind": "rows", "rows": rows, "repetitions": repetitions, "notes": notes or []}
+
+
+def _row_verdict(target: dict[str, Any] | None, ratio: float) -> tuple[str, str]:
+    if target is None:
+        return "none", "-"
+    op, bound = target["op"], target["bound"]
+    met = ratio <= bound if op == "<=" else ratio >= bound
+    return f"{'≤' if op == '<=' else '≥'} {bound:g}x", "yes" if met else "**no**"
+
+
 def _verdict(key: str, ratio: float) -> tuple[str, str]:
     number = key.split("_")[0]
     if number not in TARGETS:
@@ -75,8 +122,17 @@ def markdown_table(figures: dict[str, dict[str, Any]]) -> str:
         "| --- | --- | --- | --- | --- | --- |",
     ]
     for key, figure in figures.items():
-        c, b = figure["candidate"], figure["baseline"]
         label = f"{key.split('_')[0]} {figure['title']}"
+        if figure["kind"] == "rows":
+            for r in figure["rows"]:
+                target, met = _row_verdict(r["target"], r["ratio"]["median"])
+                c_value = f"{r['candidate']['value']['median']:,.{r['digits']}f} {r['unit']}"
+                b_value = f"{r['baseline']['value']['median']:,.{r['digits']}f} {r['unit']}"
+                lines.append(
+                    f"| {label}, {r['label']} | {c_value} | {b_value} | {_ratio(r['ratio'])} | {target} | {met} |"
+                )
+            continue
+        c, b = figure["candidate"], figure["baseline"]
         if figure["kind"] == "latency":
             target, met = _verdict(key, figure["ratio_median"]["median"])
             lines.append(
@@ -95,6 +151,11 @@ def markdown_table(figures: dict[str, dict[str, Any]]) -> str:
             )
     lines += ["", "Candidate and baseline of each row:", ""]
     for key, figure in figures.items():
+        if figure["kind"] == "rows":
+            for r in figure["rows"]:
+                lines.append(f"- {key}, {r['label']}: {r['candidate']['name']} vs {r['baseline']['name']}")
+            lines += [f"  ({note})" for note in figure["notes"]]
+            continue
         lines.append(f"- {key}: {figure['candidate']['name']} vs {figure['baseline']['name']}")
         if figure["kind"] == "throughput":
             c, b = figure["candidate"], figure["baseline"]
