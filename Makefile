@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip install --disable-pip-version-check
 PYTEST_ARGS ?=
 
-.PHONY: help run test test-production lint bench install install-dev browser-deps
+.PHONY: help run test test-production lint bench bench-deps install install-dev browser-deps
 
 help:
 	@echo "make run     start web, workers (one pool per queue), beat, Flower, SMTP sink, Redis if needed"
@@ -44,8 +44,18 @@ lint: $(VENV)/.requirements-dev.stamp
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-bench: $(VENV)/.requirements-dev.stamp
+bench: $(VENV)/.requirements-bench.stamp bench-deps
 	$(BIN)/python -m bench.run
+
+# Figure 4's load tool, wrk, from Debian when missing and running as root.
+bench-deps:
+	@if command -v wrk >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "Installing Debian's wrk package for the sign-up load figure"; \
+		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y wrk; \
+	else \
+		echo "wrk is missing and this is not root: install it (apt-get install -y wrk) for figure 4"; exit 1; \
+	fi
 
 # The browser tests (tests/browser) drive Debian's chromium package, never a
 # browser Playwright downloads. Installed here when missing and running as root
@@ -71,6 +81,11 @@ $(BIN)/python:
 $(VENV)/.requirements.stamp: requirements.txt | $(BIN)/python
 	$(PIP) -r requirements.txt
 	touch $@
+
+# requirements-bench.txt includes requirements-dev.txt (and so requirements.txt).
+$(VENV)/.requirements-bench.stamp: requirements-bench.txt requirements-dev.txt requirements.txt | $(BIN)/python
+	$(PIP) -r requirements-bench.txt
+	touch $@ $(VENV)/.requirements-dev.stamp $(VENV)/.requirements.stamp
 
 # requirements-dev.txt includes requirements.txt, so this install covers both stamps.
 $(VENV)/.requirements-dev.stamp: requirements-dev.txt requirements.txt | $(BIN)/python
