@@ -8,10 +8,8 @@ file, and cleans all of it up. Writes ``bench/results/<UTC time>.json`` and
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -21,9 +19,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench.environment import BenchEnv, configure, setup_django
-from bench.processes import REPO, redis_version, start_redis, stop
+from bench.environment import BenchEnv
+from bench.processes import REPO, redis_version
 from bench.sink import SinkProcess
+from bench.world import world
 
 RESULTS = REPO / "bench" / "results"
 DOC = REPO / "docs" / "benchmarks.md"
@@ -153,21 +152,8 @@ def main(argv: list[str] | None = None) -> int:
     if load_start[0] > 0.5:
         say(f"the machine is not idle (load average {load_start[0]:.2f}): expect noisier numbers")
     command = " ".join([".venv/bin/python -m bench.run", *(argv if argv is not None else sys.argv[1:])])
-    run_dir = Path(tempfile.mkdtemp(prefix="eventdemo-bench-"))
     profile_out: list[str] = []
-    with contextlib.ExitStack() as cleanup:
-        if args.keep:
-            say(f"keeping {run_dir}")
-        else:
-            cleanup.callback(shutil.rmtree, run_dir, ignore_errors=True)
-        redis_process, redis_url = start_redis(run_dir / "redis")
-        cleanup.callback(stop, redis_process)
-        sink = SinkProcess()
-        cleanup.callback(sink.close)
-        env = configure(run_dir, redis_url, sink.port, args.database_url)
-        say(f"redis-server at {redis_url}, SMTP sink on port {sink.port}, database {env.database_url}")
-        setup_django()
-
+    with world(database_url=args.database_url, keep=args.keep, say=say) as (env, sink):
         from bench import machine, report
 
         figures: dict[str, Any] = {}
@@ -195,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
             # Other work on the machine shows here; the interleaving cancels slow drift, not bursts.
             "load_average_start": load_start,
             "load_average_end": [round(x, 2) for x in os.getloadavg()],
-            "machine": machine.describe(redis_version(redis_url), postgres_version),
+            "machine": machine.describe(redis_version(env.redis_url), postgres_version),
             "source": machine.source(REPO),
             "settings": {
                 "repetitions_figure_1": args.reps,
