@@ -5,6 +5,9 @@ about four seconds before a refused connection is reported. A request that
 publishes after commit must not wait that long on a dead broker: the outbox
 relay will send the event later. Celery's own reconnect loop (workers, beat)
 still retries, with its own intervals, so nothing else changes.
+
+Since nothing is retried, kombu's publish batches (eventbus/publishing_batch.py)
+are allowed: a failed pipeline is reported, never sent twice by redis-py.
 """
 
 from __future__ import annotations
@@ -21,6 +24,13 @@ class FailFastChannel(kombu_redis.Channel):
         params: dict[str, Any] = super()._connparams(asynchronous)
         params["retry"] = Retry(NoBackoff(), 0)
         return params
+
+    @property
+    def supports_batch_publish(self) -> bool:
+        # kombu batches publishes (Producer.batch, one pipeline) only when
+        # redis-py would not replay a command, and takes any ``retry`` object
+        # for a replaying one. This one never retries: batching is safe.
+        return not self.retry_on_timeout
 
 
 class FailFastRedisTransport(kombu_redis.Transport):

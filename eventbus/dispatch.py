@@ -1,5 +1,9 @@
 """Handing an event to the broker: one message per subscriber, each on that subscriber's queue.
 
+Many events go out in batches (eventbus/publishing_batch.py): the same
+messages as ``apply_async``'s, on Redis pipelined, one round trip per
+FLUSH_EVERY events; an event counts as sent only once its batch is flushed.
+
 Backpressure is applied here: a subscriber whose queue is above its
 high-water mark gets no message now. A sheddable one loses the event (counted,
 logged, and marked in the ledger as shed); a critical one gets it later, from
@@ -19,8 +23,9 @@ from django.db import IntegrityError
 from django.db.models import F
 from django.utils import timezone
 
-from eventbus import backpressure, counters, registry, timeline
+from eventbus import backpressure, counters, publishing_batch, registry, timeline
 from eventbus.models import OutboxEvent, ProcessedEvent
+from eventbus.publishing_batch import Batch
 
 log = logging.getLogger(__name__)
 
@@ -47,46 +52,74 @@ class DispatchError(Exception):
         self.cause = cause
 
 
-def send(wire: Wire, producer: Any, only: Sequence[str] | None = None) -> Outcome:
+#: Events whose messages go to the broker in one round trip when many are sent
+#: (one pipeline flush on Redis). A failed flush leaves its events unsent.
+FLUSH_EVERY = 200
+
+
+def send(wire: Wire, producer: Any, only: Sequence[str] | None = None, batch: Batch | None = None) -> Outcome:
     """Publish ``wire`` once per subscriber of its type (fan-out), without retrying.
 
     ``only`` limits it to those subscribers (a deferred event). Raises on a
     broker failure: the caller decides whether to wait (the relay) or to leave
-    the event to the relay (a request).
+    the event to the relay (a request). With a ``batch``, the messages are
+    added to it, and sent only once the caller flushes it; the queue depth
+    backpressure compares with the mark counts the batch's unflushed messages.
     """
     outcome = Outcome(event_id=str(wire["id"]))
+    args = (wire,)
+    argsrepr: str | None = None
     for subscription in registry.subscriptions_for(wire["type"]):
         if only is not None and subscription.name not in only:
             continue
         pressure = backpressure.pressure(producer.channel, subscription.queue)
+        if batch is not None and batch.unflushed(subscription.queue):
+            depth = pressure.depth + batch.unflushed(subscription.queue)
+            pressure = backpressure.Pressure(pressure.queue, depth, pressure.high_water_mark)
         if pressure.above:
             (outcome.deferred if subscription.critical else outcome.shed).append(subscription.name)
             outcome.reason = pressure.describe()
             continue
-        subscription.task.apply_async(
-            args=(wire,),
-            queue=subscription.queue,
-            routing_key=subscription.queue,
-            producer=producer,
-            # Fail fast: a request must not wait on a sick broker.
-            retry=False,
-        )
+        if batch is not None:
+            # Every subscriber gets the same arguments: their repr is made once.
+            argsrepr = argsrepr or batch.args_repr(args)
+            batch.add(subscription, args, argsrepr)
+        else:
+            subscription.task.apply_async(
+                args=args,
+                queue=subscription.queue,
+                routing_key=subscription.queue,
+                producer=producer,
+                # Fail fast: a request must not wait on a sick broker.
+                retry=False,
+            )
         outcome.sent.append(subscription.name)
     return outcome
 
 
-def send_many(wires: Iterable[Wire], only: Mapping[str, Sequence[str]] | None = None) -> list[Outcome]:
-    """Send several events over one producer connection.
+def send_many(
+    wires: Iterable[Wire], only: Mapping[str, Sequence[str]] | None = None, *, flush_every: int | None = None
+) -> list[Outcome]:
+    """Send several events over one producer connection, ``flush_every`` events per round trip.
 
     ``only`` maps an event id to the subscribers it still has to reach.
-    Raises DispatchError, naming what was fully handled, at the first failure.
+    Raises DispatchError at the first failure, naming the events whose
+    messages the broker took (those of the flushes that succeeded).
     """
+    flush_every = flush_every or FLUSH_EVERY
     done: list[Outcome] = []
+    unflushed: list[Outcome] = []
     try:
-        with current_app.producer_or_acquire() as producer:
+        with current_app.producer_or_acquire() as producer, publishing_batch.batch(current_app, producer) as batch:
             for wire in wires:
                 event_id = str(wire["id"])
-                done.append(send(wire, producer, only.get(event_id) if only else None))
+                unflushed.append(send(wire, producer, only.get(event_id) if only else None, batch))
+                if len(unflushed) >= flush_every:
+                    batch.flush()
+                    done += unflushed
+                    unflushed = []
+            batch.flush()
+            done += unflushed
     except Exception as exc:  # the broker's errors are many and transport-specific
         raise DispatchError(done, exc) from exc
     return done

@@ -1,0 +1,189 @@
+"""Many events' task messages at once, each the message ``task.apply_async`` sends, for less.
+
+Per message, ``apply_async`` merges the task's options, asks the router,
+reads a dozen settings and writes the arguments' repr; kombu's Redis
+transport then makes a new client and one round trip for the message and
+another for its ``task-sent`` event. A relay draining a backlog pays that
+about a millisecond per message. A ``Batch`` instead:
+
+- works out each subscriber's options once (task options, router, settings,
+  the running task as parent), as ``Task.apply_async`` and
+  ``Celery.send_task`` would for that call;
+- writes the arguments' repr once per event (every subscriber of an event
+  gets the same arguments);
+- still builds each message with Celery's ``app.amqp.create_task_message``
+  and sends it with ``app.amqp.send_task_message``: the same headers, body
+  and properties, the ``before_task_publish`` signal (which adds the
+  ``x_correlation_id`` header, eventbus/tracing.py) and the ``task-sent``
+  event when CELERY_TASK_SEND_SENT_EVENT is on;
+- publishes inside kombu's ``Producer.batch()``: on Redis the LPUSHes and the
+  events' PUBLISHes wait in one pipeline, sent in one round trip by
+  ``flush()``. Transports without batch support (RabbitMQ: publishing is
+  asynchronous there already) publish each message at once, as before.
+
+Until ``flush()`` returns, the broker may not hold a message ``add()`` took:
+the caller marks nothing sent before it. A failed flush is ambiguous (some of
+its commands may have run): the caller treats all of its messages as unsent,
+and the consumers' ledger absorbs the duplicates a retry may make.
+
+A task this path does not mirror (an ``expires``, its own ``apply_async`` or
+``shadow_name``) goes through ``apply_async`` inside the same batch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from celery import Celery
+from celery.app.task import Task
+from celery.utils.saferepr import saferepr
+from kombu.exceptions import BatchPublishError
+from kombu.utils.uuid import uuid
+
+if TYPE_CHECKING:
+    from eventbus.registry import Subscription
+
+#: Far above what one flush buffers: flushing is the caller's decision, never kombu's on its own.
+_UNBOUNDED = 1 << 30
+
+
+@dataclass(frozen=True)
+class _Route:
+    """What ``apply_async(args=..., queue=q, routing_key=q, retry=False)`` settles for a task before the message."""
+
+    name: str
+    options: dict[str, Any]
+    time_limit: float | None
+    soft_time_limit: float | None
+    ignore_result: bool
+    plain: bool
+    """Send with ``apply_async`` (options this path does not mirror)."""
+
+
+class Batch:
+    """Task messages for many (subscriber, event) pairs, published over one producer in few round trips."""
+
+    def __init__(self, app: Celery, producer: Any, kombu_batch: Any) -> None:
+        self.app = app
+        self.producer = producer
+        self._kombu_batch = kombu_batch
+        self._routes: dict[str, _Route] = {}
+        self._unflushed: Counter[str] = Counter()
+        # As kombu decides (messaging._ProducerBatchState): does this channel hold messages until a flush?
+        channel = producer.channel
+        self.buffers = getattr(channel, "create_publish_batch", None) is not None and bool(
+            getattr(channel, "supports_batch_publish", True)
+        )
+        conf = app.conf
+        self._send_sent_event = bool(conf.task_send_sent_event)
+        self._inherit_priority = bool(conf.task_inherit_parent_priority)
+        self._repr_levels = conf.task_repr_maxlevels
+        self._args_max = app.amqp.argsrepr_maxsize
+        self._kwargsrepr = saferepr({}, app.amqp.kwargsrepr_maxsize, maxlevels=self._repr_levels)
+        self._reply_to = app.thread_oid
+        # Inside a worker's task (the relay run by beat), the messages are its children.
+        parent = app.current_worker_task
+        self._parent = parent
+        self._root_id = (parent.request.root_id or parent.request.id) if parent else None
+        self._parent_id = parent.request.id if parent else None
+        self._create = app.amqp.create_task_message
+        self._send = app.amqp.send_task_message
+
+    def _route(self, task: Task, queue: str) -> _Route:
+        key = f"{task.name}\x00{queue}"
+        route = self._routes.get(key)
+        if route is not None:
+            return route
+        task = self.app.tasks[task.name]  # the task itself, not shared_task's proxy
+        # Task.apply_async: the task's options under the call's.
+        options: dict[str, Any] = dict(task._get_exec_options(), queue=queue, routing_key=queue, retry=False)
+        options.setdefault("ignore_result", task.ignore_result)
+        kind = type(task)
+        plain = (
+            options.get("expires") is not None
+            or kind.apply_async is not Task.apply_async
+            or kind.shadow_name is not Task.shadow_name
+        )
+        # Celery.send_task: these travel as arguments of the message, not as publish options.
+        time_limit = options.pop("time_limit", None)
+        soft_time_limit = options.pop("soft_time_limit", None)
+        options.pop("expires", None)
+        ignore_result = bool(options.pop("ignore_result", None))
+        # The project's router routes by name; the call's queue wins over it anyway.
+        options = self.app.amqp.router.route(options, task.name, (), {}, task)
+        if self._parent is not None and self._inherit_priority:
+            options.setdefault("priority", self._parent.request.delivery_info.get("priority"))
+        route = _Route(task.name, options, time_limit, soft_time_limit, ignore_result, plain)
+        self._routes[key] = route
+        return route
+
+    def args_repr(self, args: tuple[Any, ...]) -> str:
+        """The ``argsrepr`` header Celery writes for ``args``; make it once, pass it to every ``add``."""
+        return saferepr(args, self._args_max, maxlevels=self._repr_levels)
+
+    def add(self, subscription: Subscription, args: tuple[Any, ...], argsrepr: str | None = None) -> str:
+        """Publish (on Redis: buffer) ``subscription``'s task message with ``args``; returns the task id."""
+        task = subscription.task
+        route = self._route(task, subscription.queue)
+        if self.buffers:
+            self._unflushed[subscription.queue] += 1
+        if route.plain:
+            result = task.apply_async(
+                args=args,
+                queue=subscription.queue,
+                routing_key=subscription.queue,
+                producer=self.producer,
+                retry=False,
+                add_to_parent=False,
+            )
+            return str(result.id)
+        task_id = uuid()
+        message = self._create(
+            task_id,
+            route.name,
+            args,
+            {},
+            time_limit=route.time_limit,
+            soft_time_limit=route.soft_time_limit,
+            create_sent_event=self._send_sent_event,
+            reply_to=self._reply_to,
+            root_id=self._root_id,
+            parent_id=self._parent_id,
+            ignore_result=route.ignore_result,
+            argsrepr=self.args_repr(args) if argsrepr is None else argsrepr,
+            kwargsrepr=self._kwargsrepr,
+            **route.options,
+        )
+        producer = self.producer
+        with producer.connection._reraise_as_library_errors():
+            if not route.ignore_result:
+                self.app.backend.on_task_call(producer, task_id)
+            self._send(producer, route.name, message, **route.options)
+        return task_id
+
+    def unflushed(self, queue: str) -> int:
+        """Messages for ``queue`` added since the last flush, which the broker's depth does not count yet
+        (always 0 where each message is published at once)."""
+        return self._unflushed[queue]
+
+    def flush(self) -> None:
+        """Hand every message added so far to the broker; raises if it did not take them all."""
+        try:
+            with self.producer.connection._reraise_as_library_errors():
+                self._kombu_batch.flush()
+        except BatchPublishError as exc:
+            # Name the broker's error, not only kombu's "delivery is uncertain".
+            cause = exc.__cause__
+            raise BatchPublishError(f"{exc}: {type(cause).__name__}: {cause}" if cause else str(exc)) from cause
+        self._unflushed.clear()
+
+
+@contextlib.contextmanager
+def batch(app: Celery, producer: Any) -> Iterator[Batch]:
+    """A ``Batch`` over ``producer``; what is left unflushed is discarded on an error, flushed otherwise."""
+    with producer.batch(max_size=_UNBOUNDED) as kombu_batch:
+        yield Batch(app, producer, kombu_batch)
