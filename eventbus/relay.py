@@ -98,7 +98,6 @@ def relay(
         rows = _claim(owner, grace, size, seen, ids)
         if not rows:
             break
-        seen.update(str(row.id) for row in rows)
         only = {str(row.id): row.deferred_subscribers for row in rows if row.status == Status.DEFERRED}
         try:
             outcomes = send_many((row.to_wire() for row in rows), only=only)
@@ -113,6 +112,9 @@ def relay(
             log.warning("relay stopped: broker failure after %d events: %s", result.dispatched, result.error)
             break
         settle(outcomes)
+        # A row deferred again is due again at once: not in this run. (Dispatched rows are due
+        # never again, so ``seen`` stays small however long the backlog is.)
+        seen.update(o.event_id for o in outcomes if o.deferred)
         sent = sum(1 for o in outcomes if not o.deferred)
         result.dispatched += sent
         result.deferred += len(outcomes) - sent
