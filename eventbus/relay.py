@@ -3,9 +3,13 @@
 Safe to run many at once, on any database: a relay claims rows by writing a
 lease (its own token and a deadline) with a conditional UPDATE, so two relays
 never send the same row in the same round, and a relay that dies releases its
-rows when the lease ends. Sending twice is still possible in one narrow case
-(a relay dies after the broker took a message, before it marked the row);
-the consumers' ledger makes that harmless.
+rows when the lease ends. Sending twice is still possible in two narrow cases
+(a relay dies after the broker took a message, before it marked the row; a
+batch's flush fails after the broker took part of it, see
+eventbus/publishing_batch.py); the consumers' ledger makes that harmless.
+
+A backlog goes out EVENTBUS_RELAY_BATCH rows per claim, their messages in
+batches of eventbus.dispatch.FLUSH_EVERY events, one Redis round trip each.
 """
 
 from __future__ import annotations
