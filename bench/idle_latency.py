@@ -8,7 +8,9 @@ Per repetition, both sides, one sample at a time with an idle gap between them:
   that user's welcome email minus ``time.time()`` taken just after the
   sign-up's transaction committed (at the start of the on-commit dispatch).
 - baseline: a bare Celery worker (``bench/bare_latency.py``, the app of
-  ``bench/bare_app.py``) on one queue, same flags; the sample is
+  ``bench/bare_app.py``) on one queue, same flags, without the project
+  (no ``DJANGO_SETTINGS_MODULE``, so Celery's Django fix-up does not load
+  the project's apps and signal handlers into it); the sample is
   ``time.time()`` at the start of the task minus ``time.time()`` taken just
   before ``apply_async``.
 
@@ -130,7 +132,7 @@ def bare_side(env: BenchEnv, samples: int, rep: int) -> list[float]:
 
     log = env.log_dir / f"latency-bare-worker-{rep}.log"
     argv = worker_argv("bench.bare_latency", (bare_latency.QUEUE,), f"bare-latency-{rep}", None)
-    worker = spawn(argv, env=os.environ, log=log)
+    worker = spawn(argv, env=bare_latency.worker_env(), log=log)
     try:
         bare_latency.clear()
         for i in range(WARMUP + samples):
