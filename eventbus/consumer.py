@@ -15,7 +15,10 @@ What happens to one delivery, in order:
 5. An open circuit breaker or an empty token bucket reschedules the task for
    when it may go ahead; waiting uses up no retry.
 6. The handler runs in a transaction with the ledger entry: its database
-   effects and the "done" mark commit together.
+   effects and the "done" mark commit together. A handler whose effect is
+   outside the database (``transactional=False``: an email) runs outside any
+   transaction, under a short lock against concurrent duplicates, and the
+   entry is written right after it (eventbus/effectlock.py).
 7. A transient failure is retried with backoff; the last one, or a permanent
    failure, goes to the dead-letter queue with its traceback.
 """
@@ -33,7 +36,7 @@ from celery.exceptions import Reject, Retry, SoftTimeLimitExceeded
 from django.conf import settings
 from django.db import transaction
 
-from eventbus import counters, deliveries, latency, ledger, ordering, registry, timeline
+from eventbus import counters, deliveries, effectlock, latency, ledger, ordering, registry, timeline
 from eventbus.context import reset_fields, set_fields
 from eventbus.deadletters import DeadLetterFailure, Kind, send_to_dead_letter
 from eventbus.deadletters.capture import DeadLetterNotCaptured
@@ -128,14 +131,23 @@ class ConsumerTask(Task):
                 counters.incr(counters.BREAKER_WAITS, subscription.name)
                 self._reschedule(event, wait, f"circuit breaker {breaker.name} is open")
 
+        token = None
+        if not subscription.transactional:
+            token = effectlock.acquire(subscription.name, event.id, subscription.time_limit or 60.0)
+            if token is None:
+                counters.incr(counters.EFFECT_WAITS, subscription.name)
+                self._reschedule(event, 1.0, "another delivery of this event is under way")
         started = time.monotonic()
         try:
-            with transaction.atomic():
-                entry = ledger.claim(event, subscription.name, self.request.id or "", self.request.hostname or "")
-                if entry is None:
-                    return self._duplicate(subscription, event)
-                subscription.handler(event)
-                ledger.finish(entry, (time.monotonic() - started) * 1000)
+            if token is None:
+                with transaction.atomic():
+                    entry = ledger.claim(event, subscription.name, self.request.id or "", self.request.hostname or "")
+                    if entry is None:
+                        return self._duplicate(subscription, event)
+                    subscription.call_handler(event)
+                    ledger.finish(entry, (time.monotonic() - started) * 1000)
+            elif not self._outside_transaction(subscription, event, started, token):
+                return self._duplicate(subscription, event)
         except Exception as exc:
             transient = isinstance(exc, SoftTimeLimitExceeded) or subscription.retry.is_transient(exc)
             if breaker is not None and transient:
@@ -147,6 +159,32 @@ class ConsumerTask(Task):
         latency.observe_delivery(subscription.name, (datetime.now(UTC) - event.occurred_at).total_seconds())
         log.info("%s: event %s %s", subscription.name, event.id, subscription.done_label)
         return {"status": "processed", "event_id": str(event.id)}
+
+    def _outside_transaction(
+        self, subscription: registry.Subscription, event: Envelope, started: float, token: str
+    ) -> bool:
+        """Run a handler whose effect is outside the database; False when another delivery already did it.
+
+        The handler runs outside any transaction (it holds no database lock
+        while it talks to its provider), under a lock in Redis that keeps a
+        concurrent duplicate out; then the ledger entry is written in a short
+        transaction of its own. A worker that dies between the effect and the
+        entry leaves the effect to happen again on redelivery: at least once,
+        which is why such handlers carry an idempotency key (the email's
+        Message-ID). ``token`` is the lock, taken by the caller; this releases it.
+        """
+        try:
+            if ledger.has_processed(event.id, subscription.name):
+                return False
+            subscription.call_handler(event)
+            with transaction.atomic():
+                entry = ledger.claim(event, subscription.name, self.request.id or "", self.request.hostname or "")
+                if entry is None:
+                    return False
+                ledger.finish(entry, (time.monotonic() - started) * 1000)
+        finally:
+            effectlock.release(subscription.name, event.id, token)
+        return True
 
     def _duplicate(self, subscription: registry.Subscription, event: Envelope) -> Result:
         counters.incr(counters.DUPLICATES, subscription.name)

@@ -9,6 +9,7 @@ from celery import shared_task
 from django.conf import settings
 
 from eventbus import registry
+from eventbus.batching import BatchConsumerTask
 from eventbus.consumer import ConsumerTask
 from eventbus.errors import EventDeclarationError
 from eventbus.registry import BreakerFactory, Handler, LimiterFactory, Subscription
@@ -29,6 +30,8 @@ def subscriber(
     breaker: BreakerFactory | None = None,
     soft_time_limit: float | None = None,
     time_limit: float | None = None,
+    transactional: bool = True,
+    batch: int | None = None,
 ) -> Callable[[Handler], ConsumerTask]:
     """Make ``handler(event)`` a consumer of ``event_types``.
 
@@ -47,6 +50,18 @@ def subscriber(
     calls; waiting for them uses up no retry. A handler that runs past
     ``soft_time_limit`` (default EVENTBUS_SOFT_TIME_LIMIT) fails transiently;
     past ``time_limit`` its process is killed and the task redelivered.
+
+    ``transactional=False`` is for a handler whose effect is outside the
+    database (an email, a call to a provider): it runs outside any
+    transaction, so that no database lock is held while it waits on the
+    network, and its ledger entry is written right after it. Its effect is
+    then at least once (a worker that dies between the two repeats it), so
+    it must carry an idempotency key, as the welcome email's Message-ID does.
+
+    ``batch=N`` makes the handler take a list of up to N events, whose
+    effects and ledger entries commit in one transaction
+    (eventbus/batching.py): for cheap database effects, where one transaction
+    per event is the cost. The time limits then apply to a whole batch.
     """
     if not event_types:
         raise EventDeclarationError(f"subscriber {name!r} names no event type")
@@ -60,6 +75,11 @@ def subscriber(
     soft_limit = float(settings.EVENTBUS_SOFT_TIME_LIMIT if soft_time_limit is None else soft_time_limit)
     hard_limit = float(settings.EVENTBUS_TIME_LIMIT if time_limit is None else time_limit)
     _check_limits(name, policy, soft_limit, hard_limit)
+    if batch is not None and (batch < 1 or limiter is not None or breaker is not None or not transactional):
+        raise EventDeclarationError(
+            f"subscriber {name!r}: batch must be a positive size, for a transactional handler without a "
+            "limiter or a breaker (a batch commits its effects together, and cannot wait per event)"
+        )
 
     def declare(handler: Handler) -> ConsumerTask:
         registry.ensure_free(name)
@@ -72,7 +92,7 @@ def subscriber(
         run.__module__ = handler.__module__
         task: ConsumerTask = shared_task(
             bind=True,
-            base=ConsumerTask,
+            base=BatchConsumerTask if batch else ConsumerTask,
             name=name,
             max_retries=policy.max_retries,
             soft_time_limit=soft_limit,
@@ -81,7 +101,12 @@ def subscriber(
             # back when the worker process dies mid-task.
             acks_late=True,
             reject_on_worker_lost=True,
+            # A batch's messages have no task run to store a result of; the
+            # ledger row is each delivery's record.
+            ignore_result=bool(batch),
         )(run)
+        if batch:
+            task.batch_size = batch  # type: ignore[attr-defined]
         subscription = Subscription(
             name=name,
             event_types=tuple(event_types),
@@ -97,6 +122,8 @@ def subscriber(
             breaker=breaker,
             soft_time_limit=soft_limit,
             time_limit=hard_limit,
+            transactional=transactional,
+            batch=batch,
         )
         task.subscription_name = name
         registry.register(subscription)

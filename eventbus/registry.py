@@ -61,6 +61,14 @@ class Subscription:
     """Builds the shared circuit breaker around the provider this subscriber calls."""
     soft_time_limit: float | None = None
     time_limit: float | None = None
+    transactional: bool = True
+    """The handler's effect is in the database and commits with the ledger entry; False for an email."""
+    batch: int | None = None
+    """Up to this many events per handler call (eventbus/batching.py); the handler then takes a list."""
+
+    def call_handler(self, event: Envelope) -> None:
+        """Call the handler with one event, as a list of one for a batching subscriber."""
+        self.handler([event] if self.batch else event)
 
 
 _subscriptions: dict[str, Subscription] = {}

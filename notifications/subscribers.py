@@ -25,6 +25,10 @@ log = logging.getLogger(__name__)
     critical=True,
     limiter=email_limiter,
     breaker=email_breaker,
+    # The effect is an SMTP conversation: no database transaction (on SQLite,
+    # the whole database's write lock) is held open while it lasts. A resend
+    # after a crash carries the same Message-ID.
+    transactional=False,
 )
 def send_welcome_email(event: Envelope) -> None:
     """Email the new user a welcome with their verification link."""

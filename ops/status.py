@@ -55,6 +55,9 @@ COUNTER_NAMES: tuple[str, ...] = (
     counters.ORDER_WAITS,
     counters.RATE_LIMIT_WAITS,
     counters.BREAKER_WAITS,
+    counters.EFFECT_WAITS,
+    counters.BATCHES,
+    counters.BATCHED,
 )
 """Every counter of eventbus/counters.py, in the order tables show them."""
 
