@@ -45,6 +45,47 @@ def started(task_id: str, retries: int) -> int:
         return 1
 
 
+def started_many(attempts: list[tuple[str, int]]) -> list[int]:
+    """``started`` for many ``(task id, retries)`` at once, in one pipeline."""
+    if not attempts:
+        return []
+    try:
+        pipe = client().pipeline(transaction=False)
+        for task_id, retries in attempts:
+            pipe.incr(_starts_key(task_id, retries))
+            pipe.expire(_starts_key(task_id, retries), TTL_SECONDS)
+        replies = pipe.execute()
+        return [int(count) for count in replies[::2]]
+    except redis.RedisError as exc:
+        log.warning("delivery counts of %d tasks not kept: %s", len(attempts), exc)
+        return [1] * len(attempts)
+
+
+def unstart_many(attempts: list[tuple[str, int]]) -> None:
+    """Take back one ``started`` count of each ``(task id, retries)`` (it will be counted again elsewhere)."""
+    if not attempts:
+        return
+    try:
+        pipe = client().pipeline(transaction=False)
+        for task_id, retries in attempts:
+            pipe.decr(_starts_key(task_id, retries))
+        pipe.execute()
+    except redis.RedisError as exc:
+        log.warning("delivery counts of %d tasks not taken back: %s", len(attempts), exc)
+
+
+def ended_many(attempts: list[tuple[str, int]]) -> None:
+    """``ended`` and ``forget`` for many ``(task id, retries)`` at once, in one command."""
+    if not attempts:
+        return
+    keys = [_starts_key(task_id, retries) for task_id, retries in attempts]
+    keys += [_failure_key(task_id) for task_id, _ in attempts]
+    try:
+        client().delete(*keys)
+    except redis.RedisError as exc:
+        log.warning("delivery counts of %d tasks not cleared: %s", len(attempts), exc)
+
+
 def ended(task_id: str, retries: int) -> None:
     """The attempt ended in an orderly way (done, retried, rescheduled, dead-lettered)."""
     try:

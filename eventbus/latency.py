@@ -50,6 +50,25 @@ def observe_delivery(subscriber: str, latency_seconds: float) -> None:
         log.warning("delivery of %s not counted: %s", subscriber, exc)
 
 
+def observe_many(subscriber: str, latencies_seconds: list[float]) -> None:
+    """``observe_delivery`` for many deliveries of one subscriber, in one pipeline."""
+    if not latencies_seconds:
+        return
+    buckets: dict[str, int] = {}
+    for seconds in latencies_seconds:
+        label = _bucket_label(max(0.0, seconds))
+        buckets[label] = buckets.get(label, 0) + 1
+    try:
+        pipe = client().pipeline(transaction=False)
+        pipe.hincrby(key("counters", DELIVERED), subscriber, len(latencies_seconds))
+        for label, count in buckets.items():
+            pipe.hincrby(key("latency", subscriber), label, count)
+        pipe.hincrbyfloat(key("latency-sum"), subscriber, sum(max(0.0, s) for s in latencies_seconds))
+        pipe.execute()
+    except redis.RedisError as exc:
+        log.warning("%d deliveries of %s not counted: %s", len(latencies_seconds), subscriber, exc)
+
+
 def histogram(subscriber: str) -> Histogram:
     raw = client().hgetall(key("latency", subscriber))
     total = float(client().hget(key("latency-sum"), subscriber) or 0.0)

@@ -36,6 +36,43 @@ def finish(entry_id: int, runtime_ms: float) -> None:
     ProcessedEvent.objects.filter(pk=entry_id).update(runtime_ms=runtime_ms)
 
 
+def claim_many(events: list[tuple[Envelope, str]], subscriber: str, worker: str = "") -> None:
+    """``claim`` for many ``(event, task id)`` at once, in one INSERT; raises IntegrityError if any was claimed.
+
+    Call it inside the transaction that holds the effects, after
+    ``processed_ids`` found none of them: a concurrent duplicate makes the
+    whole transaction fail, and its caller handles the events one by one.
+    """
+    ProcessedEvent.objects.bulk_create(
+        [
+            ProcessedEvent(
+                event_id=event.id,
+                subscriber=subscriber,
+                event_type=event.type,
+                aggregate=event.aggregate,
+                sequence=event.sequence,
+                task_id=task_id,
+                worker=worker,
+            )
+            for event, task_id in events
+        ]
+    )
+
+
+def finish_many(event_ids: list[object], subscriber: str, runtime_ms: float) -> None:
+    """``finish`` for a batch: each entry gets the batch's run time per event."""
+    ProcessedEvent.objects.filter(subscriber=subscriber, event_id__in=event_ids).update(runtime_ms=runtime_ms)
+
+
+def processed_ids(event_ids: list[object], subscriber: str) -> set[object]:
+    """Of ``event_ids``, those the subscriber has handled (``has_processed`` for many, in one query)."""
+    if not event_ids:
+        return set()
+    return set(
+        ProcessedEvent.objects.filter(subscriber=subscriber, event_id__in=event_ids).values_list("event_id", flat=True)
+    )
+
+
 def has_processed(event_id: object, subscriber: str) -> bool:
     """True once the subscriber handled the event (or dispatch shed it for that subscriber)."""
     return ProcessedEvent.objects.filter(event_id=event_id, subscriber=subscriber).exists()

@@ -17,6 +17,7 @@ as handled.
 
 from __future__ import annotations
 
+from collections import defaultdict
 from enum import StrEnum
 
 from eventbus.envelope import Envelope
@@ -45,3 +46,35 @@ def check(event: Envelope, subscription: Subscription) -> Order:
     if predecessor is not None and not handled.filter(event_id=predecessor).exists():
         return Order.GAP
     return Order.IN_ORDER
+
+
+def in_order_many(events: list[Envelope], subscription: Subscription) -> set[object]:
+    """The ids of ``events`` that ``check`` would find in order, in three queries for all of them.
+
+    Meant for events of distinct aggregates (a batch); for several events of
+    one aggregate, call ``check`` on each as the earlier ones are applied.
+    """
+    if not events:
+        return set()
+    aggregates = {event.aggregate for event in events}
+    handled = ProcessedEvent.objects.filter(subscriber=subscription.name, aggregate__in=aggregates)
+    latest: dict[str, int] = {}
+    for aggregate, sequence in handled.values_list("aggregate", "sequence"):
+        latest[aggregate] = max(latest.get(aggregate, 0), sequence)
+    published: dict[str, list[tuple[int, object]]] = defaultdict(list)
+    for aggregate, sequence, event_id in OutboxEvent.objects.filter(
+        aggregate__in=aggregates, type__in=subscription.event_types
+    ).values_list("aggregate", "sequence", "id"):
+        published[aggregate].append((sequence, event_id))
+    predecessors: dict[object, object] = {}
+    for event in events:
+        earlier = [pair for pair in published[event.aggregate] if pair[0] < event.sequence]
+        if earlier:
+            predecessors[event.id] = max(earlier, key=lambda pair: pair[0])[1]
+    done = set(handled.filter(event_id__in=set(predecessors.values())).values_list("event_id", flat=True))
+    return {
+        event.id
+        for event in events
+        if latest.get(event.aggregate, 0) <= event.sequence
+        and (event.id not in predecessors or predecessors[event.id] in done)
+    }

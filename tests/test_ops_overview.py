@@ -12,6 +12,7 @@ from django.core.management import call_command
 from django.test import Client
 
 from devinbox.sink import SmtpSink, free_port
+from eventbus import counters
 from eventbus.models import OutboxEvent, ProcessedEvent
 from eventbus.publish import publish
 from eventbus.redis import client as redis_client
@@ -184,11 +185,14 @@ def test_the_command_shows_each_queue_and_the_counts_after_a_real_signup(
     assert worker.hostname in row(text, queues.NOTIFICATIONS)
     assert worker.hostname in row(text, queues.ANALYTICS)
     assert row(text, queues.EVENTBUS)[3] == "none"
-    # and one delivery each, nothing else counted
-    for subscriber, queue in ((EMAIL, queues.NOTIFICATIONS), (ANALYTICS, queues.ANALYTICS)):
+    # and one delivery each (analytics' in a batch of one), nothing else counted
+    for subscriber, queue, counted in (
+        (EMAIL, queues.NOTIFICATIONS, {counters.DELIVERED}),
+        (ANALYTICS, queues.ANALYTICS, {counters.DELIVERED, counters.BATCHES, counters.BATCHED}),
+    ):
         cells = row(text, subscriber)
         assert cells[1] == queue
-        assert cells[2:] == ["1"] + ["0"] * (len(status.COUNTER_NAMES) - 1) + ["0"]
+        assert cells[2:] == ["1" if name in counted else "0" for name in status.COUNTER_NAMES] + ["0"]
     assert "waiting 0 (pending 0, deferred 0)" in text
     assert row(text, "smtp")[1:3] == ["closed", "0/5"]  # the breakers' table comes first
     assert "unavailable" not in text

@@ -258,7 +258,8 @@ def test_no_secret_reaches_an_event_a_message_a_result_a_row_or_a_log(
     # when a person signs up and the workers send the email and record the event
     assert sign_up_via_client(client, email="secret@example.com").status_code == 302
     wait_for(lambda: ProcessedEvent.objects.count() >= 2 and smtp_sink.messages, what="both deliveries")
-    wait_for(lambda: TaskResult.objects.filter(status="SUCCESS").count() >= 2, what="both results stored")
+    # the welcome email's result (the batched analytics subscriber stores none)
+    wait_for(lambda: TaskResult.objects.filter(status="SUCCESS").exists(), what="the stored result")
 
     # then the verification token is in the email, and the capture saw the work
     text = smtp_sink.messages[0].message().get_body(preferencelist=("plain",)).get_content()

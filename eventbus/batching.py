@@ -1,0 +1,333 @@
+"""Batching subscribers: many deliveries, one transaction, one round of bookkeeping.
+
+A subscriber declared with ``@subscriber(..., batch=N)`` takes a list of
+events. Its worker does not run one task per message: the task's strategy
+(``BatchConsumerTask.Strategy``, in the worker's main process) buffers the
+messages the worker prefetched and hands them to a pool process as one job
+once ``N`` are waiting or ``FLUSH_INTERVAL`` seconds after the first one came.
+The pool process (``run_batch``) then does in bulk what
+``ConsumerTask.consume`` does one by one:
+
+1. count the start of every delivery in Redis (one pipeline);
+2. decode the envelopes; ask the ledger which are already done (one query);
+   for an ordered subscriber, check order for the whole batch (three queries);
+3. in one transaction, write the ledger rows and call the handler with every
+   event that is new and in order: the effects and the "done" marks commit
+   together, as for a single delivery;
+4. record latencies and clear the delivery counts (one pipeline each).
+
+Every message that the bulk path cannot take (poison, a duplicate, a gap or
+stale event, one delivered too often) or that was in a bulk transaction that
+failed goes through ``ConsumerTask.consume``, one at a time, with its own
+request: retries, waits and dead letters are exactly those of a single
+delivery. A message with an ETA (a retry or a wait that comes back) is run the
+ordinary way, one task.
+
+At least once: a message is acknowledged only after its batch committed (or
+after its retry was published); when the pool process dies, every message of
+the batch is put back, and the delivery count dead-letters one that keeps
+killing its process. Exactly-once effect: the ledger's unique row per event
+and subscriber, written in the handler's transaction; a concurrent duplicate
+makes the bulk insert fail, and the one-by-one path then skips it.
+
+Results are not stored for batched deliveries (there is no Celery task per
+message to store one for); the ledger row is the record of each. Task events
+(``task-received``, ``task-succeeded``) are sent per message when the worker
+sends events, so Flower shows each.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from celery import Task, current_app, signals
+from celery.exceptions import Reject, Retry
+from celery.utils.imports import symbol_by_name
+from celery.worker.request import create_request_cls
+from celery.worker.strategy import default as default_strategy
+from celery.worker.strategy import hybrid_to_proto2, proto1_to_proto2
+from django.conf import settings
+from django.db import DatabaseError, connections, transaction
+
+from eventbus import counters, deliveries, latency, ledger, ordering, registry
+from eventbus.consumer import ConsumerTask
+from eventbus.context import reset_fields, set_fields
+from eventbus.envelope import Envelope
+from eventbus.errors import PoisonMessage
+
+log = logging.getLogger(__name__)
+
+# Seconds a message may wait in the buffer for others to join its batch: the
+# latency a quiet system pays for batching.
+FLUSH_INTERVAL = 0.05
+
+ACK = "ack"
+REQUEUE = "requeue"
+REJECT = "reject"
+
+
+@dataclass(frozen=True)
+class Item:
+    """One message of a batch as the pool process gets it (picklable, like Celery's own request)."""
+
+    request: dict[str, Any]
+    """Celery's request dict: id, retries, headers, delivery_info, hostname..."""
+    args: tuple[Any, ...]
+
+    @property
+    def task_id(self) -> str:
+        return str(self.request.get("id") or "")
+
+    @property
+    def retries(self) -> int:
+        return int(self.request.get("retries") or 0)
+
+    @property
+    def raw(self) -> Any:
+        return self.args[0] if self.args else None
+
+
+class BatchConsumerTask(ConsumerTask):
+    """A subscriber task whose messages are handled many at a time (see the module's docs)."""
+
+    batch_size: int = 100
+
+    # --- the worker's main process ------------------------------------------
+
+    def Strategy(self, task: Task, app: Any, consumer: Any, **kwargs: Any) -> Any:
+        single = default_strategy(task, app, consumer, **kwargs)
+        return _Buffer(task, app, consumer, single).on_message
+
+    # --- the pool process ---------------------------------------------------
+
+    def consume_batch(self, items: list[Item]) -> list[str]:
+        """Handle ``items``; returns per item what to do with its message (ack, requeue, reject)."""
+        subscription = registry.get(self.subscription_name)
+        outcomes = [ACK] * len(items)
+        starts = deliveries.started_many([(item.task_id, item.retries) for item in items])
+        events: dict[int, Envelope] = {}
+        slow: list[int] = []
+        for n, item in enumerate(items):
+            if starts[n] > settings.EVENTBUS_MAX_DELIVERIES:
+                slow.append(n)
+                continue
+            try:
+                events[n] = Envelope.from_dict(item.raw)
+            except PoisonMessage:
+                slow.append(n)
+        done = ledger.processed_ids([event.id for event in events.values()], subscription.name)
+        fresh = {n: event for n, event in events.items() if event.id not in done}
+        slow += [n for n in events if n not in fresh]
+        if subscription.ordered and fresh:
+            fresh, waiting = _in_order(fresh, subscription)
+            slow += waiting
+        if fresh:
+            if self._bulk(subscription, items, fresh):
+                now = datetime.now(UTC)
+                latency.observe_many(
+                    subscription.name, [(now - event.occurred_at).total_seconds() for event in fresh.values()]
+                )
+                deliveries.ended_many([(items[n].task_id, items[n].retries) for n in fresh])
+            else:
+                # Whatever struck mid-transaction (a time limit while waiting
+                # for SQLite's lock) may have left the connection inside it.
+                _close_connections()
+                slow += list(fresh)
+        # The one-by-one path counts its own start again: take the bulk count back.
+        deliveries.unstart_many([(items[n].task_id, items[n].retries) for n in slow])
+        for n in sorted(slow, key=lambda n: _sort_key(events.get(n))):
+            outcomes[n] = self._consume_one(items[n])
+        return outcomes
+
+    def _bulk(self, subscription: registry.Subscription, items: list[Item], fresh: dict[int, Envelope]) -> bool:
+        started = time.monotonic()
+        hostname = self.request.hostname or ""
+        try:
+            with transaction.atomic():
+                ledger.claim_many(
+                    [(event, items[n].task_id) for n, event in fresh.items()], subscription.name, hostname
+                )
+                subscription.handler(list(fresh.values()))
+                ledger.finish_many(
+                    [event.id for event in fresh.values()],
+                    subscription.name,
+                    (time.monotonic() - started) * 1000 / len(fresh),
+                )
+        except Exception as exc:
+            # A duplicate delivered at the same moment, or one event the
+            # handler refuses: each goes its own way, with its own retries.
+            log.warning(
+                "%s: batch of %d not committed (%s: %s); handling them one by one",
+                subscription.name,
+                len(fresh),
+                type(exc).__name__,
+                exc,
+            )
+            return False
+        counters.incr(counters.BATCHES, subscription.name)
+        counters.incr(counters.BATCHED, subscription.name, len(fresh))
+        log.info("%s: %d events %s in one batch", subscription.name, len(fresh), subscription.done_label)
+        return True
+
+    def _consume_one(self, item: Item) -> str:
+        """``ConsumerTask.consume`` for one message of the batch, under that message's own request."""
+        self.push_request(**{**item.request, "args": list(item.args), "kwargs": {}, "called_directly": False})
+        bound = set_fields(task_id=item.task_id)
+        try:
+            self.consume(item.raw)
+        except Retry:
+            return ACK  # scheduled again: this message is done with
+        except Reject as reject:
+            return REQUEUE if reject.requeue else REJECT
+        except Exception:
+            log.exception("%s: task %s failed outside the consumer's handling", self.name, item.task_id)
+            return REQUEUE
+        finally:
+            reset_fields(bound)
+            self.pop_request()
+        return ACK
+
+
+def _sort_key(event: Envelope | None) -> tuple[str, int]:
+    # Events of one aggregate in sequence order, so that an ordered
+    # subscriber meets a predecessor before its successor.
+    return (event.aggregate, event.sequence) if event is not None else ("", 0)
+
+
+def _in_order(fresh: dict[int, Envelope], subscription: registry.Subscription) -> tuple[dict[int, Envelope], list[int]]:
+    """Split ``fresh`` into events the bulk path may apply now and those that go one by one.
+
+    An aggregate with several events in the batch goes one by one (each must
+    see its predecessor applied); so does every event that is not in order.
+    """
+    per_aggregate = Counter(event.aggregate for event in fresh.values())
+    alone = {n: event for n, event in fresh.items() if per_aggregate[event.aggregate] == 1}
+    in_order = ordering.in_order_many(list(alone.values()), subscription)
+    keep = {n: event for n, event in alone.items() if event.id in in_order}
+    return keep, [n for n in fresh if n not in keep]
+
+
+def run_batch(task_name: str, items: list[Item]) -> list[str]:
+    """The pool process's job: one batch of ``task_name``'s messages."""
+    task = current_app.tasks[task_name]
+    # What Celery's Django fix-up does before and after every task: a fresh
+    # connection, whatever the job before this one left behind (a time limit
+    # that struck mid-transaction leaves SQLite's write lock held).
+    _close_connections()
+    task.push_request(hostname=items[0].request.get("hostname") if items else None)
+    try:
+        return task.consume_batch(items)
+    finally:
+        task.pop_request()
+        _close_connections()
+
+
+def _close_connections() -> None:
+    for connection in connections.all(initialized_only=True):
+        try:
+            connection.close()
+        except DatabaseError as exc:
+            log.warning("closing database connection %s: %s", connection.alias, exc)
+
+
+class _Buffer:
+    """The main process's side: collect requests, send a batch to the pool, ack or put back each message."""
+
+    def __init__(self, task: BatchConsumerTask, app: Any, consumer: Any, single: Any) -> None:
+        self.task = task
+        self.app = app
+        self.consumer = consumer
+        self.single = single
+        self.pending: list[Any] = []
+        self.timer: Any = None
+        # Buffered and in-flight messages do not count against the prefetch
+        # limit (so that a batch can fill), up to two batches' worth.
+        self.lent = 0
+        eventer = consumer.event_dispatcher
+        self.eventer = eventer
+        self.Request = create_request_cls(
+            symbol_by_name(task.Request), task, consumer.pool, consumer.hostname, eventer, app=app
+        )
+        self.subscription = registry.get(task.subscription_name)
+
+    def on_message(self, message: Any, body: Any, ack: Any, reject: Any, callbacks: Any, **kwargs: Any) -> None:
+        if (message.headers or {}).get("eta"):
+            # A retry or a wait coming back: the ordinary path runs it at its time.
+            return self.single(message, body, ack, reject, callbacks, **kwargs)
+        if body is None and "args" not in message.payload:
+            body, headers, decoded, utc = message.body, message.headers, False, self.app.uses_utc_timezone()
+        elif "args" in message.payload:
+            body, headers, decoded, utc = hybrid_to_proto2(message, message.payload)
+        else:
+            body, headers, decoded, utc = proto1_to_proto2(message, body)
+        request = self.Request(
+            message,
+            on_ack=ack,
+            on_reject=reject,
+            app=self.app,
+            hostname=self.consumer.hostname,
+            eventer=self.eventer,
+            task=self.task,
+            connection_errors=self.consumer.connection_errors,
+            body=body,
+            headers=headers,
+            decoded=decoded,
+            utc=utc,
+        )
+        signals.task_received.send(sender=self.consumer, request=request)
+        self._send_event(request, "task-received", name=request.name, args=request.argsrepr, kwargs="{}")
+        if self.lent < 2 * self.task.batch_size:
+            self.lent += 1
+            request._eventbus_lent = True
+            self.consumer.qos.increment_eventually()
+        self.pending.append(request)
+        if len(self.pending) >= self.task.batch_size:
+            self.flush()
+        elif self.timer is None:
+            self.timer = self.consumer.timer.call_after(FLUSH_INTERVAL, self.flush)
+
+    def flush(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        batch, self.pending = self.pending, []
+        if not batch:
+            return
+        items = [Item(request=dict(r.request_dict), args=tuple(r._payload[0])) for r in batch]
+        started = time.monotonic()
+        self.consumer.pool.apply_async(
+            run_batch,
+            (self.task.name, items),
+            callback=lambda outcomes: self._settle(batch, outcomes, started),
+            error_callback=lambda exc: self._settle(batch, None, started, exc),
+            soft_timeout=self.subscription.soft_time_limit,
+            timeout=self.subscription.time_limit,
+        )
+
+    def _settle(self, batch: list[Any], outcomes: list[str] | None, started: float, exc: Any = None) -> None:
+        if outcomes is None:
+            # The pool process died or the batch ran out of time: every
+            # message goes back; a message that keeps killing its process
+            # is dead-lettered by its delivery count.
+            log.error("%s: batch of %d failed (%r); its messages go back", self.task.name, len(batch), exc)
+            outcomes = [REQUEUE] * len(batch)
+        runtime = time.monotonic() - started
+        for request, outcome in zip(batch, outcomes, strict=True):
+            if outcome == ACK:
+                request.acknowledge()
+                self._send_event(request, "task-succeeded", result="batched", runtime=runtime)
+            else:
+                request.reject(requeue=outcome == REQUEUE)
+                self._send_event(request, "task-rejected", requeue=outcome == REQUEUE)
+            if getattr(request, "_eventbus_lent", False):
+                self.lent -= 1
+                self.consumer.qos.decrement_eventually()
+
+    def _send_event(self, request: Any, kind: str, **fields: Any) -> None:
+        if self.eventer is not None and self.eventer.enabled and self.task.send_events:
+            self.eventer.send(kind, uuid=request.id, **fields)
