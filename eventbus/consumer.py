@@ -52,6 +52,14 @@ Result = dict[str, str]
 REPUBLISH_RETRY_POLICY = {"max_retries": 3, "interval_start": 0.2, "interval_step": 0.5, "interval_max": 1.0}
 
 
+class LedgerNotWritten(Exception):
+    """A handler outside the database did its effect, and its ledger entry could not be written.
+
+    Retried like a transient failure: the effect happens again (at least
+    once), which its idempotency key makes harmless.
+    """
+
+
 class ConsumerTask(Task):
     """Delivered at least once; the handler's effect happens once per (event, subscriber)."""
 
@@ -149,7 +157,8 @@ class ConsumerTask(Task):
             elif not self._outside_transaction(subscription, event, started, token):
                 return self._duplicate(subscription, event)
         except Exception as exc:
-            transient = isinstance(exc, SoftTimeLimitExceeded) or subscription.retry.is_transient(exc)
+            infrastructure = (SoftTimeLimitExceeded, LedgerNotWritten)
+            transient = isinstance(exc, infrastructure) or subscription.retry.is_transient(exc)
             if breaker is not None and transient:
                 breaker.record_failure()
             return self._failed(subscription, event, raw, exc, transient=transient)
@@ -177,11 +186,14 @@ class ConsumerTask(Task):
             if ledger.has_processed(event.id, subscription.name):
                 return False
             subscription.call_handler(event)
-            with transaction.atomic():
-                entry = ledger.claim(event, subscription.name, self.request.id or "", self.request.hostname or "")
-                if entry is None:
-                    return False
-                ledger.finish(entry, (time.monotonic() - started) * 1000)
+            try:
+                with transaction.atomic():
+                    entry = ledger.claim(event, subscription.name, self.request.id or "", self.request.hostname or "")
+                    if entry is None:
+                        return False
+                    ledger.finish(entry, (time.monotonic() - started) * 1000)
+            except Exception as exc:
+                raise LedgerNotWritten(f"the effect happened, its ledger entry was not written: {exc}") from exc
         finally:
             effectlock.release(subscription.name, event.id, token)
         return True

@@ -13,12 +13,16 @@ that died holding it delays a redelivery, never blocks it.
 
 from __future__ import annotations
 
+import logging
 import uuid
 from functools import lru_cache
 
+import redis
 from redis.commands.core import Script
 
 from eventbus.redis import client, key
+
+log = logging.getLogger(__name__)
 
 _RELEASE_LUA = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -45,5 +49,12 @@ def acquire(subscriber: str, event_id: object, seconds: float) -> str | None:
 
 
 def release(subscriber: str, event_id: object, token: str) -> None:
-    """Give the lock back, if it is still ours (it may have expired and been taken since)."""
-    _release()(keys=[_key(subscriber, event_id)], args=[token])
+    """Give the lock back, if it is still ours (it may have expired and been taken since).
+
+    Best effort: the effect has happened by now, and a lock that cannot be
+    released (Redis out of reach) expires by itself.
+    """
+    try:
+        _release()(keys=[_key(subscriber, event_id)], args=[token])
+    except redis.RedisError as exc:
+        log.warning("effect lock of %s for %s not released (it expires): %s", event_id, subscriber, exc)

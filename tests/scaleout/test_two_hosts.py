@@ -314,7 +314,7 @@ def test_two_hosts_share_the_work_and_a_host_cut_off_mid_task_loses_nothing(clus
     )
     print(
         f"[scale-out] while the provider was slow: at most {sink.handler.peak} send(s) inside its latency at once "
-        f"(an email holds SQLite's write lock); sign-ups took {min(signing_up.seconds):.2f}s to "
+        f"(a send holds no database lock); sign-ups took {min(signing_up.seconds):.2f}s to "
         f"{max(signing_up.seconds):.2f}s"
     )
     print(
