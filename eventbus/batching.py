@@ -52,9 +52,9 @@ from celery.worker.request import create_request_cls
 from celery.worker.strategy import default as default_strategy
 from celery.worker.strategy import hybrid_to_proto2, proto1_to_proto2
 from django.conf import settings
-from django.db import DatabaseError, connections, transaction
+from django.db import transaction
 
-from eventbus import counters, deliveries, latency, ledger, ordering, registry
+from eventbus import counters, dbconnections, deliveries, latency, ledger, ordering, registry
 from eventbus.consumer import ConsumerTask
 from eventbus.context import reset_fields, set_fields
 from eventbus.envelope import Envelope
@@ -95,13 +95,17 @@ class Item:
 class BatchConsumerTask(ConsumerTask):
     """A subscriber task whose messages are handled many at a time (see the module's docs)."""
 
-    batch_size: int = 100
-
     # --- the worker's main process ------------------------------------------
 
     def Strategy(self, task: Task, app: Any, consumer: Any, **kwargs: Any) -> Any:
         single = default_strategy(task, app, consumer, **kwargs)
-        return _Buffer(task, app, consumer, single).on_message
+        # The subscription's name is the task's. Another Celery app in a
+        # process that loaded this project (shared tasks join every app) has
+        # its own copy of the task: it runs it the ordinary way.
+        subscription = registry.find(task.name)
+        if subscription is None or not subscription.batch:
+            return single
+        return _Buffer(task, subscription, app, consumer, single).on_message
 
     # --- the pool process ---------------------------------------------------
 
@@ -136,7 +140,7 @@ class BatchConsumerTask(ConsumerTask):
             else:
                 # Whatever struck mid-transaction (a time limit while waiting
                 # for SQLite's lock) may have left the connection inside it.
-                _close_connections()
+                dbconnections.tidy()
                 slow += list(fresh)
         # The one-by-one path counts its own start again: take the bulk count back.
         deliveries.unstart_many([(items[n].task_id, items[n].retries) for n in slow])
@@ -171,7 +175,22 @@ class BatchConsumerTask(ConsumerTask):
             return False
         counters.incr(counters.BATCHES, subscription.name)
         counters.incr(counters.BATCHED, subscription.name, len(fresh))
-        log.info("%s: %d events %s in one batch", subscription.name, len(fresh), subscription.done_label)
+        if log.isEnabledFor(logging.INFO):
+            # One line per event, with its own ids, as a single delivery logs:
+            # a request id still leads to the batch that handled its event.
+            for n, event in fresh.items():
+                bound = set_fields(
+                    correlation_id=event.correlation_id,
+                    event_id=event.id,
+                    event_type=event.type,
+                    subscriber=subscription.name,
+                    task_id=items[n].task_id,
+                )
+                try:
+                    label, size = subscription.done_label, len(fresh)
+                    log.info("%s: event %s %s in a batch of %d", subscription.name, event.id, label, size)
+                finally:
+                    reset_fields(bound)
         return True
 
     def _consume_one(self, item: Item) -> str:
@@ -215,31 +234,25 @@ def _in_order(fresh: dict[int, Envelope], subscription: registry.Subscription) -
 def run_batch(task_name: str, items: list[Item]) -> list[str]:
     """The pool process's job: one batch of ``task_name``'s messages."""
     task = current_app.tasks[task_name]
-    # What Celery's Django fix-up does before and after every task: a fresh
-    # connection, whatever the job before this one left behind (a time limit
-    # that struck mid-transaction leaves SQLite's write lock held).
-    _close_connections()
+    # What project/celery.py does before and after every task: no connection
+    # that is too old, broke, or was left inside a transaction is reused.
+    dbconnections.tidy()
     task.push_request(hostname=items[0].request.get("hostname") if items else None)
     try:
         return task.consume_batch(items)
     finally:
         task.pop_request()
-        _close_connections()
-
-
-def _close_connections() -> None:
-    for connection in connections.all(initialized_only=True):
-        try:
-            connection.close()
-        except DatabaseError as exc:
-            log.warning("closing database connection %s: %s", connection.alias, exc)
+        dbconnections.tidy()
 
 
 class _Buffer:
     """The main process's side: collect requests, send a batch to the pool, ack or put back each message."""
 
-    def __init__(self, task: BatchConsumerTask, app: Any, consumer: Any, single: Any) -> None:
+    def __init__(
+        self, task: BatchConsumerTask, subscription: registry.Subscription, app: Any, consumer: Any, single: Any
+    ) -> None:
         self.task = task
+        self.subscription = subscription
         self.app = app
         self.consumer = consumer
         self.single = single
@@ -253,7 +266,6 @@ class _Buffer:
         self.Request = create_request_cls(
             symbol_by_name(task.Request), task, consumer.pool, consumer.hostname, eventer, app=app
         )
-        self.subscription = registry.get(task.subscription_name)
 
     def on_message(self, message: Any, body: Any, ack: Any, reject: Any, callbacks: Any, **kwargs: Any) -> None:
         if (message.headers or {}).get("eta"):
@@ -281,12 +293,12 @@ class _Buffer:
         )
         signals.task_received.send(sender=self.consumer, request=request)
         self._send_event(request, "task-received", name=request.name, args=request.argsrepr, kwargs="{}")
-        if self.lent < 2 * self.task.batch_size:
+        if self.lent < 2 * self.subscription.batch:
             self.lent += 1
             request._eventbus_lent = True
             self.consumer.qos.increment_eventually()
         self.pending.append(request)
-        if len(self.pending) >= self.task.batch_size:
+        if len(self.pending) >= self.subscription.batch:
             self.flush()
         elif self.timer is None:
             self.timer = self.consumer.timer.call_after(FLUSH_INTERVAL, self.flush)

@@ -105,8 +105,6 @@ def subscriber(
             # ledger row is each delivery's record.
             ignore_result=bool(batch),
         )(run)
-        if batch:
-            task.batch_size = batch  # type: ignore[attr-defined]
         subscription = Subscription(
             name=name,
             event_types=tuple(event_types),

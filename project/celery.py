@@ -10,7 +10,7 @@ import os
 from typing import Any
 
 from celery import Celery
-from celery.signals import setup_logging, task_prerun, worker_init
+from celery.signals import setup_logging, task_postrun, task_prerun, worker_init
 
 from eventbus import tracing
 
@@ -43,6 +43,18 @@ def record_queue_in_result(task: Any = None, **_: Any) -> None:
     meta = dict(getattr(task.request, "meta", None) or {})
     meta["queue"] = delivery.get("routing_key") or delivery.get("queue") or ""
     task.request.meta = meta
+
+
+@task_prerun.connect
+@task_postrun.connect
+def tidy_database_connections(**_: Any) -> None:
+    """Reuse database connections across tasks within CONN_MAX_AGE (eventbus/dbconnections.py)."""
+    from django.conf import settings
+
+    if settings.CELERY_DB_REUSE_MAX:
+        from eventbus import dbconnections
+
+        dbconnections.tidy()
 
 
 @worker_init.connect

@@ -121,7 +121,11 @@ TEMPLATES = [
 DATABASES = {
     "default": dj_database_url.parse(
         env_str("DATABASE_URL", f"sqlite:///{VAR_DIR / 'db.sqlite3'}"),
-        conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 0, minimum=0),
+        # A connection per request or task costs a connect (and on SQLite
+        # the PRAGMAs below; on PostgreSQL a new server process): keep it a
+        # minute, checked before reuse. Workers honour it too (project/celery.py).
+        conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 60, minimum=0),
+        conn_health_checks=True,
     )
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
@@ -318,12 +322,18 @@ CELERY_TASK_DEFAULT_QUEUE = queues.EVENTBUS
 CELERY_TASK_ROUTES = ("eventbus.routing.route_task",)
 CELERY_TASK_CREATE_MISSING_QUEUES = False
 
-# Workers send task events and tasks report "started": Flower shows every task
-# of every queue without extra flags, and a stored result names the worker that
-# holds a task still running (the scale-out test finds a lost host's work by it).
-# The STARTED row is one of the two result writes per task that together took
-# 37% of a worker's time in docs/benchmarks.md.
-CELERY_WORKER_SEND_TASK_EVENTS = True
+# Task events cost the worker's main process a Redis PUBLISH per task and
+# state (a fifth of its time in docs/benchmarks.md), so workers send them only
+# while someone watches: Flower turns them on when it starts and every few
+# seconds after (its enable_events option, on by default), as does
+# `celery control enable_events`. CELERY_WORKER_SEND_TASK_EVENTS=1 sends them always.
+# Tasks report "started": a stored result names the worker that holds a task
+# still running (the scale-out test finds a lost host's work by it).
+# Celery's Django fix-up closes the database connection around every task
+# unless this is set; set, connections follow DATABASE_CONN_MAX_AGE and are
+# checked around each task (eventbus/dbconnections.py), as Django does per request.
+CELERY_DB_REUSE_MAX = 1_000_000 if DATABASES["default"].get("CONN_MAX_AGE") else None
+CELERY_WORKER_SEND_TASK_EVENTS = env_bool("CELERY_WORKER_SEND_TASK_EVENTS", False)
 CELERY_TASK_SEND_SENT_EVENT = True
 CELERY_TASK_TRACK_STARTED = True
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
