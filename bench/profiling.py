@@ -108,7 +108,7 @@ def load_dumps(directory: Path) -> pstats.Stats | None:
 
 
 def publish_phases(calls: int, first: int) -> dict[str, dict[str, float]]:
-    """Median microseconds of each phase of both sides of figure 1a, measured without a profiler.
+    """Median microseconds of each phase of both sides of figure Pa, measured without a profiler.
 
     The two sides alternate call by call. The outbox side's on-commit work is
     split by wrapping ``eventbus.publish.dispatch_after_commit`` (the hook the
@@ -174,6 +174,6 @@ def publish_phases(calls: int, first: int) -> dict[str, dict[str, float]]:
 
 
 def phases_text(phases: dict[str, dict[str, float]], calls: int) -> str:
-    lines = [f"# figure 1a, phases without a profiler, median of {calls} alternating calls per side", ""]
+    lines = [f"# figure Pa, phases without a profiler, median of {calls} alternating calls per side", ""]
     lines += [f"{value['median_us']:10,.0f} µs  {name}" for name, value in phases.items()]
     return "\n".join(lines) + "\n"

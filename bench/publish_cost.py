@@ -92,21 +92,21 @@ def naive_view() -> AbstractContextManager[object]:
 def figures(calls_publish: int, calls_sign_up: int, calls_request: int) -> list[Figure]:
     return [
         Figure(
-            "1a_publish",
+            "Pa_publish",
             "publish() in a transaction, with on-commit dispatch",
             Side("outbox publish()", outbox_publish),
             Side("empty transaction + 2 x .delay()", naive.publish),
             calls_publish,
         ),
         Figure(
-            "1b_sign_up",
+            "Pb_sign_up",
             "sign_up() service call",
             Side("signups.services.sign_up", outbox_sign_up),
             Side("naive sign-up + 2 x .delay()", naive_sign_up),
             calls_sign_up,
         ),
         Figure(
-            "1c_request",
+            "Pc_request",
             "POST /signup/ through Django's test Client",
             Side("view with sign_up", outbox_request),
             Side("view with naive sign-up", naive_request, naive_view),

@@ -2,12 +2,14 @@
 
 Starts a redis-server and an SMTP sink of its own, uses a temporary SQLite
 file, and cleans all of it up. Writes ``bench/results/<UTC time>.json`` and
-``.md``; ``--update-doc`` also puts the table into ``docs/benchmarks.md``.
+``.md``; ``--update-doc`` also puts the table into ``docs/benchmarks.md`` and
+draws ``docs/benchmarks.png``.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import signal
@@ -25,21 +27,40 @@ from bench.sink import SinkProcess
 from bench.world import world
 
 RESULTS = REPO / "bench" / "results"
+CHART = REPO / "docs" / "benchmarks.png"
+
+# Figure groups, in the order a full run measures them: the publish path
+# (issue #2's figure P), then issue #5's figures 1 to 7. The long memory
+# figure runs last; it grows the database the others read.
+MODULES = {
+    "ingest": "bench.batch_ingest",
+    "relay": "bench.relay_backlog",
+    "signups": "bench.signup_load",
+    "latency": "bench.idle_latency",
+    "dramatiq": "bench.dramatiq_noop",
+    "memory": "bench.worker_memory",
+}
+GROUPS = ("publish", "throughput", *MODULES)
 DOC = REPO / "docs" / "benchmarks.md"
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="a smoke run of 30-40 s; numbers are rough")
-    parser.add_argument("--reps", type=int, help="repetitions of figure 1 (default 5; 3 with --quick)")
-    parser.add_argument("--throughput-reps", type=int, help="repetitions of figure 2 (default 3)")
-    parser.add_argument("--events", type=int, help="events per figure-2 repetition (default 2000; 150 with --quick)")
-    parser.add_argument("--only", choices=("publish", "throughput"), help="run one figure group only")
-    parser.add_argument("--profile", action="store_true", help="also write cProfile listings of both figures")
+    parser.add_argument("--reps", type=int, help="repetitions of figure P (default 5; 3 with --quick)")
+    parser.add_argument("--throughput-reps", type=int, help="repetitions of figure 1 (default 3)")
+    parser.add_argument("--events", type=int, help="events per figure-1 repetition (default 2000; 150 with --quick)")
+    parser.add_argument(
+        "--only",
+        choices=GROUPS,
+        action="append",
+        help="run this figure group only (repeat for several); default: all, in this order: " + ", ".join(GROUPS),
+    )
+    parser.add_argument("--profile", action="store_true", help="also write cProfile listings of figures P and 1")
     parser.add_argument(
         "--postgres",
         action="store_true",
-        help="also run figure 2 on PostgreSQL (127.0.0.1:5432, user postgres, its own database eventdemo_bench)",
+        help="also run figure 1 on PostgreSQL (127.0.0.1:5432, user postgres, its own database eventdemo_bench)",
     )
     # For the --postgres child run: another database, and its figures to a file instead of results/.
     parser.add_argument("--database-url", help=argparse.SUPPRESS)
@@ -80,14 +101,14 @@ def run_publish(env: BenchEnv, args: argparse.Namespace, profile_out: list[str])
     if args.profile:
         start = 10_000_000
         phases = profiling.publish_phases(calls[0], start)
-        results["1a_publish"]["phases"] = phases
+        results["Pa_publish"]["phases"] = phases
         profile_out.append(profiling.phases_text(phases, calls[0]))
         publish_cost.purge_queues(env, publish_cost.SUBSCRIBER_QUEUES)
         start += calls[0]
         for name, call in (("outbox publish()", publish_cost.outbox_publish), ("naive publish", naive.publish)):
             stats = profiling.profile_calls(call, range(start, start + calls[0]))
             start += calls[0]
-            profile_out.append(profiling.summarize(stats, f"figure 1a, {name}, {calls[0]} calls under cProfile"))
+            profile_out.append(profiling.summarize(stats, f"figure Pa, {name}, {calls[0]} calls under cProfile"))
             publish_cost.purge_queues(env, publish_cost.SUBSCRIBER_QUEUES)
     return results
 
@@ -100,7 +121,7 @@ def run_throughput(
 
     purge_queues(env, throughput.PIPELINE_QUEUES)
     bench = throughput.Throughput(env, sink, args.events, timeout=max(120.0, args.events * 0.5))
-    say(f"figure 2: {args.throughput_reps} x {2 * args.events} deliveries per side")
+    say(f"figure 1: {args.throughput_reps} x {2 * args.events} deliveries per side")
     reps = []
     for rep in range(args.throughput_reps):
         if rep % 2 == 0:
@@ -109,14 +130,14 @@ def run_throughput(
             runs = {"baseline": bench.bare(rep), "candidate": bench.pipeline(rep)}
         reps.append(runs)
         say(f"  rep {rep + 1}: {runs['candidate'].per_second:,.0f} vs {runs['baseline'].per_second:,.0f} deliveries/s")
-    results = {"2_fanout": report.throughput_figure("fan-out, end to end", reps)}
+    results = {"1_pipeline": report.throughput_figure("pipeline, end to end", reps)}
     if args.profile:
         directory = env.run_dir / "profile"
         run = bench.pipeline(args.throughput_reps, profile_dir=directory)
         say(f"  profiled pipeline run: {run.per_second:,.0f} deliveries/s (under cProfile)")
         stats = profiling.load_dumps(directory)
         if stats is not None:
-            title = f"figure 2, pipeline pool processes, {2 * args.events} deliveries under cProfile"
+            title = f"figure 1, pipeline pool processes, {2 * args.events} deliveries under cProfile"
             profile_out.append(f"# {title}: where the time goes\n\n{profiling.buckets(stats)}")
             profile_out.append(profiling.summarize(stats, title))
     return results
@@ -126,7 +147,7 @@ def run_postgres(args: argparse.Namespace, profile_out: list[str]) -> dict[str, 
     """Figure 2 again, on PostgreSQL, in a child run (settings are read once per process)."""
     from bench import postgres
 
-    say(f"figure 2 on PostgreSQL: a child run on database {postgres.DATABASE}")
+    say(f"figure 1 on PostgreSQL: a child run on database {postgres.DATABASE}")
     with postgres.database() as url, tempfile.TemporaryDirectory(prefix="eventdemo-bench-pg-") as tmp:
         out = Path(tmp) / "figures.json"
         argv = [sys.executable, "-m", "bench.run", "--only", "throughput", "--database-url", url]
@@ -135,12 +156,12 @@ def run_postgres(args: argparse.Namespace, profile_out: list[str]) -> dict[str, 
         # Killed on timeout; its redis-server, sink and workers die with it.
         reps = args.throughput_reps + (1 if args.profile else 0)
         subprocess.run(argv, cwd=REPO, check=True, timeout=60 + reps * (120 + args.events))
-        figure = json.loads(out.read_text())["2_fanout"]
+        figure = json.loads(out.read_text())["1_pipeline"]
         profile = out.with_suffix(".profile.txt")
         if profile.exists():
-            profile_out.append(profile.read_text().replace("# figure 2,", "# figure 2 on PostgreSQL,"))
-    figure["title"] = "fan-out, end to end, on PostgreSQL"
-    return {"2_fanout_postgres": figure}
+            profile_out.append(profile.read_text().replace("# figure 1,", "# figure 1 on PostgreSQL,"))
+    figure["title"] = "pipeline, end to end, on PostgreSQL"
+    return {"1_pipeline_postgres": figure}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -157,17 +178,21 @@ def main(argv: list[str] | None = None) -> int:
         from bench import machine, report
 
         figures: dict[str, Any] = {}
-        if args.only in (None, "publish"):
+        wanted = args.only or GROUPS
+        if "publish" in wanted:
             figures.update(run_publish(env, args, profile_out))
-        if args.only in (None, "throughput"):
+        if "throughput" in wanted:
             figures.update(run_throughput(env, sink, args, profile_out))
+        for group, module in MODULES.items():
+            if group in wanted:
+                figures.update(importlib.import_module(module).measure(env, sink, quick=args.quick, say=say))
         if args.figures_out is not None:
             args.figures_out.write_text(json.dumps(figures))
             if profile_out:
                 args.figures_out.with_suffix(".profile.txt").write_text("\n\n".join(profile_out))
             return 0
         postgres_version = ""
-        if args.postgres and args.only in (None, "throughput"):
+        if args.postgres and "throughput" in wanted:
             from bench import postgres
 
             postgres_version = postgres.server_version()
@@ -184,11 +209,12 @@ def main(argv: list[str] | None = None) -> int:
             "machine": machine.describe(redis_version(env.redis_url), postgres_version),
             "source": machine.source(REPO),
             "settings": {
-                "repetitions_figure_1": args.reps,
-                "repetitions_figure_2": args.throughput_reps,
-                "events_figure_2": args.events,
+                "groups": list(wanted),
+                "repetitions_figure_P": args.reps,
+                "repetitions_figure_1": args.throughput_reps,
+                "events_figure_1": args.events,
                 "database": "SQLite file, WAL, IMMEDIATE transactions (project settings)"
-                + ("; figure 2 also on PostgreSQL" if args.postgres else ""),
+                + ("; figure 1 also on PostgreSQL" if args.postgres else ""),
                 "django_debug": False,
                 "password_hasher": "MD5 (DJANGO_FAST_PASSWORD_HASHER=1)",
             },
@@ -206,7 +232,11 @@ def main(argv: list[str] | None = None) -> int:
         if profile_out:
             (RESULTS / f"{stem}-profile.txt").write_text("\n\n".join(profile_out))
         if args.update_doc:
+            from bench import chart
+
             report.update_doc(DOC, markdown)
+            chart.draw(figures, CHART, title=f"{results['started_at']}, commit {results['source']['commit'][:12]}")
+            say(f"wrote {DOC.relative_to(REPO)} and {CHART.relative_to(REPO)}")
         print(markdown)
         say(f"wrote {json_path.relative_to(REPO)} and {md_path.relative_to(REPO)} in {results['duration_s']:.0f} s")
     return 0

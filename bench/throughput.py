@@ -97,6 +97,15 @@ def worker_argv(
     ]
 
 
+def bare_env() -> dict[str, str]:
+    """The bare worker's environment: the benchmark's, without the project's Django settings.
+
+    With DJANGO_SETTINGS_MODULE set, Celery's Django fix-up would set the
+    project up inside the bare worker (its apps, shared tasks, signal handlers).
+    """
+    return {name: value for name, value in os.environ.items() if name != "DJANGO_SETTINGS_MODULE"}
+
+
 class Throughput:
     def __init__(self, env: BenchEnv, sink: SinkProcess, events: int, timeout: float) -> None:
         self.env = env
@@ -152,7 +161,8 @@ class Throughput:
 
     def bare(self, repetition: int) -> Run:
         log = f"bare-worker-{repetition}.log"
-        worker = self._start(worker_argv("bench.bare_app", bare_app.QUEUES, f"bare-{repetition}", None), log)
+        argv = worker_argv("bench.bare_app", bare_app.QUEUES, f"bare-{repetition}", None)
+        worker = spawn(argv, env=bare_env(), log=self.env.log_dir / log)
         try:
             base = bare_app.done()
             send_noops(2 * WARMUP)
