@@ -37,7 +37,7 @@ from bench.environment import BenchEnv, purge_queues, queue_depths
 from bench.processes import spawn, stop, wait_until
 from bench.sink import SinkProcess
 
-EVENTS = 10_000
+EVENTS = 8_000
 EVENTS_QUICK = 1_000
 REPETITIONS = 3
 WARMUP = 200

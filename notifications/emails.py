@@ -12,6 +12,7 @@ from django.core.mail import EmailMultiAlternatives
 from django.template.loader import render_to_string
 
 from eventbus.errors import PermanentError
+from notifications import smtp
 from signups.verification import verification_url
 
 
@@ -40,7 +41,7 @@ def send_welcome_email(user: AbstractBaseUser, *, event_id: uuid.UUID) -> str:
     )
     message.attach_alternative(render_to_string("notifications/welcome.html", context), "text/html")
     try:
-        message.send()
+        smtp.send(message)
     except smtplib.SMTPResponseException as exc:
         if 400 <= exc.smtp_code < 500:
             raise TransientEmailError(f"SMTP {exc.smtp_code}: {exc.smtp_error!r}") from exc

@@ -1,0 +1,66 @@
+"""One SMTP connection per worker process (and thread), kept open across sends.
+
+Opening a connection costs a TCP handshake, the server's greeting, EHLO (and,
+with a real provider, STARTTLS and AUTH) and a QUIT at the end: more round
+trips than the message itself. Bulk senders keep their connection open; so
+does this, per process and thread (a forked pool process opens its own, a
+thread never shares one). A connection the server closed in the meantime
+(idle timeout, restart) shows on the next send, which is tried once more on a
+fresh connection; after any other failure the connection is dropped and the
+next send opens a new one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import smtplib
+import threading
+
+from django.conf import settings
+from django.core.mail import EmailMessage, get_connection
+from django.core.mail.backends.base import BaseEmailBackend
+
+_local = threading.local()
+
+
+def send(message: EmailMessage) -> None:
+    """Send ``message`` over this thread's open connection; raises what Django's backend raises."""
+    for attempt in (1, 2):
+        connection, reused = _connection()
+        message.connection = connection
+        try:
+            message.send()
+            return
+        except smtplib.SMTPServerDisconnected:
+            discard()
+            if not reused or attempt == 2:
+                raise
+        except BaseException:
+            discard()
+            raise
+
+
+def discard() -> None:
+    """Close this thread's connection (if any); the next send opens a new one."""
+    connection = getattr(_local, "connection", None)
+    _local.connection = None
+    if connection is not None:
+        with contextlib.suppress(smtplib.SMTPException, OSError):  # it is being thrown away
+            connection.close()
+
+
+def _connection() -> tuple[BaseEmailBackend, bool]:
+    """This thread's connection, and whether it was open before (it may have gone stale)."""
+    # A connection inherited across fork is the parent's; one made for other
+    # settings (tests change the server) is for another server.
+    owner = (os.getpid(), settings.EMAIL_BACKEND, settings.EMAIL_HOST, settings.EMAIL_PORT)
+    connection = getattr(_local, "connection", None)
+    if connection is not None and getattr(_local, "owner", None) == owner:
+        return connection, True
+    if connection is not None and getattr(_local, "owner", (None,))[0] == os.getpid():
+        discard()
+    connection = get_connection()
+    connection.open()
+    _local.connection, _local.owner = connection, owner
+    return connection, False
