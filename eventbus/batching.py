@@ -23,6 +23,18 @@ request: retries, waits and dead letters are exactly those of a single
 delivery. A message with an ETA (a retry or a wait that comes back) is run the
 ordinary way, one task.
 
+Batches fill up to the worker's prefetch limit (``--prefetch-multiplier`` x
+concurrency; 1 x 2 by default, so batches of at most 2): start a batching pool
+with a multiplier that covers ``N``, e.g. ``-c 2 --prefetch-multiplier 100``
+for batches of 200. The buffered messages are unacknowledged and count against
+that limit; the worker does not raise it on its own. A worker with room under
+its limit keeps a ``BRPOP`` waiting on Redis, and kombu's Redis transport
+takes a message off its queue before it records it as unacknowledged: a host
+cut off from Redis while it waits can lose the next message pushed to that
+queue (the two-host test, tests/scaleout, found this when the limit was
+raised by default). So the default stays 1, and a larger prefetch is an
+operator's choice for the analytics pool (docs/operations.md).
+
 At least once: a message is acknowledged only after its batch committed (or
 after its retry was published); when the pool process dies, every message of
 the batch is put back, and the delivery count dead-letters one that keeps
@@ -258,9 +270,6 @@ class _Buffer:
         self.single = single
         self.pending: list[Any] = []
         self.timer: Any = None
-        # Buffered and in-flight messages do not count against the prefetch
-        # limit (so that a batch can fill), up to two batches' worth.
-        self.lent = 0
         eventer = consumer.event_dispatcher
         self.eventer = eventer
         self.Request = create_request_cls(
@@ -293,12 +302,10 @@ class _Buffer:
         )
         signals.task_received.send(sender=self.consumer, request=request)
         self._send_event(request, "task-received", name=request.name, args=request.argsrepr, kwargs="{}")
-        if self.lent < 2 * self.subscription.batch:
-            self.lent += 1
-            request._eventbus_lent = True
-            self.consumer.qos.increment_eventually()
         self.pending.append(request)
-        if len(self.pending) >= self.subscription.batch:
+        # The worker fetches no more than its prefetch limit: a buffer that
+        # holds that many will not grow, so it goes now.
+        if len(self.pending) >= min(self.subscription.batch, self.consumer.qos.value or self.subscription.batch):
             self.flush()
         elif self.timer is None:
             self.timer = self.consumer.timer.call_after(FLUSH_INTERVAL, self.flush)
@@ -336,9 +343,6 @@ class _Buffer:
             else:
                 request.reject(requeue=outcome == REQUEUE)
                 self._send_event(request, "task-rejected", requeue=outcome == REQUEUE)
-            if getattr(request, "_eventbus_lent", False):
-                self.lent -= 1
-                self.consumer.qos.decrement_eventually()
 
     def _send_event(self, request: Any, kind: str, **fields: Any) -> None:
         if self.eventer is not None and self.eventer.enabled and self.task.send_events:

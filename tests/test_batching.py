@@ -16,7 +16,7 @@ from eventbus.publish import publish
 from eventbus.relay import relay
 from project import queues
 from signups.events import UserEmailVerified, UserSignedUp
-from tests.conftest import purge_broker, queue_length, running_worker, wait_for, worker_process
+from tests.conftest import purge_broker, queue_length, running_worker, wait_for, worker_env, worker_process
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.integration]
 
@@ -38,8 +38,9 @@ def test_a_backlog_is_recorded_in_batches_once_each_by_a_prefork_worker(broker: 
     relay(grace=0)
     assert queue_length(queues.ANALYTICS) == 600
 
-    # when: one prefork worker with two processes consumes them
-    with worker_process(queues.ANALYTICS, name="batch"):
+    # when: one prefork worker with two processes consumes them, with room to
+    # buffer a batch (by default a worker prefetches 1 message per process)
+    with worker_process(queues.ANALYTICS, name="batch", env=worker_env(CELERY_WORKER_PREFETCH_MULTIPLIER="100")):
         wait_for(lambda: AnalyticsEvent.objects.count() == 600, timeout=60, what="600 rows")
         wait_for(lambda: queue_length(queues.ANALYTICS) == 0, what="the queue drained")
 
