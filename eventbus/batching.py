@@ -60,6 +60,7 @@ from typing import Any
 from celery import Task, current_app, signals
 from celery.exceptions import Reject, Retry
 from celery.utils.imports import symbol_by_name
+from celery.worker import state as worker_state
 from celery.worker.request import create_request_cls
 from celery.worker.strategy import default as default_strategy
 from celery.worker.strategy import hybrid_to_proto2, proto1_to_proto2
@@ -303,9 +304,11 @@ class _Buffer:
         signals.task_received.send(sender=self.consumer, request=request)
         self._send_event(request, "task-received", name=request.name, args=request.argsrepr, kwargs="{}")
         self.pending.append(request)
-        # The worker fetches no more than its prefetch limit: a buffer that
-        # holds that many will not grow, so it goes now.
-        if len(self.pending) >= min(self.subscription.batch, self.consumer.qos.value or self.subscription.batch):
+        # The worker fetches no more than its prefetch limit: once it holds
+        # that many messages (these and the tasks it runs or has reserved) the
+        # buffer will not grow, so it goes now.
+        held = len(self.pending) + len(worker_state.reserved_requests)
+        if len(self.pending) >= self.subscription.batch or held >= (self.consumer.qos.value or held):
             self.flush()
         elif self.timer is None:
             self.timer = self.consumer.timer.call_after(FLUSH_INTERVAL, self.flush)
