@@ -8,7 +8,6 @@ as ``noop`` makes one INCR). Run its worker with ``-A bench.bare_latency``.
 from __future__ import annotations
 
 import json
-import os
 import time
 
 from bench.bare_app import PREFIX, _client, app
@@ -16,25 +15,13 @@ from bench.bare_app import PREFIX, _client, app
 STAMPS_KEY = PREFIX + "stamp:started"
 QUEUE = "bare_a"
 
-__all__ = ["app", "clear", "count", "send", "stamp", "stamps", "worker_env"]  # app: for celery -A bench.bare_latency
+__all__ = ["app", "clear", "count", "send", "stamp", "stamps"]  # app: for celery -A bench.bare_latency
 
 
 @app.task(name="bench.stamp")
 def stamp(number: int, sent_at: float) -> None:
     started_at = time.time()
     _client().rpush(STAMPS_KEY, json.dumps([number, sent_at, started_at]))
-
-
-def worker_env() -> dict[str, str]:
-    """The benchmark's environment without DJANGO_SETTINGS_MODULE, for a bare worker.
-
-    With it, Celery's Django fix-up sets Django up in the worker: the project's
-    apps load, its shared tasks join this app, and its signal handlers (log
-    context per task, the queue stored with results) and the fix-up's
-    per-task connection handling run around every bare task. Bare Celery is
-    Celery without the project.
-    """
-    return {name: value for name, value in os.environ.items() if name != "DJANGO_SETTINGS_MODULE"}
 
 
 def send(number: int) -> None:

@@ -127,7 +127,8 @@ class Ingest:
 
     def bare(self, repetition: int) -> float:
         from bench import bare_app
-        from bench.throughput import bare_env, worker_argv
+        from bench.environment import bare_env
+        from bench.throughput import worker_argv
 
         queue = bare_app.QUEUES[0]
         node = f"bare-ingest-{repetition}@bench"

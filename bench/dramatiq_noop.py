@@ -21,12 +21,11 @@ up in the Celery worker, with the project's apps and signal handlers).
 
 from __future__ import annotations
 
-import contextlib
 import os
 import statistics
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 from bench import report
@@ -45,22 +44,6 @@ WARMUP = 20
 POLL = 0.02
 PROCESSES = 2
 THREADS = 1
-
-
-@contextlib.contextmanager
-def _without_project() -> Iterator[None]:
-    """Lift DJANGO_SETTINGS_MODULE from the environment the bare worker inherits, then put it back.
-
-    Django is set up in this process already. Without the variable, Celery's
-    Django fix-up does not set Django up in the worker either: no project
-    apps, shared tasks or signal handlers, like the Dramatiq worker.
-    """
-    saved = os.environ.pop("DJANGO_SETTINGS_MODULE", None)
-    try:
-        yield
-    finally:
-        if saved is not None:
-            os.environ["DJANGO_SETTINGS_MODULE"] = saved
 
 
 def dramatiq_run(env: BenchEnv, events: int, timeout: float, rep: int) -> dict[str, float]:
@@ -109,8 +92,8 @@ def measure(env: BenchEnv, sink: SinkProcess, *, quick: bool, say: Callable[[str
     bare = throughput.Throughput(env, sink, events, timeout)
 
     def celery_run(rep: int) -> dict[str, float]:
-        with _without_project():
-            run = bare.bare(rep + 100)  # its own worker log names beside figure 2's
+        # Its worker starts without the project (bench.environment.bare_env), like Dramatiq's.
+        run = bare.bare(rep + 100)  # its own worker log names beside figure 1's
         return {
             "deliveries": run.deliveries,
             "seconds": run.seconds,

@@ -74,6 +74,17 @@ def configure(run_dir: Path, redis_url: str, email_port: int, database_url: str 
     return env
 
 
+def bare_env() -> dict[str, str]:
+    """The environment of a bare worker (Celery or Dramatiq): the benchmark's, without DJANGO_SETTINGS_MODULE.
+
+    With it, Celery's Django fix-up would set the project up inside the bare
+    worker: its apps, its shared tasks joining the bare app, its signal
+    handlers and per-task connection handling. Bare Celery is Celery without
+    the project.
+    """
+    return {name: value for name, value in os.environ.items() if name != "DJANGO_SETTINGS_MODULE"}
+
+
 def setup_django() -> None:
     import django
     from django.core.management import call_command

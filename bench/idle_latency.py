@@ -29,7 +29,7 @@ from typing import Any
 from unittest import mock
 
 from bench import report
-from bench.environment import BenchEnv, purge_queues
+from bench.environment import BenchEnv, bare_env, purge_queues
 from bench.processes import spawn, stop, wait_until
 from bench.sink import SinkProcess
 from bench.stats import percentile
@@ -132,7 +132,7 @@ def bare_side(env: BenchEnv, samples: int, rep: int) -> list[float]:
 
     log = env.log_dir / f"latency-bare-worker-{rep}.log"
     argv = worker_argv("bench.bare_latency", (bare_latency.QUEUE,), f"bare-latency-{rep}", None)
-    worker = spawn(argv, env=bare_latency.worker_env(), log=log)
+    worker = spawn(argv, env=bare_env(), log=log)
     try:
         bare_latency.clear()
         for i in range(WARMUP + samples):

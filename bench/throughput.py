@@ -30,7 +30,7 @@ from unittest import mock
 
 from analytics.models import AnalyticsEvent
 from bench import bare_app
-from bench.environment import BenchEnv
+from bench.environment import BenchEnv, bare_env
 from bench.processes import spawn, stop, wait_until
 from bench.sink import SinkProcess
 from eventbus.models import ProcessedEvent
@@ -95,15 +95,6 @@ def worker_argv(
         "--without-mingle",
         "--without-gossip",
     ]
-
-
-def bare_env() -> dict[str, str]:
-    """The bare worker's environment: the benchmark's, without the project's Django settings.
-
-    With DJANGO_SETTINGS_MODULE set, Celery's Django fix-up would set the
-    project up inside the bare worker (its apps, shared tasks, signal handlers).
-    """
-    return {name: value for name, value in os.environ.items() if name != "DJANGO_SETTINGS_MODULE"}
 
 
 class Throughput:
