@@ -127,7 +127,7 @@ class Worker:
                 return owner, port
         return None
 
-    def kill_sender(self, sink: ProviderSink, timeout: float = 10) -> bool:
+    def kill_sender(self, sink: ProviderSink, timeout: float = 30) -> bool:
         """SIGKILL a pool process of this worker in the middle of a send (the worker replaces it).
 
         True when the connection was lost inside the provider's latency: the process

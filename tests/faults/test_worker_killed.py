@@ -108,7 +108,7 @@ def test_sigkilled_pool_processes_and_workers_lose_nothing_and_double_nothing(
 
         # and: the whole of worker a dies, mid-send, while b keeps going
         def kill_whole_worker() -> bool:
-            _, port = wait_for(lambda: a.sender(sink), timeout=10, interval=0.002, what="worker a sending")
+            _, port = wait_for(lambda: a.sender(sink), timeout=30, interval=0.002, what="worker a sending")
             a.kill()
             return sink.abandoned_before_accepting(port)
 
