@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections import Counter
+import time
 from types import TracebackType
 from typing import Any
 
@@ -30,7 +30,8 @@ class SlowProviderHandler(SinkHandler):
     def __init__(self) -> None:
         super().__init__()
         self.latency = 0.0
-        self._waiting: Counter[str] = Counter()
+        # When each send now inside the latency entered it, by client address.
+        self._waiting: dict[str, list[float]] = {}
         self._waiting_lock = threading.Lock()
         # The most sends inside the latency at one time, from all clients together.
         self.peak = 0
@@ -40,20 +41,23 @@ class SlowProviderHandler(SinkHandler):
     ) -> str:
         if self.latency:
             peer = str(session.peer[0])
+            entered = time.monotonic()
             with self._waiting_lock:
-                self._waiting[peer] += 1
-                self.peak = max(self.peak, sum(self._waiting.values()))
+                self._waiting.setdefault(peer, []).append(entered)
+                self.peak = max(self.peak, sum(len(sends) for sends in self._waiting.values()))
             try:
                 await asyncio.sleep(self.latency)
             finally:
                 with self._waiting_lock:
-                    self._waiting[peer] -= 1
+                    self._waiting[peer].remove(entered)
         return await super().handle_MAIL(server, session, envelope, address, mail_options)
 
-    def waiting(self, peer: str) -> int:
-        """Sends from ``peer`` inside the latency right now (nothing accepted from them yet)."""
+    def waiting(self, peer: str, *, for_at_least: float = 0.0) -> int:
+        """Sends from ``peer`` inside the latency right now (nothing accepted from them yet), counting only
+        those with ``for_at_least`` seconds of it still ahead."""
+        latest_entry = time.monotonic() - (self.latency - for_at_least)
         with self._waiting_lock:
-            return self._waiting[peer]
+            return sum(1 for entered in self._waiting.get(peer, ()) if entered > latest_entry)
 
 
 class _Listener(SmtpSink):

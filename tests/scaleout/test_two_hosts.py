@@ -8,9 +8,15 @@ every process opens from the shared filesystem. This process is the web:
 people sign up through Django's test client.
 
 Then host a's link is cut (the root side of its veth goes down: its packets are
-dropped, nobody tells it) while one of its sends is inside the provider's
-latency, before the provider accepted anything. Host a keeps running, holding
-unacknowledged messages it can never acknowledge. Once they are older than the
+dropped, nobody tells it) while every one of its pool processes is inside a
+send, within the provider's latency, before the provider accepted anything.
+Host a keeps running, holding unacknowledged messages it can never acknowledge.
+Its worker is then at its prefetch limit, so it has no ``BRPOP`` waiting on
+Redis: a ``BRPOP`` left waiting on a cut link loses the next message pushed to
+its queue (kombu's Redis transport pops a message before it records it as
+unacknowledged; README "Known limits"). That gap is the transport's, and this
+test does not claim to close it: cut at a moment when host a had a free
+process, it lost one message in a CI run. Once they are older than the
 visibility timeout, host b's sweep puts them back on their queues and host b
 does them. In the end every committed sign-up has exactly one welcome email
 (by Message-ID) and one analytics row.
@@ -55,14 +61,18 @@ pytestmark = [
 ]
 
 SHARED_SIGNUPS = 60
+# Pool processes per host; host a is cut while this many of its sends are inside the latency.
+CONCURRENCY = 2
 # Sign-ups while the provider is slow go on until host a is caught inside a send
 # (which host takes which email is the broker's choice), and a few more after the cut.
 MAX_SLOW_SIGNUPS = 40
 AFTER_CUT_SIGNUPS = 3
 # The provider's latency while host a is cut off: long enough to cut inside it, short
-# enough that the sends left stay quick. They run one at a time: an email is sent
-# inside the ledger's transaction, which holds SQLite's only write lock.
+# enough that the sends left stay quick.
 LATENCY = 1.5
+# At the cut, each of host a's sends has at least this much of the latency ahead, so that
+# none of them ends (freeing a process, which would wait in BRPOP) before the link is down.
+LATENCY_AHEAD = 0.5
 # After the last effect, how long to keep watching for a late duplicate.
 QUIET = 2.0
 # The longest a lost host's message can take to come back: the visibility timeout,
@@ -225,7 +235,7 @@ def finished_by(worker: HostWorker, held: dict[str, dict[str, object]]) -> dict[
 
 def test_two_hosts_share_the_work_and_a_host_cut_off_mid_task_loses_nothing(cluster: Cluster) -> None:
     sink = cluster.sink
-    a, b = cluster.spawn("a"), cluster.spawn("b")
+    a, b = cluster.spawn("a", CONCURRENCY), cluster.spawn("b", CONCURRENCY)
     cluster.wait_ready(a, b)
     began = time.monotonic()
 
@@ -241,14 +251,17 @@ def test_two_hosts_share_the_work_and_a_host_cut_off_mid_task_loses_nothing(clus
     assert hosts_in(shared)[a.name] > 0 and hosts_in(shared)[b.name] > 0, shared
 
     # when: the provider turns slow, more people sign up, and host a's link is cut
-    # while one of its sends waits inside the provider's latency (nothing accepted yet)
+    # while all its processes wait inside the provider's latency (nothing accepted yet)
     sink.latency = LATENCY
     signing_up = SignUps(MAX_SLOW_SIGNUPS)
     signing_up.start()
     before = 0
     try:
         wait_for(
-            lambda: sink.handler.waiting(a.host.address) > 0, timeout=45, interval=0.005, what="host-a inside a send"
+            lambda: sink.handler.waiting(a.host.address, for_at_least=LATENCY_AHEAD) >= CONCURRENCY,
+            timeout=45,
+            interval=0.005,
+            what=f"all {CONCURRENCY} of host-a's processes inside a send",
         )
         a.host.cut()
         cut_at = timezone.now()
@@ -273,7 +286,7 @@ def test_two_hosts_share_the_work_and_a_host_cut_off_mid_task_loses_nothing(clus
         f"{len(held)} unacknowledged messages ({len(held_emails)} welcome emails): "
         f"{sorted(str(i['queue']) for i in held.values())}"
     )
-    assert held_emails, "host-a held no welcome email at the cut"
+    assert len(held_emails) >= CONCURRENCY, f"host-a held {len(held_emails)} welcome emails at the cut"
 
     # then: host b does all that is left, host a's messages too once the visibility timeout has passed
     def settled() -> str:
