@@ -327,15 +327,17 @@ CELERY_TASK_CREATE_MISSING_QUEUES = False
 # while someone watches: Flower turns them on when it starts and every few
 # seconds after (its enable_events option, on by default), as does
 # `celery control enable_events`. CELERY_WORKER_SEND_TASK_EVENTS=1 sends them always.
-# Tasks report "started": a stored result names the worker that holds a task
-# still running (the scale-out test finds a lost host's work by it).
 # Celery's Django fix-up closes the database connection around every task
 # unless this is set; set, connections follow DATABASE_CONN_MAX_AGE and are
 # checked around each task (eventbus/dbconnections.py), as Django does per request.
 CELERY_DB_REUSE_MAX = 1_000_000 if DATABASES["default"].get("CONN_MAX_AGE") else None
 CELERY_WORKER_SEND_TASK_EVENTS = env_bool("CELERY_WORKER_SEND_TASK_EVENTS", False)
 CELERY_TASK_SEND_SENT_EVENT = True
-CELERY_TASK_TRACK_STARTED = True
+# No "started" result row (Celery's default): it would be a database write
+# before every task body, in the path of every delivery (figures 1 and 5 of
+# docs/benchmarks.md). Which worker runs a task is in Flower and the worker's
+# log; which one did it is in the ledger and in the SUCCESS row.
+CELERY_TASK_TRACK_STARTED = False
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 
 # Every EVENTBUS_RELAY_INTERVAL seconds beat asks the relay to send what the

@@ -40,7 +40,6 @@ from django.contrib.auth import get_user_model
 from django.db import connection
 from django.test import Client
 from django.utils import timezone
-from django_celery_results.models import TaskResult
 
 from analytics.models import AnalyticsEvent
 from eventbus.models import DeadLetter, DeliveryStep, OutboxEvent, ProcessedEvent
@@ -82,6 +81,8 @@ RECOVERY_BOUND = VISIBILITY_TIMEOUT + SWEEP + 30.0
 
 WELCOME = "notifications.send_welcome_email"
 _EVENT_ID = re.compile(r"'id': '([0-9a-f-]{36})'")
+# Celery's worker logs "Task <name>[<task id>] received" for every message it takes.
+_RECEIVED = re.compile(r"Task [\w.]+\[([0-9a-f-]{36})\] received")
 
 
 def welcome_id(event_id: object) -> str:
@@ -194,14 +195,9 @@ def count_effects(sink: ProviderSink) -> Tally:
 
 
 def held_by(worker: HostWorker) -> dict[str, dict[str, object]]:
-    """The unacknowledged messages whose task last started on ``worker`` (its result row names it)."""
-    unacked = unacknowledged()
-    started_there = set(
-        TaskResult.objects.filter(task_id__in=list(unacked), worker__startswith=f"{worker.name}@").values_list(
-            "task_id", flat=True
-        )
-    )
-    return {task_id: info for task_id, info in unacked.items() if task_id in started_there}
+    """The unacknowledged messages that ``worker`` received (its log names each task it receives)."""
+    received = set(_RECEIVED.findall(worker.log()))
+    return {task_id: info for task_id, info in unacknowledged().items() if task_id in received}
 
 
 def event_of(message: dict[str, object]) -> str:
