@@ -5,6 +5,8 @@ from __future__ import annotations
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
+from django.db.models import Q, QuerySet
+from django.db.models.functions import Lower
 from django.utils import timezone
 
 from eventbus.publish import publish
@@ -23,8 +25,19 @@ def normalize_email(email: str) -> str:
 
 
 def email_taken(email: str) -> bool:
-    User = get_user_model()
-    return User.objects.filter(username__iexact=email).exists() or User.objects.filter(email__iexact=email).exists()
+    """Whether a user has this address as username or email, in any case.
+
+    Filters on ``lower()`` of each column, which migration 0002 indexes (an
+    ``__iexact`` lookup cannot use an index: LIKE on SQLite, UPPER() on PostgreSQL).
+    """
+    return users_with_address(email).exists()
+
+
+def users_with_address(email: str) -> QuerySet[AbstractBaseUser]:
+    """The users whose username or email is this address, in any case (see ``email_taken``)."""
+    address = normalize_email(email)
+    users = get_user_model().objects.alias(username_folded=Lower("username"), email_folded=Lower("email"))
+    return users.filter(Q(username_folded=address) | Q(email_folded=address))
 
 
 def sign_up(email: str, password: str) -> AbstractBaseUser:

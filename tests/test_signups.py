@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.db import connection
 from django.test import Client
 
 from eventbus.models import OutboxEvent
+from signups.services import email_taken, users_with_address
 from signups.verification import make_token
 from tests.factories import PASSWORD, sign_up_via_client
 
@@ -100,6 +102,28 @@ def test_a_duplicate_email_in_any_case_gets_a_clear_message_not_a_500(client: Cl
     assert "already exists" in response.context["form"].errors["email"][0]
     assert get_user_model().objects.count() == 1
     assert OutboxEvent.objects.count() == 1
+
+
+def test_an_address_is_taken_by_any_users_username_or_email_in_any_case() -> None:
+    # given an account made outside the sign-up form (the admin, createsuperuser), in mixed case
+    get_user_model().objects.create_user(username="Ops-Admin", email="Ops@Example.COM")
+
+    assert email_taken("ops@example.com")
+    assert email_taken(" OPS-ADMIN ")
+    assert not email_taken("ops@example.org")
+
+
+def test_the_address_check_finds_users_through_the_case_folded_indexes() -> None:
+    # the two indexes of migration 0002, not a scan of the user table
+    get_user_model().objects.create_user(username="someone@example.com", email="someone@example.com")
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            # a table of one row is cheaper to scan: make the planner show what it could use
+            cursor.execute("SET LOCAL enable_seqscan = off")
+        plan = users_with_address("Someone@Example.com").explain()
+
+    assert "signups_user_username_lower" in plan and "signups_user_email_lower" in plan, plan
+    assert [u.email for u in users_with_address("SOMEONE@example.com")] == ["someone@example.com"]
 
 
 def test_a_lost_race_on_the_same_email_is_a_field_error(client: Client, monkeypatch: pytest.MonkeyPatch) -> None:
