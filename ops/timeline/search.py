@@ -8,7 +8,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
-from django.contrib.auth import get_user_model
 from django.db.models import Count, Q, QuerySet
 from django_celery_results.models import TaskResult
 
@@ -16,6 +15,7 @@ from eventbus import registry
 from eventbus.models import DeadLetter, DeadLetterReplay, DeliveryStep, OutboxEvent, ProcessedEvent
 from ops.timeline.links import as_uuid
 from signups.events import aggregate_of
+from signups.services import users_with_address
 
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.IGNORECASE)
 Step = DeliveryStep.Step
@@ -52,7 +52,7 @@ def search(query: str) -> SearchResult:
         ids.add(event_id)
         matched.append("event id")
     if "@" in text:
-        for user_id in get_user_model().objects.filter(email__iexact=text).values_list("pk", flat=True):
+        for user_id in users_with_address(text).values_list("pk", flat=True):
             aggregates.add(aggregate_of(user_id))
             matched.append(f"email {text}: user {user_id}")
     if OutboxEvent.objects.filter(correlation_id=text).exists():
