@@ -51,7 +51,7 @@ WORKER_BUCKETS: tuple[tuple[str, Where], ...] = (
     ("pool process, wall time", _in("billiard/pool.py", "workloop")),
     ("  idle: waiting for the next task", _in("billiard/pool.py", "receive")),
     ("  one task, as Celery runs it", _in("celery/app/trace.py", "trace_task")),
-    ("    result backend rows, STARTED and SUCCESS", _in("celery/backends/base.py", "store_result")),
+    ("    result backend rows (SUCCESS; STARTED too where tracked)", _in("celery/backends/base.py", "store_result")),
     ("    the consumer (eventbus/consumer.py)", _in("eventbus/consumer.py", "consume")),
     ("      delivery counting in Redis", _in("eventbus/deliveries.py", "started", "ended", "forget")),
     ("      ledger: already processed? (SELECT)", _in("eventbus/ledger.py", "has_processed")),
