@@ -30,7 +30,8 @@ def _user_table(apps: Any, schema_editor: Any) -> tuple[str, dict[str, str]]:
 def create_indexes(apps: Any, schema_editor: Any) -> None:
     table, columns = _user_table(apps, schema_editor)
     for index, field in INDEXES:
-        schema_editor.execute(f"CREATE INDEX IF NOT EXISTS {schema_editor.quote_name(index)} ON {table} (lower({columns[field]}))")
+        name = schema_editor.quote_name(index)
+        schema_editor.execute(f"CREATE INDEX IF NOT EXISTS {name} ON {table} (lower({columns[field]}))")
 
 
 def drop_indexes(apps: Any, schema_editor: Any) -> None:

@@ -16,8 +16,8 @@ Redis: a ``BRPOP`` left waiting on a cut link loses the next message pushed to
 its queue (kombu's Redis transport pops a message before it records it as
 unacknowledged; README "Known limits"). That gap is the transport's, and this
 test does not claim to close it: cut at a moment when host a had a free
-process, it lost one message in a CI run. Once they are older than the
-visibility timeout, host b's sweep puts them back on their queues and host b
+process, it lost one message in a CI run. Once host a's messages are older
+than the visibility timeout, host b's sweep puts them back on their queues and host b
 does them. In the end every committed sign-up has exactly one welcome email
 (by Message-ID) and one analytics row.
 
@@ -62,7 +62,7 @@ pytestmark = [
 SHARED_SIGNUPS = 60
 # Pool processes per host; host a is cut while this many of its sends are inside the latency.
 CONCURRENCY = 2
-# Sign-ups while the provider is slow go on until host a is caught inside a send
+# Sign-ups while the provider is slow go on until both of host a's processes are caught inside a send
 # (which host takes which email is the broker's choice), and a few more after the cut.
 MAX_SLOW_SIGNUPS = 40
 AFTER_CUT_SIGNUPS = 3
