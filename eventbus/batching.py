@@ -306,9 +306,10 @@ class _Buffer:
         self.pending.append(request)
         # The worker fetches no more than its prefetch limit: once it holds
         # that many messages (these and the tasks it runs or has reserved) the
-        # buffer will not grow, so it goes now.
+        # buffer will not grow, so it goes now. A limit of 0 means none.
+        limit = self.consumer.qos.value
         held = len(self.pending) + len(worker_state.reserved_requests)
-        if len(self.pending) >= self.subscription.batch or held >= (self.consumer.qos.value or held):
+        if len(self.pending) >= self.subscription.batch or (limit and held >= limit):
             self.flush()
         elif self.timer is None:
             self.timer = self.consumer.timer.call_after(FLUSH_INTERVAL, self.flush)
