@@ -8,6 +8,20 @@ still retries, with its own intervals, so nothing else changes.
 
 Since nothing is retried, kombu's publish batches (eventbus/publishing_batch.py)
 are allowed: a failed pipeline is reported, never sent twice by redis-py.
+
+It also keeps a worker alive when Redis vanishes under it. With Celery 5.7.0 /
+kombu 5.7.0, a worker that loses its connection while it holds an
+unacknowledged message cleans up in this order: ``connection.collect()``
+drops the transport's link to its kombu ``Connection``, then
+``connection.close()`` closes the channel, whose ``restore_unacked`` builds a
+new connection pool from that link: ``AttributeError: 'NoneType' object has
+no attribute 'hostname'``. Celery's ``ignore_errors`` around that close only
+swallows connection errors, so the worker exited ("Unrecoverable error") and
+nothing consumed until something restarted it. Here a collected channel
+reports a connection error instead: the close is ignored as Celery meant, the
+consumer reconnects, and the message it held comes back from Redis's
+unacknowledged set after the visibility timeout (the ledger absorbs it if it
+was in fact done).
 """
 
 from __future__ import annotations
@@ -16,11 +30,16 @@ from typing import Any
 
 from kombu.transport import redis as kombu_redis
 from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.retry import Retry
 
 
 class FailFastChannel(kombu_redis.Channel):
     def _connparams(self, asynchronous: bool = False) -> dict[str, Any]:
+        if self.connection.client is None:
+            # Collected after a connection loss (see the module's docstring): a
+            # connection error, which the consumer's clean-up knows to ignore.
+            raise RedisConnectionError("the broker connection was collected after a connection loss")
         params: dict[str, Any] = super()._connparams(asynchronous)
         params["retry"] = Retry(NoBackoff(), 0)
         return params

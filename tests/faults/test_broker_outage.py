@@ -27,16 +27,6 @@ DOWN_FOR = 5.0
 # with the broker refusing connections it must stay well below this.
 SLOWEST_SIGNUP = 3.0
 
-UPSTREAM_CRASH = (
-    "celery 5.7.0 / kombu 5.7.0: a worker that loses its Redis connection while it runs an "
-    "acks_late task and still polls for more (a free pool process) exits with 'Unrecoverable "
-    "error: AttributeError: 'NoneType' object has no attribute 'hostname'' instead of "
-    "reconnecting: Consumer.on_connection_error_after_connected calls connection.collect(), "
-    "which clears the transport's client, then connection.close(), whose channel close restores "
-    "the unacknowledged message through a new pool built from that client "
-    "(kombu/transport/redis.py _connparams). Reproduced without project code; see the fault-suite report."
-)
-
 
 def run_outage(
     workers: Workers, sink: ProviderSink, private_redis: PrivateRedis, stop_when: Callable[[Client], int], label: str
@@ -113,7 +103,6 @@ def test_signups_succeed_while_redis_is_down_and_everything_arrives_once_after(
     run_outage(workers, sink, private_redis, idle, "broker outage, workers idle")
 
 
-@pytest.mark.xfail(strict=True, reason=UPSTREAM_CRASH)
 def test_a_worker_in_the_middle_of_a_task_survives_the_broker_going_away(
     workers: Workers, sink: ProviderSink, private_redis: PrivateRedis
 ) -> None:
