@@ -22,6 +22,8 @@ from eventbus.deadletters import operations
 from eventbus.dispatch import DispatchError, send_many, settle
 from eventbus.models import (
     AggregateSequence,
+    BrokerLoss,
+    BrokerMarker,
     DeadLetter,
     DeadLetterReplay,
     DeliveryStep,
@@ -235,6 +237,22 @@ class DeliveryStepAdmin(ReadOnlyAdmin):
     @admin.display(description="timeline")
     def timeline(self, obj: DeliveryStep) -> str:
         return timeline_link(obj.event_id)
+
+
+@admin.register(BrokerLoss)
+class BrokerLossAdmin(ReadOnlyAdmin):
+    """Times the broker was found to have lost its data (eventbus/brokerwatch.py), and the reconciler's repair."""
+
+    list_display = ("detected_at", "recovered_at", "redelivered", "reason")
+    date_hierarchy = "detected_at"
+    ordering = ("-detected_at",)
+
+
+@admin.register(BrokerMarker)
+class BrokerMarkerAdmin(ReadOnlyAdmin):
+    """The token the broker's Redis must still hold; rotated at every check."""
+
+    list_display = ("name", "written_at", "token")
 
 
 @admin.register(AggregateSequence)

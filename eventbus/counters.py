@@ -40,6 +40,8 @@ BATCHED = "batched"
 """Events a batching subscriber handled in bulk (the rest went one by one)."""
 DEFERRED = "deferred"
 """Events held in the outbox for a critical subscriber whose queue was above its high-water mark."""
+REDELIVERED = "redelivered"
+"""Deliveries the reconciler sent again: the broker took them and the ledger never saw them end."""
 
 
 def incr(name: str, label: str, amount: int = 1) -> None:

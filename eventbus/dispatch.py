@@ -16,6 +16,7 @@ import contextlib
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from celery import current_app
@@ -41,6 +42,8 @@ class Outcome:
     shed: list[str] = field(default_factory=list)
     deferred: list[str] = field(default_factory=list)
     reason: str = ""
+    partial: bool = False
+    """Sent to some subscribers only (a deferred event's, a redelivery): the row's ``sent_to`` is added to."""
 
 
 class DispatchError(Exception):
@@ -66,7 +69,7 @@ def send(wire: Wire, producer: Any, only: Sequence[str] | None = None, batch: Ba
     added to it, and sent only once the caller flushes it; the queue depth
     backpressure compares with the mark counts the batch's unflushed messages.
     """
-    outcome = Outcome(event_id=str(wire["id"]))
+    outcome = Outcome(event_id=str(wire["id"]), partial=only is not None)
     args = (wire,)
     argsrepr: str | None = None
     for subscription in registry.subscriptions_for(wire["type"]):
@@ -126,10 +129,20 @@ def send_many(
 
 
 def settle(outcomes: Sequence[Outcome]) -> None:
-    """Record in the outbox (and the ledger, for shed events) what dispatch did."""
+    """Record in the outbox (and the ledger, for shed events) what dispatch did.
+
+    A row also records which subscribers' messages the broker took
+    (``sent_to``) and when (``last_sent_at``): the deliveries the reconciler
+    holds the ledger to. For the usual event, sent to all its subscribers at
+    once, that is part of the dispatched mark's UPDATE (one per set of
+    subscribers, not per event); a partial send adds to the row's list.
+    """
     now = timezone.now()
-    complete = [o.event_id for o in outcomes if not o.deferred]
-    if complete:
+    by_sent: dict[tuple[str, ...], list[str]] = {}
+    for o in outcomes:
+        if not o.deferred and not o.partial:
+            by_sent.setdefault(tuple(o.sent), []).append(o.event_id)
+    for sent, complete in by_sent.items():
         OutboxEvent.objects.filter(id__in=complete).exclude(status=OutboxEvent.Status.DISPATCHED).update(
             status=OutboxEvent.Status.DISPATCHED,
             dispatched_at=now,
@@ -138,26 +151,50 @@ def settle(outcomes: Sequence[Outcome]) -> None:
             last_error="",
             lease_owner="",
             lease_until=None,
+            sent_to=list(sent),
+            last_sent_at=now if sent else None,
+            # Nothing was sent (every subscriber shed): no delivery to reconcile.
+            settled_at=None if sent else now,
         )
     for outcome in outcomes:
-        if outcome.deferred:
-            OutboxEvent.objects.filter(id=outcome.event_id).update(
-                status=OutboxEvent.Status.DEFERRED,
-                deferred_subscribers=outcome.deferred,
-                dispatch_attempts=F("dispatch_attempts") + 1,
-                last_error=f"deferred: {outcome.reason}",
-                lease_owner="",
-                lease_until=None,
-            )
-            for name in outcome.deferred:
-                counters.incr(counters.DEFERRED, name)
-                timeline.note(outcome.event_id, name, timeline.Step.DEFERRED, outcome.reason)
-            log.warning("event %s held in the outbox for %s: %s", outcome.event_id, outcome.deferred, outcome.reason)
+        if outcome.partial or outcome.deferred:
+            _settle_partly(outcome, now)
         for name in outcome.shed:
             _record_shed(outcome.event_id, name)
             counters.incr(counters.SHED, name)
             timeline.note(outcome.event_id, name, timeline.Step.SHED, outcome.reason)
             log.warning("event %s shed for %s: %s", outcome.event_id, name, outcome.reason)
+
+
+def _settle_partly(outcome: Outcome, now: datetime) -> None:
+    """A row some of whose subscribers got their message now, and some wait (deferred) or were sent before."""
+    row = OutboxEvent.objects.filter(id=outcome.event_id).values("sent_to", "status").first()
+    if row is None:
+        return
+    sent_to = list(row["sent_to"] or [])
+    sent_to += [name for name in outcome.sent if name not in sent_to]
+    changes: dict[str, Any] = {
+        "sent_to": sent_to,
+        "dispatch_attempts": F("dispatch_attempts") + 1,
+        "lease_owner": "",
+        "lease_until": None,
+    }
+    if outcome.sent:
+        changes["last_sent_at"] = now
+    if outcome.deferred:
+        changes.update(
+            status=OutboxEvent.Status.DEFERRED,
+            deferred_subscribers=outcome.deferred,
+            last_error=f"deferred: {outcome.reason}",
+        )
+    elif row["status"] != OutboxEvent.Status.DISPATCHED:
+        changes.update(status=OutboxEvent.Status.DISPATCHED, dispatched_at=now, deferred_subscribers=[], last_error="")
+    OutboxEvent.objects.filter(id=outcome.event_id).update(**changes)
+    if outcome.deferred:
+        for name in outcome.deferred:
+            counters.incr(counters.DEFERRED, name)
+            timeline.note(outcome.event_id, name, timeline.Step.DEFERRED, outcome.reason)
+        log.warning("event %s held in the outbox for %s: %s", outcome.event_id, outcome.deferred, outcome.reason)
 
 
 def _record_shed(event_id: str, subscriber: str) -> None:

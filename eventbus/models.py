@@ -16,6 +16,12 @@ class OutboxEvent(models.Model):
     A row is ``deferred`` while a critical subscriber's queue is above its
     high-water mark: ``deferred_subscribers`` names who still waits for it,
     and the relay sends it to them once the queue drains.
+
+    ``sent_to`` names the subscribers whose messages the broker took: the
+    deliveries this event is owed. The reconciler (eventbus/reconcile.py)
+    checks each against the ledger and the dead letters once the row's
+    ``last_sent_at`` is old enough, sends again what has no end, and marks the
+    row ``settled_at`` once every delivery has one.
     """
 
     class Status(models.TextChoices):
@@ -43,6 +49,11 @@ class OutboxEvent(models.Model):
     # that dies releases its rows when the deadline passes.
     lease_owner = models.CharField(max_length=64, blank=True)
     lease_until = models.DateTimeField(null=True, blank=True)
+    # Written in the same UPDATE as the dispatched mark: no statement of its own.
+    sent_to = models.JSONField(default=list, blank=True)
+    last_sent_at = models.DateTimeField(null=True, blank=True)
+    settled_at = models.DateTimeField(null=True, blank=True)
+    redeliveries = models.PositiveIntegerField(default=0)
 
     class Meta:
         ordering = ["created_at"]
@@ -52,6 +63,13 @@ class OutboxEvent(models.Model):
         indexes = [
             models.Index(fields=["status", "created_at"], name="outbox_status_created"),
             models.Index(fields=["aggregate", "sequence"], name="outbox_aggregate_sequence"),
+            # The reconciler's scan: sent, not yet settled, oldest first. Partial, so
+            # that settled rows (nearly all of them) cost the index nothing.
+            models.Index(
+                fields=["last_sent_at", "id"],
+                name="outbox_unsettled",
+                condition=models.Q(settled_at__isnull=True, last_sent_at__isnull=False),
+            ),
         ]
 
     def __str__(self) -> str:
@@ -141,6 +159,7 @@ class DeliveryStep(models.Model):
         STALE = "stale", "stale, ignored"
         DEAD_LETTERED = "dead_lettered", "dead-lettered"
         REPLAYED = "replayed", "replayed"
+        REDELIVERED = "redelivered", "redelivered by the reconciler"
 
     event_id = models.UUIDField(db_index=True)
     subscriber = models.CharField(max_length=150)
@@ -155,6 +174,39 @@ class DeliveryStep(models.Model):
 
     def __str__(self) -> str:
         return f"{self.event_id} {self.subscriber}: {self.step}"
+
+
+class BrokerMarker(models.Model):
+    """The token last written into the broker's Redis, kept here to tell whether Redis kept it.
+
+    Rotated at every check (eventbus/brokerwatch.py): a Redis that restarted
+    empty, was flushed, or failed over to a replica that missed the last
+    writes no longer holds the token this row names.
+    """
+
+    name = models.CharField(max_length=100, primary_key=True)
+    token = models.CharField(max_length=64)
+    written_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"{self.name}: {self.token} at {self.written_at:%Y-%m-%d %H:%M:%S}"
+
+
+class BrokerLoss(models.Model):
+    """A time the broker was found to have lost its data, and what the reconciler did about it."""
+
+    detected_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    reason = models.TextField()
+    recovered_at = models.DateTimeField(null=True, blank=True)
+    """When the reconciler had checked every event sent before the loss."""
+    redelivered = models.PositiveIntegerField(default=0)
+    """Deliveries sent again because of this loss."""
+
+    class Meta:
+        ordering = ["-detected_at"]
+
+    def __str__(self) -> str:
+        return f"broker loss at {self.detected_at:%Y-%m-%d %H:%M:%S}: {self.reason}"
 
 
 # --- Dead letters -------------------------------------------------------------

@@ -7,7 +7,9 @@ Checked when a worker starts (``worker_init``) and by ``manage.py check``:
 - every time limit and retry countdown must stay below the Redis visibility
   timeout, or Redis delivers the task a second time while the first still
   runs or waits (kombu#337);
-- no serializer but JSON may be accepted: a pickled message runs code.
+- no serializer but JSON may be accepted: a pickled message runs code;
+- the reconciler's ``EVENTBUS_REDELIVER_AFTER`` must exceed every task time
+  limit, or it sends again deliveries that are still running.
 """
 
 from __future__ import annotations
@@ -54,6 +56,13 @@ def problems(conf: Any) -> list[str]:
                     f"subscriber {subscription.name}: {what} ({seconds:g}s) is not below the visibility "
                     f"timeout ({visibility:g}s); lower it or raise CELERY_VISIBILITY_TIMEOUT"
                 )
+        limit = subscription.time_limit
+        if limit is not None and limit >= settings.EVENTBUS_REDELIVER_AFTER:
+            found.append(
+                f"subscriber {subscription.name}: time_limit ({limit:g}s) is not below EVENTBUS_REDELIVER_AFTER "
+                f"({settings.EVENTBUS_REDELIVER_AFTER:g}s): the reconciler would send again deliveries still "
+                "running; raise EVENTBUS_REDELIVER_AFTER"
+            )
     return found
 
 

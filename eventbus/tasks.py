@@ -13,6 +13,27 @@ def relay_outbox() -> int:
     return relay().dispatched
 
 
+@shared_task(name="eventbus.reconcile_deliveries", ignore_result=True)
+def reconcile_deliveries() -> int:
+    """Send again the deliveries the broker lost (see eventbus/reconcile.py); returns how many."""
+    from eventbus import brokerwatch
+    from eventbus.reconcile import reconcile
+
+    brokerwatch.check()
+    return reconcile().redelivered
+
+
+@shared_task(name="eventbus.watch_broker", ignore_result=True)
+def watch_broker() -> int:
+    """Tell whether the broker lost its data since the last check; if so, send again what it lost at once."""
+    from eventbus import brokerwatch
+    from eventbus.reconcile import reconcile
+
+    if brokerwatch.check() is None:
+        return 0
+    return reconcile().redelivered
+
+
 # --- Dead letters -------------------------------------------------------------
 
 import logging  # noqa: E402 -- the dead-letter tasks start here

@@ -52,6 +52,7 @@ COUNTER_HELP = {
     "order_waits": "Times an ordered subscriber deferred an event whose predecessor it had not handled.",
     "rate_limit_waits": "Tasks rescheduled to wait for a rate-limit token.",
     "breaker_waits": "Tasks rescheduled because a circuit breaker was open.",
+    "redelivered": "Deliveries the reconciler sent again: the broker took them, the ledger never saw them end.",
 }
 
 

@@ -58,6 +58,7 @@ COUNTER_NAMES: tuple[str, ...] = (
     counters.EFFECT_WAITS,
     counters.BATCHES,
     counters.BATCHED,
+    counters.REDELIVERED,
 )
 """Every counter of eventbus/counters.py, in the order tables show them."""
 

@@ -357,6 +357,32 @@ CELERY_BEAT_SCHEDULE = {
     },
 }
 
+# The reconciler (eventbus/reconcile.py) sends again a delivery the broker took
+# this many seconds ago that has no end in the ledger or the dead letters, nor
+# a retry or wait on its timeline since. It must exceed the longest task time
+# limit (checked below, and per subscriber in eventbus/safety.py): a delivery
+# still running is not lost. A delivery that was only slow arrives twice, and
+# its ledger makes the second a counted no-op.
+EVENTBUS_REDELIVER_AFTER = env_float("EVENTBUS_REDELIVER_AFTER", 900.0, minimum=1.0)
+# Beat runs the reconciler this often; each run reads at most
+# EVENTBUS_RECONCILE_BATCH outbox rows per batch, and starts no batch after 20 s.
+EVENTBUS_RECONCILE_INTERVAL = env_float("EVENTBUS_RECONCILE_INTERVAL", 60.0, minimum=1.0)
+EVENTBUS_RECONCILE_BATCH = env_int("EVENTBUS_RECONCILE_BATCH", 1000, minimum=1)
+# How often beat checks that the broker's Redis still holds its marker
+# (eventbus/brokerwatch.py): a Redis that lost its data is found within this
+# many seconds, and what it lost is sent again at once.
+EVENTBUS_BROKER_CHECK_INTERVAL = env_float("EVENTBUS_BROKER_CHECK_INTERVAL", 5.0, minimum=0.5)
+CELERY_BEAT_SCHEDULE["eventbus.reconcile_deliveries"] = {
+    "task": "eventbus.reconcile_deliveries",
+    "schedule": EVENTBUS_RECONCILE_INTERVAL,
+    "options": {"queue": queues.EVENTBUS, "expires": EVENTBUS_RECONCILE_INTERVAL * 2},
+}
+CELERY_BEAT_SCHEDULE["eventbus.watch_broker"] = {
+    "task": "eventbus.watch_broker",
+    "schedule": EVENTBUS_BROKER_CHECK_INTERVAL,
+    "options": {"queue": queues.EVENTBUS, "expires": EVENTBUS_BROKER_CHECK_INTERVAL * 2},
+}
+
 # Retry policy defaults for every subscriber (each may override them):
 # exponential backoff with full jitter, capped.
 EVENTBUS_RETRY_MAX_RETRIES = env_int("EVENTBUS_RETRY_MAX_RETRIES", 8, minimum=0)
@@ -377,6 +403,12 @@ EVENTBUS_MAX_DELIVERIES = env_int("EVENTBUS_MAX_DELIVERIES", 5, minimum=1)
 # process is killed. Both must stay below the visibility timeout.
 EVENTBUS_SOFT_TIME_LIMIT = env_float("EVENTBUS_SOFT_TIME_LIMIT", 60.0, minimum=0.1)
 EVENTBUS_TIME_LIMIT = env_float("EVENTBUS_TIME_LIMIT", 90.0, minimum=0.2)
+if EVENTBUS_REDELIVER_AFTER <= EVENTBUS_TIME_LIMIT:
+    raise ImproperlyConfigured(
+        f"EVENTBUS_REDELIVER_AFTER ({EVENTBUS_REDELIVER_AFTER:g}s) must exceed EVENTBUS_TIME_LIMIT "
+        f"({EVENTBUS_TIME_LIMIT:g}s): the reconciler would send again deliveries that are still running. "
+        "Raise EVENTBUS_REDELIVER_AFTER or lower the time limit."
+    )
 # An ordered subscriber re-checks a deferred event this often, and gives up on
 # a gap (dead-letters the event) once it is this old.
 EVENTBUS_ORDERING_RECHECK = env_float("EVENTBUS_ORDERING_RECHECK", 1.0, minimum=0.05)
