@@ -97,6 +97,25 @@ def _families_outbox() -> Iterator[Metric]:
     )
 
 
+def _families_reconcile() -> Iterator[Metric]:
+    reconciled = status.reconcile_status()
+    yield GaugeMetricFamily(
+        "eventbus_deliveries_unsettled",
+        "Sent events not every delivery of which has ended yet (ledger or dead letter).",
+        value=reconciled.unsettled,
+    )
+    yield GaugeMetricFamily(
+        "eventbus_deliveries_overdue",
+        "Unsettled events sent more than EVENTBUS_REDELIVER_AFTER ago: the reconciler's backlog.",
+        value=reconciled.overdue,
+    )
+    yield CounterMetricFamily(
+        "eventbus_broker_losses",
+        "Times the broker's Redis was found to have lost its data (its marker gone or older).",
+        value=reconciled.broker_losses,
+    )
+
+
 def _families_dead_letters() -> Iterator[Metric]:
     family = GaugeMetricFamily(
         "eventbus_dead_letters", "Dead letters stored (not purged), by subscriber.", labels=["subscriber"]
@@ -168,7 +187,7 @@ def _families_redis() -> Iterator[Metric]:
 
 
 SOURCES: dict[str, Callable[[], Iterable[Metric]]] = {
-    "database": lambda: [*_families_outbox(), *_families_dead_letters()],
+    "database": lambda: [*_families_outbox(), *_families_reconcile(), *_families_dead_letters()],
     "broker": lambda: list(_families_queues()),
     "redis": lambda: list(_families_redis()),
 }

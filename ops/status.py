@@ -21,13 +21,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
-from django.db.models import Count, Min
+from django.conf import settings
+from django.db.models import Count, Min, Q
 from django.db.models.functions import TruncMinute
 from django.utils import timezone
 
 from eventbus import backpressure, counters, registry
 from eventbus.breaker import OPEN, CircuitBreaker
-from eventbus.models import DeadLetter, OutboxEvent, ProcessedEvent
+from eventbus.models import BrokerLoss, DeadLetter, OutboxEvent, ProcessedEvent
 from eventbus.redis import client as redis_client
 from eventbus.windowlimit import WindowLimiter
 from project import queues
@@ -95,6 +96,22 @@ class OutboxStatus:
 
 
 @dataclass(frozen=True)
+class ReconcileStatus:
+    """The reconciler's view: deliveries not yet settled, those overdue, and broker data losses."""
+
+    unsettled: int
+    """Sent events not every delivery of which has ended yet (most are simply young)."""
+    overdue: int
+    """Of those, the ones sent more than EVENTBUS_REDELIVER_AFTER ago: the reconciler's backlog."""
+    broker_losses: int
+    """Broker data losses detected, ever."""
+    last_loss_at: datetime | None
+    last_loss_recovered_at: datetime | None
+    """When the reconciler had checked every event sent before the last loss; None while it has not."""
+    last_loss_redelivered: int
+
+
+@dataclass(frozen=True)
 class SubscriberStatus:
     name: str
     queue: str
@@ -151,6 +168,7 @@ class Snapshot:
     taken_at: datetime
     queues: tuple[QueueStatus, ...]
     outbox: OutboxStatus | None
+    reconcile: ReconcileStatus | None
     subscribers: tuple[SubscriberStatus, ...]
     breakers: tuple[BreakerStatus, ...] | None
     limiters: tuple[LimiterStatus, ...] | None
@@ -240,6 +258,23 @@ def outbox_status(now: datetime | None = None) -> OutboxStatus:
         deferred=by_status.get(OutboxEvent.Status.DEFERRED, {}).get("count", 0),
         oldest_created_at=oldest,
         oldest_age_seconds=max(0.0, (now - oldest).total_seconds()) if oldest else None,
+    )
+
+
+def reconcile_status(now: datetime | None = None) -> ReconcileStatus:
+    """Counted on the outbox's partial index of unsettled rows; the last BrokerLoss row."""
+    now = now or timezone.now()
+    unsettled = OutboxEvent.objects.filter(settled_at__isnull=True, last_sent_at__isnull=False)
+    overdue_before = now - timedelta(seconds=settings.EVENTBUS_REDELIVER_AFTER)
+    counts = unsettled.aggregate(total=Count("id"), overdue=Count("id", filter=Q(last_sent_at__lte=overdue_before)))
+    last = BrokerLoss.objects.order_by("-detected_at").first()
+    return ReconcileStatus(
+        unsettled=counts["total"],
+        overdue=counts["overdue"],
+        broker_losses=BrokerLoss.objects.count(),
+        last_loss_at=last.detected_at if last else None,
+        last_loss_recovered_at=last.recovered_at if last else None,
+        last_loss_redelivered=last.redelivered if last else 0,
     )
 
 
@@ -383,6 +418,7 @@ def take_snapshot(*, workers_timeout: float = WORKERS_TIMEOUT) -> Snapshot:
         taken_at=now,
         queues=queue_rows,
         outbox=attempt("outbox", lambda: outbox_status(now), unavailable),
+        reconcile=attempt("reconcile", lambda: reconcile_status(now), unavailable),
         subscribers=_subscribers(counted, dead),
         breakers=attempt("breakers", breaker_states, unavailable),
         limiters=attempt("limiters", limiter_states, unavailable),

@@ -257,3 +257,35 @@ def test_a_redelivery_age_below_the_time_limit_stops_the_process_at_start() -> N
     )
     assert result.returncode != 0
     assert "EVENTBUS_REDELIVER_AFTER (60s) must exceed EVENTBUS_TIME_LIMIT (90s)" in result.stderr
+
+
+@pytest.mark.skipif(not broker_is_redis(), reason="the broker watch reads a Redis broker's marker; RabbitMQ has none")
+def test_a_loss_and_the_reconcilers_backlog_show_in_metrics_ops_and_the_status_command(
+    admin_client: Any, settings: Any
+) -> None:
+    # given: one loss detected, and one event overdue
+    brokerwatch.check()
+    [event_id] = publish_signups(1)
+    redis_client().delete(brokerwatch.marker_key())
+    assert brokerwatch.check() is not None
+    age([event_id], settings.EVENTBUS_REDELIVER_AFTER + 1)
+
+    metrics = admin_client.get("/metrics").content.decode()
+    assert "eventbus_broker_losses_total 1.0" in metrics
+    assert "eventbus_deliveries_overdue 1.0" in metrics
+    assert "eventbus_deliveries_unsettled 1.0" in metrics
+    page = admin_client.get("/ops/").content.decode()
+    assert "Broker data losses detected: <strong>1</strong>" in page
+    assert "recovery under way" in page
+    out = io.StringIO()
+    call_command("eventbus_status", stdout=out)
+    assert "sent, not yet settled 1; overdue 1; broker data losses 1" in out.getvalue()
+
+    # when: the reconciler has been through everything sent before the loss
+    reconcile()
+
+    # then
+    metrics = admin_client.get("/metrics").content.decode()
+    assert 'eventbus_redelivered_total{subscriber="notifications.send_welcome_email"} 1.0' in metrics
+    assert "eventbus_deliveries_overdue 0.0" in metrics
+    assert "recovered at" in admin_client.get("/ops/").content.decode()

@@ -33,6 +33,7 @@ def overview(request: HttpRequest) -> HttpResponse:
         {
             "snapshot": snapshot,
             "outbox_age": status.age(snapshot.outbox.oldest_age_seconds) if snapshot.outbox else None,
+            "redeliver_after": status.age(settings.EVENTBUS_REDELIVER_AFTER),
             "counter_headers": [name.replace("_", " ").capitalize() for name in snapshot.counter_names],
             "refresh_seconds": REFRESH_SECONDS,
             "flower_url": settings.FLOWER_URL,

@@ -85,6 +85,23 @@ def render(snapshot: Snapshot) -> list[str]:
             f"oldest waiting for {status.age(o.oldest_age_seconds)}"
         )
 
+    lines += ["", "RECONCILIATION"]
+    if snapshot.reconcile is None:
+        lines.append(f"reconciliation: {missing['reconcile']}")
+    else:
+        r = snapshot.reconcile
+        lines.append(f"sent, not yet settled {r.unsettled}; overdue {r.overdue}; broker data losses {r.broker_losses}")
+        if r.last_loss_at is not None:
+            recovered = (
+                f"recovered at {r.last_loss_recovered_at:%Y-%m-%d %H:%M:%S}"
+                if r.last_loss_recovered_at
+                else "recovery under way"
+            )
+            lines.append(
+                f"last loss at {r.last_loss_at:%Y-%m-%d %H:%M:%S} UTC, {recovered}, "
+                f"{r.last_loss_redelivered} deliveries sent again"
+            )
+
     lines += ["", "SUBSCRIBERS"]
     lines += [f"{part}: {missing[part]}" for part in ("counters", "dead_letters") if part in missing]
     names = snapshot.counter_names
