@@ -60,7 +60,13 @@ class DispatchError(Exception):
 FLUSH_EVERY = 200
 
 
-def send(wire: Wire, producer: Any, only: Sequence[str] | None = None, batch: Batch | None = None) -> Outcome:
+def send(
+    wire: Wire,
+    producer: Any,
+    only: Sequence[str] | None = None,
+    batch: Batch | None = None,
+    countdown: float | None = None,
+) -> Outcome:
     """Publish ``wire`` once per subscriber of its type (fan-out), without retrying.
 
     ``only`` limits it to those subscribers (a deferred event). Raises on a
@@ -68,6 +74,7 @@ def send(wire: Wire, producer: Any, only: Sequence[str] | None = None, batch: Ba
     the event to the relay (a request). With a ``batch``, the messages are
     added to it, and sent only once the caller flushes it; the queue depth
     backpressure compares with the mark counts the batch's unflushed messages.
+    ``countdown`` holds the messages back that many seconds (a redelivery after a broker loss).
     """
     outcome = Outcome(event_id=str(wire["id"]), partial=only is not None)
     args = (wire,)
@@ -86,7 +93,7 @@ def send(wire: Wire, producer: Any, only: Sequence[str] | None = None, batch: Ba
         if batch is not None:
             # Every subscriber gets the same arguments: their repr is made once.
             argsrepr = argsrepr or batch.args_repr(args)
-            batch.add(subscription, args, argsrepr)
+            batch.add(subscription, args, argsrepr, countdown)
         else:
             subscription.task.apply_async(
                 args=args,
@@ -95,13 +102,18 @@ def send(wire: Wire, producer: Any, only: Sequence[str] | None = None, batch: Ba
                 producer=producer,
                 # Fail fast: a request must not wait on a sick broker.
                 retry=False,
+                countdown=countdown,
             )
         outcome.sent.append(subscription.name)
     return outcome
 
 
 def send_many(
-    wires: Iterable[Wire], only: Mapping[str, Sequence[str]] | None = None, *, flush_every: int | None = None
+    wires: Iterable[Wire],
+    only: Mapping[str, Sequence[str]] | None = None,
+    *,
+    flush_every: int | None = None,
+    countdown: float | None = None,
 ) -> list[Outcome]:
     """Send several events over one producer connection, ``flush_every`` events per round trip.
 
@@ -116,7 +128,7 @@ def send_many(
         with current_app.producer_or_acquire() as producer, publishing_batch.batch(current_app, producer) as batch:
             for wire in wires:
                 event_id = str(wire["id"])
-                unflushed.append(send(wire, producer, only.get(event_id) if only else None, batch))
+                unflushed.append(send(wire, producer, only.get(event_id) if only else None, batch, countdown))
                 if len(unflushed) >= flush_every:
                     batch.flush()
                     done += unflushed

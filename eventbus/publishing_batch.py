@@ -125,8 +125,17 @@ class Batch:
         """The ``argsrepr`` header Celery writes for ``args``; make it once, pass it to every ``add``."""
         return saferepr(args, self._args_max, maxlevels=self._repr_levels)
 
-    def add(self, subscription: Subscription, args: tuple[Any, ...], argsrepr: str | None = None) -> str:
-        """Publish (on Redis: buffer) ``subscription``'s task message with ``args``; returns the task id."""
+    def add(
+        self,
+        subscription: Subscription,
+        args: tuple[Any, ...],
+        argsrepr: str | None = None,
+        countdown: float | None = None,
+    ) -> str:
+        """Publish (on Redis: buffer) ``subscription``'s task message with ``args``; returns the task id.
+
+        ``countdown``: the task runs no sooner than this many seconds from now.
+        """
         task = subscription.task
         route = self._route(task, subscription.queue)
         if self.buffers:
@@ -139,6 +148,7 @@ class Batch:
                 producer=self.producer,
                 retry=False,
                 add_to_parent=False,
+                countdown=countdown,
             )
             return str(result.id)
         task_id = uuid()
@@ -156,6 +166,7 @@ class Batch:
             ignore_result=route.ignore_result,
             argsrepr=self.args_repr(args) if argsrepr is None else argsrepr,
             kwargsrepr=self._kwargsrepr,
+            countdown=countdown,
             **route.options,
         )
         producer = self.producer

@@ -146,7 +146,7 @@ def reconcile(
             try:
                 _settle(owner, settled)
                 result.settled += len(settled)
-                result.redelivered += _redeliver(owner, missing)
+                result.redelivered += _redeliver(owner, missing, _hold_back(loss))
             except DispatchError as exc:
                 result.error = str(exc)
                 log.warning("reconciler stopped: the broker failed: %s", exc)
@@ -243,14 +243,31 @@ def _settle(owner: str, ids: list[uuid.UUID]) -> None:
         )
 
 
-def _redeliver(owner: str, missing: list[Missing]) -> int:
+def _hold_back(loss: BrokerLoss | None) -> float | None:
+    """Seconds a redelivery waits after a broker loss, so that it never runs beside the delivery it repeats.
+
+    A task that was running when Redis lost its data lost its effect lock with
+    it (eventbus/effectlock.py), and has not written its ledger entry yet: a
+    copy sent at once could send the same email beside it. Every such task
+    has ended, one way or the other, once the longest time limit has passed
+    since the loss was detected; the copies run after that.
+    """
+    if loss is None:
+        return None
+    limits = [s.time_limit or settings.EVENTBUS_TIME_LIMIT for s in registry.all_subscriptions()]
+    longest = max(limits, default=settings.EVENTBUS_TIME_LIMIT)
+    left = (loss.detected_at + timedelta(seconds=longest) - timezone.now()).total_seconds()
+    return left if left > 0 else None
+
+
+def _redeliver(owner: str, missing: list[Missing], countdown: float | None) -> int:
     """Send each missing delivery again; returns how many messages the broker took."""
     if not missing:
         return 0
     only = {m.event_id: list(m.subscribers) for m in missing}
     rows = OutboxEvent.objects.filter(id__in=list(only), lease_owner=owner).order_by("last_sent_at")
     try:
-        outcomes = send_many((row.to_wire() for row in rows), only=only)
+        outcomes = send_many((row.to_wire() for row in rows), only=only, countdown=countdown)
     except DispatchError as exc:
         _record(exc.done)
         raise

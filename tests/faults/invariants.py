@@ -18,7 +18,7 @@ from django.contrib.auth import get_user_model
 
 from analytics.models import AnalyticsEvent
 from devinbox.sink import SmtpSink
-from eventbus.models import DeadLetter, OutboxEvent
+from eventbus.models import DeadLetter, DeliveryStep, OutboxEvent
 from tests.faults.harness import signed_up_events, welcome_id
 
 summaries: list[str] = []
@@ -35,12 +35,15 @@ class Tally:
     duplicates: int
     lost: int
     dead_lettered: int
+    redelivered: int = 0
+    """Deliveries the reconciler sent again (its ``redelivered`` timeline steps)."""
     problems: list[str] = field(default_factory=list)
 
     def line(self) -> str:
         return (
             f"committed={self.committed} emailed={self.emailed} recorded={self.recorded} "
-            f"duplicates={self.duplicates} lost={self.lost} dead_lettered={self.dead_lettered}"
+            f"duplicates={self.duplicates} lost={self.lost} dead_lettered={self.dead_lettered} "
+            f"redelivered={self.redelivered}"
         )
 
 
@@ -70,7 +73,8 @@ def check_invariant(
     duplicates += sum(n - 1 for n in rows.values() if n > 1)
     lost = sum(1 for e in events if arrivals[welcome_id(e)] == 0) + sum(1 for e in events if rows[e] == 0)
     letters = list(DeadLetter.objects.all())
-    tally = Tally(len(events), emailed, recorded, duplicates, lost, len(letters))
+    redelivered = DeliveryStep.objects.filter(step=DeliveryStep.Step.REDELIVERED).count()
+    tally = Tally(len(events), emailed, recorded, duplicates, lost, len(letters), redelivered)
 
     if committed is not None and committed != len(events):
         tally.problems.append(f"{committed} sign-ups answered 302 but {len(events)} user.signed_up events exist")

@@ -8,6 +8,7 @@ and prefork workers pointed at it, each in its own process group.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 from contextlib import suppress
@@ -47,6 +48,12 @@ class PrivateRedis:
         if self.process is not None and self.process.poll() is None:
             self.process.kill()
             self.process.wait(timeout=15)
+
+    def restart_empty(self) -> None:
+        """SIGKILL, then start again on the same port with nothing: a Redis without persistence restarting."""
+        self.kill()
+        shutil.rmtree(self.directory, ignore_errors=True)
+        self.start()
 
 
 def children_of(pid: int) -> list[int]:
@@ -183,6 +190,18 @@ class Workers:
             )
             if not worker.alive():
                 pytest.fail(f"worker {worker.name} exited at start:\n{worker.log()[-4000:]}")
+
+    def start_beat(self, **env: str) -> Worker:
+        """``celery beat`` with the project's schedule (relay, reconciler, broker watch), stopped like a worker."""
+        log_path = self.log_dir / f"beat-{len(self.started)}.log"
+        schedule = self.log_dir / f"beat-schedule-{len(self.started)}"
+        command = [*CELERY_WORKER[:-1], "beat", "-s", str(schedule), "-l", "INFO"]
+        beat = Worker("beat", (), spawn_logged(command, {**self.base_env, **env}, log_path), log_path)
+        self.started.append(beat)
+        wait_for(lambda: "beat: Starting..." in beat.log() or not beat.alive(), timeout=30, what="beat started")
+        if not beat.alive():
+            pytest.fail(f"beat exited at start:\n{beat.log()[-4000:]}")
+        return beat
 
     def start(self, name: str, *queues: str, concurrency: int = 2, **env: str) -> Worker:
         worker = self.spawn(name, *queues, concurrency=concurrency, **env)
