@@ -102,13 +102,13 @@ class Cluster:
             **HOST_ENV,
         )
 
-    def spawn(self, label: str, concurrency: int = 2) -> HostWorker:
+    def spawn(self, label: str, concurrency: int = 2, **env: str) -> HostWorker:
         host = self.hosts[label]
         name = f"host-{label}"
         log_path = self.log_dir / f"worker-{name}.log"
         launcher = [*host.exec_prefix(), sys.executable, "-m", "tests.scaleout.worker", "-P", "prefork"]
         command = [*launcher, *worker_options(QUEUES, concurrency, f"{name}@%h")]
-        process = spawn_logged(command, self.env_for(host), log_path)
+        process = spawn_logged(command, {**self.env_for(host), **env}, log_path)
         worker = HostWorker(name, host, process, log_path)
         self.workers.append(worker)
         return worker

@@ -14,9 +14,11 @@ Host a keeps running, holding unacknowledged messages it can never acknowledge.
 Its worker is then at its prefetch limit, so it has no ``BRPOP`` waiting on
 Redis: a ``BRPOP`` left waiting on a cut link loses the next message pushed to
 its queue (kombu's Redis transport pops a message before it records it as
-unacknowledged; README "Known limits"). That gap is the transport's, and this
-test does not claim to close it: cut at a moment when host a had a free
-process, it lost one message in a CI run. Once host a's messages are older
+unacknowledged). That gap is the transport's; the reconciler closes it
+(tests/scaleout/test_lost_in_a_cut_connection.py), but only after
+EVENTBUS_REDELIVER_AFTER, and this test measures the visibility-timeout path
+alone: cut at a moment when host a had a free process, it lost one message in
+a CI run. Once host a's messages are older
 than the visibility timeout, host b's sweep puts them back on their queues and host b
 does them. In the end every committed sign-up has exactly one welcome email
 (by Message-ID) and one analytics row.

@@ -9,6 +9,10 @@ lowers the visibility timeout to seconds, so it also makes the sweep scan every
 ``SCALEOUT_RESTORE_SWEEP`` seconds (default 1); ``SCALEOUT_RESTORE_SWEEP=kombu``
 keeps kombu's defaults, to measure what the project's settings give.
 
+``SCALEOUT_BRPOP_TIMEOUT`` (seconds) makes each ``BRPOP`` wait that long in
+Redis instead of kombu's 1 s (kombu's ``polling_interval`` transport option),
+so that a test can cut a host's link while it certainly has one waiting.
+
 Everything else is ``celery -A project worker``: the same app, settings and signals.
 """
 
@@ -20,6 +24,7 @@ import sys
 from project.celery import app
 
 RESTORE_SWEEP = os.environ.get("SCALEOUT_RESTORE_SWEEP", "1")
+BRPOP_TIMEOUT = os.environ.get("SCALEOUT_BRPOP_TIMEOUT")
 
 
 def main(argv: list[str]) -> None:
@@ -28,6 +33,11 @@ def main(argv: list[str]) -> None:
             **app.conf.broker_transport_options,
             "unacked_restore_interval": float(RESTORE_SWEEP),
             "unacked_restore_throttle": 1,
+        }
+    if BRPOP_TIMEOUT:
+        app.conf.broker_transport_options = {
+            **app.conf.broker_transport_options,
+            "polling_interval": float(BRPOP_TIMEOUT),
         }
     app.worker_main(["worker", *argv])
 
