@@ -38,6 +38,7 @@ MODULES = {
     "signups": "bench.signup_load",
     "latency": "bench.idle_latency",
     "dramatiq": "bench.dramatiq_noop",
+    "reconcile": "bench.reconcile_pass",
     "memory": "bench.worker_memory",
 }
 GROUPS = ("publish", "throughput", *MODULES)
