@@ -2,8 +2,8 @@
 
 Checked when a worker starts (``worker_init``) and by ``manage.py check``:
 
-- a task acknowledged late must be rejected (put back) when its worker dies,
-  or a killed worker loses it;
+- a task acknowledged late must be rejected (put back) when its worker dies
+  or its hard time limit kills it, or that message is lost;
 - every time limit and retry countdown must stay below the Redis visibility
   timeout, or Redis delivers the task a second time while the first still
   runs or waits (kombu#337);
@@ -37,6 +37,11 @@ def problems(conf: Any) -> list[str]:
             "CELERY_TASK_ACKS_LATE is on but CELERY_TASK_REJECT_ON_WORKER_LOST is off: "
             "a task whose worker dies would be acknowledged and lost; turn it on"
         )
+    if conf.task_acks_late and conf.task_acks_on_timeout is not False:
+        found.append(
+            "CELERY_TASK_ACKS_LATE is on but CELERY_TASK_ACKS_ON_TIMEOUT is not off: a task killed by its "
+            "hard time limit would be acknowledged and lost; set it to False"
+        )
     visibility = float(conf.broker_transport_options.get("visibility_timeout", settings.EVENTBUS_VISIBILITY_TIMEOUT))
     if visibility <= settings.EVENTBUS_RETRY_MAX_DELAY:
         found.append(
@@ -47,6 +52,8 @@ def problems(conf: Any) -> list[str]:
         task = subscription.task
         if task.acks_late and not task.reject_on_worker_lost:
             found.append(f"subscriber {subscription.name}: acks_late without reject_on_worker_lost")
+        if task.acks_late and task.acks_on_timeout:
+            found.append(f"subscriber {subscription.name}: acks_late with acks_on_timeout (a timed-out task is lost)")
         for what, seconds in (
             ("time_limit", subscription.time_limit),
             ("retry cap", subscription.retry.max_delay),

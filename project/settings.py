@@ -271,6 +271,12 @@ CELERY_EVENT_SERIALIZER = "json"
 # https://docs.celeryq.dev/en/stable/userguide/configuration.html#task-acks-late
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
+# A task killed by its hard time limit is put back too. Celery's default acknowledges
+# it (task_acks_on_timeout, new in 5.7, defaults to task_acks_on_failure_or_timeout,
+# True): the message was gone with no ledger entry and no dead letter. A pool process
+# killed mid-task whose death the worker noticed only after the limit ran out took
+# that path as well. EVENTBUS_MAX_DELIVERIES still dead-letters one that never fits.
+CELERY_TASK_ACKS_ON_TIMEOUT = False
 # One message reserved per process: a slow email never holds back messages a
 # free process could take. https://docs.celeryq.dev/en/stable/userguide/optimizing.html#prefetch-limits
 CELERY_WORKER_PREFETCH_MULTIPLIER = env_int("CELERY_WORKER_PREFETCH_MULTIPLIER", 1, minimum=1)

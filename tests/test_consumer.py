@@ -259,15 +259,17 @@ def test_an_ordered_subscriber_defers_a_gap_and_ignores_a_stale_event(broker: No
 def test_unsafe_settings_are_named(settings: Any) -> None:
     conf = celery_app.conf
     assert problems(conf) == []
-    original = (conf.accept_content, conf.task_reject_on_worker_lost)
+    original = (conf.accept_content, conf.task_reject_on_worker_lost, conf.task_acks_on_timeout)
     try:
         conf.accept_content = ["json", "pickle"]
         conf.task_reject_on_worker_lost = False
+        conf.task_acks_on_timeout = True
         found = problems(conf)
     finally:
-        conf.accept_content, conf.task_reject_on_worker_lost = original
+        conf.accept_content, conf.task_reject_on_worker_lost, conf.task_acks_on_timeout = original
     assert any("pickle" in p for p in found)
     assert any("REJECT_ON_WORKER_LOST" in p for p in found)
+    assert any("ACKS_ON_TIMEOUT" in p for p in found)
 
 
 def test_breaker_state_is_shared_by_name() -> None:

@@ -1,4 +1,4 @@
-"""A worker told to stop finishes what it holds; a handler past its soft time limit is retried, not lost."""
+"""A worker told to stop finishes what it holds; a handler past its time limits is retried, not lost."""
 
 from __future__ import annotations
 
@@ -8,10 +8,12 @@ import signal
 import pytest
 
 from eventbus import counters, registry
-from eventbus.models import DeliveryStep
+from eventbus.models import DeadLetter, DeliveryStep, ProcessedEvent
 from project import queues
 from tests.conftest import wait_for
-from tests.faults.harness import WELCOME, sign_up_many, unacked, wait_until_delivered
+from tests.faults.faultapp.events import STUBBORN
+from tests.faults.faultapp.probes import STUBBORN_HARD_LIMIT, STUBBORN_SUBSCRIBER, attempts, effects
+from tests.faults.harness import WELCOME, probe_wire, send_probe, sign_up_many, unacked, wait_until_delivered
 from tests.faults.invariants import check_invariant
 from tests.faults.processes import Workers
 from tests.faults.provider import ProviderSink
@@ -68,3 +70,23 @@ def test_a_handler_past_its_soft_time_limit_is_retried_until_it_fits(
     wait_until_delivered(sink, timeout=30)
     assert counters.read(counters.RETRIES).get(WELCOME, 0) >= 1
     check_invariant(sink, "soft time limit", committed=1)
+
+
+def test_a_handler_killed_by_its_hard_time_limit_is_delivered_again_not_lost(workers: Workers) -> None:
+    # given: a handler that ignores its soft time limit on its first attempt (stuck, as in C code)
+    worker = workers.start("hard-limit", queues.ANALYTICS, queues.DEAD_LETTER)
+    wire = {**probe_wire("hard-limit"), "type": STUBBORN}
+
+    # when: it is delivered and its hard time limit kills its pool process
+    send_probe(STUBBORN_SUBSCRIBER, wire, queues.ANALYTICS)
+
+    # then: the message is put back (CELERY_TASK_ACKS_ON_TIMEOUT off), not acknowledged as failed,
+    # and the second delivery has the effect, once
+    wait_for(lambda: effects(STUBBORN_SUBSCRIBER, wire["id"]) >= 1, timeout=30, what="the effect after the kill")
+    wait_for(lambda: unacked() == 0, timeout=10, what="nothing left unacknowledged")
+    assert f"Hard time limit ({STUBBORN_HARD_LIMIT:g}s) exceeded" in worker.log()
+    tries = attempts(STUBBORN_SUBSCRIBER, wire["id"])
+    assert len(tries) == 2 and effects(STUBBORN_SUBSCRIBER, wire["id"]) == 1, tries
+    assert ProcessedEvent.objects.filter(event_id=wire["id"], subscriber=STUBBORN_SUBSCRIBER).count() == 1
+    assert not DeadLetter.objects.exists()
+    print(f"killed after {tries[1] - tries[0]:.1f}s at the hard limit ({STUBBORN_HARD_LIMIT:g}s), delivered again once")

@@ -1,4 +1,4 @@
-"""The one event type of the fault tests: a probe sent to a single test subscriber."""
+"""The event types of the fault tests: a probe sent to a single test subscriber, and a stubborn one."""
 
 from __future__ import annotations
 
@@ -12,4 +12,15 @@ PROBE = "faults.probe"
 @event_type(PROBE, version=1)
 @dataclass(frozen=True)
 class FaultProbe:
+    label: str
+
+
+STUBBORN = "faults.stubborn"
+
+
+@event_type(STUBBORN, version=1)
+@dataclass(frozen=True)
+class StubbornProbe:
+    """For the subscriber that ignores its soft time limit on its first attempt."""
+
     label: str

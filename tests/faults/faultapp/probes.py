@@ -11,6 +11,10 @@ from eventbus.redis import client, key
 PERMANENT = "faults.always_permanent"
 TRANSIENT = "faults.always_transient"
 FRAGILE = "faults.fragile"
+STUBBORN_SUBSCRIBER = "faults.stubborn_once"
+# Its limits: the soft one is ignored on the first attempt, so the hard one kills it.
+STUBBORN_SOFT_LIMIT = 0.5
+STUBBORN_HARD_LIMIT = 1.5
 
 # Four retries whose ceilings (base * 2**n, capped) are 0.25, 0.5, 1.0 and 1.0 s: they
 # grow, then meet the cap. The cap stays below the workers' visibility timeout.

@@ -6,18 +6,28 @@ reads them across processes.
 
 from __future__ import annotations
 
+import os
+import signal
+import time
+
+from celery.exceptions import SoftTimeLimitExceeded
+
 from eventbus import Envelope, RetryPolicy, subscriber
 from eventbus.errors import PermanentError
 from eventbus.redis import client
 from project import queues
-from tests.faults.faultapp.events import PROBE
+from tests.faults.faultapp.events import PROBE, STUBBORN
 from tests.faults.faultapp.probes import (
     FRAGILE,
     PERMANENT,
+    STUBBORN_HARD_LIMIT,
+    STUBBORN_SOFT_LIMIT,
+    STUBBORN_SUBSCRIBER,
     TRANSIENT,
     TRANSIENT_BASE_DELAY,
     TRANSIENT_MAX_DELAY,
     TRANSIENT_MAX_RETRIES,
+    attempts,
     broken_flag,
     effects_key,
     record_attempt,
@@ -64,3 +74,27 @@ def fragile(event: Envelope) -> None:
     if client().exists(broken_flag()):
         raise PermanentError(f"probe {event.payload.label}: handler bug (flag {broken_flag()} is set)")
     client().hincrby(effects_key(FRAGILE), str(event.id), 1)
+
+
+@subscriber(
+    STUBBORN,
+    name=STUBBORN_SUBSCRIBER,
+    queue=queues.ANALYTICS,
+    label="stubborn once",
+    soft_time_limit=STUBBORN_SOFT_LIMIT,
+    time_limit=STUBBORN_HARD_LIMIT,
+)
+def stubborn_once(event: Envelope) -> None:
+    """On its first attempt, swallows the soft time limit and hangs past the hard one (a library stuck in
+    C code would), then its process dies (SIGKILL): the worker meets the hard limit before it sees the
+    death, as a loaded worker does. Afterwards it counts its effect at once."""
+    record_attempt(STUBBORN_SUBSCRIBER, event.id)
+    if len(attempts(STUBBORN_SUBSCRIBER, event.id)) == 1:
+        deadline = time.monotonic() + STUBBORN_HARD_LIMIT + 1.0
+        while time.monotonic() < deadline:
+            try:
+                time.sleep(0.05)
+            except SoftTimeLimitExceeded:
+                continue
+        os.kill(os.getpid(), signal.SIGKILL)
+    client().hincrby(effects_key(STUBBORN_SUBSCRIBER), str(event.id), 1)
