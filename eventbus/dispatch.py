@@ -41,7 +41,8 @@ class Outcome:
     sent: list[str] = field(default_factory=list)
     shed: list[str] = field(default_factory=list)
     deferred: list[str] = field(default_factory=list)
-    reason: str = ""
+    reasons: dict[str, str] = field(default_factory=dict)
+    """Why each shed or deferred subscriber got no message now (its own queue's pressure)."""
     partial: bool = False
     """Sent to some subscribers only (a deferred event's, a redelivery): the row's ``sent_to`` is added to."""
 
@@ -88,7 +89,7 @@ def send(
             pressure = backpressure.Pressure(pressure.queue, depth, pressure.high_water_mark)
         if pressure.above:
             (outcome.deferred if subscription.critical else outcome.shed).append(subscription.name)
-            outcome.reason = pressure.describe()
+            outcome.reasons[subscription.name] = pressure.describe()
             continue
         if batch is not None:
             # Every subscriber gets the same arguments: their repr is made once.
@@ -174,8 +175,8 @@ def settle(outcomes: Sequence[Outcome]) -> None:
         for name in outcome.shed:
             _record_shed(outcome.event_id, name)
             counters.incr(counters.SHED, name)
-            timeline.note(outcome.event_id, name, timeline.Step.SHED, outcome.reason)
-            log.warning("event %s shed for %s: %s", outcome.event_id, name, outcome.reason)
+            timeline.note(outcome.event_id, name, timeline.Step.SHED, outcome.reasons.get(name, ""))
+            log.warning("event %s shed for %s: %s", outcome.event_id, name, outcome.reasons.get(name, ""))
 
 
 def _settle_partly(outcome: Outcome, now: datetime) -> None:
@@ -197,7 +198,7 @@ def _settle_partly(outcome: Outcome, now: datetime) -> None:
         changes.update(
             status=OutboxEvent.Status.DEFERRED,
             deferred_subscribers=outcome.deferred,
-            last_error=f"deferred: {outcome.reason}",
+            last_error="deferred: " + "; ".join(outcome.reasons.get(n, "") for n in outcome.deferred),
         )
     elif row["status"] != OutboxEvent.Status.DISPATCHED:
         changes.update(status=OutboxEvent.Status.DISPATCHED, dispatched_at=now, deferred_subscribers=[], last_error="")
@@ -205,8 +206,8 @@ def _settle_partly(outcome: Outcome, now: datetime) -> None:
     if outcome.deferred:
         for name in outcome.deferred:
             counters.incr(counters.DEFERRED, name)
-            timeline.note(outcome.event_id, name, timeline.Step.DEFERRED, outcome.reason)
-        log.warning("event %s held in the outbox for %s: %s", outcome.event_id, outcome.deferred, outcome.reason)
+            timeline.note(outcome.event_id, name, timeline.Step.DEFERRED, outcome.reasons.get(name, ""))
+        log.warning("event %s held in the outbox for %s: %s", outcome.event_id, outcome.deferred, outcome.reasons)
 
 
 def _record_shed(event_id: str, subscriber: str) -> None:

@@ -18,7 +18,7 @@ from eventbus.breaker import CircuitBreaker
 from eventbus.decorators import subscriber
 from eventbus.dispatch import send_many
 from eventbus.errors import PermanentError
-from eventbus.models import DeadLetter, OutboxEvent, ProcessedEvent
+from eventbus.models import DeadLetter, DeliveryStep, OutboxEvent, ProcessedEvent
 from eventbus.publish import publish
 from eventbus.relay import relay
 from eventbus.retry import RetryPolicy
@@ -215,6 +215,9 @@ def test_backpressure_sheds_analytics_and_defers_email_until_the_queue_drains(
     assert (shed.subscriber, shed.outcome) == ("analytics.record_event", "shed")
     assert counters.read(counters.SHED) == {"analytics.record_event": 1}
     assert counters.read(counters.DEFERRED) == {"notifications.send_welcome_email": 1}
+    # each step names its own subscriber's queue
+    steps = dict(DeliveryStep.objects.filter(event_id=event.id).values_list("step", "detail"))
+    assert "queue analytics" in steps["shed"] and "queue notifications" in steps["deferred"], steps
     assert relay(grace=0).deferred == 1  # still full: stays deferred
 
     # when: the queues drain
