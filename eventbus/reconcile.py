@@ -132,25 +132,19 @@ def reconcile(
     after: tuple[datetime, uuid.UUID] | None = None
     backpressure.forget_depths()
     while max_seconds is None or time.monotonic() - started < max_seconds:
-        if dry_run:
-            rows = _due(cutoff, batch, after)
-            cursor = (rows[-1]["last_sent_at"], rows[-1]["id"]) if rows else None
-        else:
-            rows, cursor = _lease(owner, cutoff, batch, after)
-        if cursor is None:
+        rows = _due(cutoff, batch, after, leased_too=dry_run)
+        if not rows:
             result.complete = True
             break
-        window = _after(after) & _up_to({"last_sent_at": cursor[0], "id": cursor[1]})
-        after = cursor
-        if not rows:
-            continue  # another run took all of these
+        after = (rows[-1]["last_sent_at"], rows[-1]["id"])
         result.scanned += len(rows)
+        if not dry_run:
+            rows = _lease(owner, [r["id"] for r in rows], cutoff)
         settled, missing = _examine(rows, cutoff)
         result.missing += missing
         if not dry_run:
-            held = _unsettled(cutoff).filter(window, lease_owner=owner)
             try:
-                _settle(held, rows, settled)
+                _settle(owner, settled)
                 result.settled += len(settled)
                 result.redelivered += _redeliver(owner, missing, _hold_back(loss))
             except DispatchError as exc:
@@ -158,7 +152,7 @@ def reconcile(
                 log.warning("reconciler stopped: the broker failed: %s", exc)
                 break
             finally:
-                held.update(lease_owner="", lease_until=None)
+                _release(owner, [r["id"] for r in rows])
         if progress:
             progress(len(rows))
     result.seconds = time.monotonic() - started
@@ -181,53 +175,32 @@ def _unsettled(cutoff: datetime) -> QuerySet[OutboxEvent]:
     return OutboxEvent.objects.filter(settled_at__isnull=True, last_sent_at__isnull=False, last_sent_at__lte=cutoff)
 
 
-def _after(after: tuple[datetime, uuid.UUID] | None) -> Q:
-    """Rows past the keyset cursor ``after`` (the last row of the previous batch), in (last_sent_at, id) order."""
-    if after is None:
-        return Q()
-    return Q(last_sent_at__gt=after[0]) | Q(last_sent_at=after[0], id__gt=after[1])
-
-
-def _up_to(row: dict) -> Q:
-    """Rows up to and including ``row``, in (last_sent_at, id) order."""
-    return Q(last_sent_at__lt=row["last_sent_at"]) | Q(last_sent_at=row["last_sent_at"], id__lte=row["id"])
-
-
-def _free() -> Q:
-    return Q(lease_until__isnull=True) | Q(lease_until__lt=timezone.now())
-
-
-def _due(cutoff: datetime, batch: int, after: tuple[datetime, uuid.UUID] | None) -> list[dict]:
-    """The next ``batch`` unsettled rows sent at or before ``cutoff``, oldest first, leased or not (a dry run)."""
-    rows = _unsettled(cutoff).filter(_after(after))
+def _due(cutoff: datetime, batch: int, after: tuple[datetime, uuid.UUID] | None, *, leased_too: bool) -> list[dict]:
+    """The next ``batch`` unsettled rows sent at or before ``cutoff``, oldest first, after ``after``."""
+    rows = _unsettled(cutoff)
+    if after is not None:
+        rows = rows.filter(Q(last_sent_at__gt=after[0]) | Q(last_sent_at=after[0], id__gt=after[1]))
+    if not leased_too:
+        rows = rows.filter(Q(lease_until__isnull=True) | Q(lease_until__lt=timezone.now()))
     return list(rows.order_by("last_sent_at", "id").values(*_FIELDS)[:batch])
 
 
-def _lease(
-    owner: str, cutoff: datetime, batch: int, after: tuple[datetime, uuid.UUID] | None
-) -> tuple[list[dict], tuple[datetime, uuid.UUID] | None]:
-    """Lease the next ``batch`` due rows no one else holds; returns them as they are now, and the new cursor.
+def _lease(owner: str, ids: list[uuid.UUID], cutoff: datetime) -> list[dict]:
+    """Lease the rows no one else holds; returns those this run now holds, read again after the lease.
 
-    The candidates' keys are read along the partial index; the lease is one
-    UPDATE over their key range (not a list of 1,000 ids, and not a sliced
-    subquery, which SQLite sorted in full for every batch); the rows are read
-    again under the lease, since another run may have settled or sent one
-    again just before, and only the state under our lease may be acted on.
-    The cursor is None when nothing is due any more.
+    Read again: another run may have settled or sent a row again between our
+    read and our lease, and its old state must not be acted on.
     """
-    keys = list(
-        _unsettled(cutoff)
-        .filter(_after(after), _free())
-        .order_by("last_sent_at", "id")
-        .values("last_sent_at", "id")[:batch]
-    )
-    if not keys:
-        return [], None
-    window = _after(after) & _up_to(keys[-1])
-    until = timezone.now() + timedelta(seconds=settings.EVENTBUS_RELAY_LEASE)
-    _unsettled(cutoff).filter(window, _free()).update(lease_owner=owner, lease_until=until)
-    held = _unsettled(cutoff).filter(window, lease_owner=owner).order_by("last_sent_at", "id")
-    return list(held.values(*_FIELDS)), (keys[-1]["last_sent_at"], keys[-1]["id"])
+    now = timezone.now()
+    free = Q(lease_until__isnull=True) | Q(lease_until__lt=now)
+    until = now + timedelta(seconds=settings.EVENTBUS_RELAY_LEASE)
+    OutboxEvent.objects.filter(free, id__in=ids).update(lease_owner=owner, lease_until=until)
+    held = _unsettled(cutoff).filter(id__in=ids, lease_owner=owner)
+    return list(held.order_by("last_sent_at", "id").values(*_FIELDS))
+
+
+def _release(owner: str, ids: list[uuid.UUID]) -> None:
+    OutboxEvent.objects.filter(id__in=ids, lease_owner=owner).update(lease_owner="", lease_until=None)
 
 
 def _examine(rows: list[dict], cutoff: datetime) -> tuple[list[uuid.UUID], list[Missing]]:
@@ -263,13 +236,11 @@ def _examine(rows: list[dict], cutoff: datetime) -> tuple[list[uuid.UUID], list[
     return settled, missing
 
 
-def _settle(held: QuerySet[OutboxEvent], rows: list[dict], settled: list[uuid.UUID]) -> None:
-    """Mark ``settled`` settled: the rows ``held`` (this batch's window, under our lease) but the few that are not."""
-    if not settled:
-        return
-    done = set(settled)
-    keep = [r["id"] for r in rows if r["id"] not in done]
-    held.exclude(id__in=keep).update(settled_at=timezone.now(), lease_owner="", lease_until=None)
+def _settle(owner: str, ids: list[uuid.UUID]) -> None:
+    if ids:
+        OutboxEvent.objects.filter(id__in=ids, lease_owner=owner).update(
+            settled_at=timezone.now(), lease_owner="", lease_until=None
+        )
 
 
 def _hold_back(loss: BrokerLoss | None) -> float | None:
