@@ -189,7 +189,8 @@ def measure(env: BenchEnv, sink: SinkProcess, *, quick: bool, say: Callable[[str
     notes = [
         f"rows read per pass: {reps[0]['rows_read']:,} (every due row once), settled {reps[0]['settled']:,}, "
         f"sent again {reps[0]['sent_again']:,}; batches of EVENTBUS_RECONCILE_BATCH={settings.EVENTBUS_RECONCILE_BATCH}"
-        " rows, four queries each (rows, lease, ledger and dead letters, heartbeats) and one settle UPDATE; "
+        " rows, each read, leased (an UPDATE and a read again), checked (ledger, dead letters, heartbeats) and "
+        "settled and released (two UPDATEs); "
         f"beat's runs stop starting batches after 20 s, so a pass this size takes "
         f"{-(-statistics.median(passes) // 20):.0f} run(s)",
         "no target; the first row's baseline is the least a resend of the same deliveries costs, for scale",
