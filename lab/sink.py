@@ -11,6 +11,7 @@ the sender mid-send, before the provider took anything).
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 from aiosmtpd.smtp import SMTP
@@ -29,11 +30,14 @@ class LabHandler(SinkHandler):
         self.latency = 0.0
         self.in_latency = 0
         """Sends waiting inside the latency right now."""
+        self.mail_times: list[float] = []
+        """When (time.time()) each MAIL command arrived: one per send attempt that reached the provider."""
 
     async def handle_MAIL(
         self, server: SMTP, session: Any, envelope: Any, address: str, mail_options: list[str]
     ) -> str:
         with self._lock:
+            self.mail_times.append(time.time())
             budget_refusal = self.refuse_budget > 0
             if budget_refusal:
                 self.refuse_budget -= 1
