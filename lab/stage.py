@@ -133,6 +133,14 @@ class Stage:
 
         return int(counters.read(name).get(subscriber, 0))
 
+    def skip_steps(self) -> int:
+        """Mark every delivery step recorded so far as told (a flood of alike steps); returns how many."""
+        from eventbus.models import DeliveryStep
+
+        skipped = DeliveryStep.objects.count() - self._steps_seen
+        self._steps_seen += skipped
+        return skipped
+
     def follow_steps(self) -> None:
         """Narrate the delivery steps (eventbus.timeline) recorded since the last call, oldest first."""
         from eventbus.models import DeliveryStep
