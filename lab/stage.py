@@ -15,7 +15,6 @@ import itertools
 import time
 from collections.abc import Callable
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -49,19 +48,26 @@ class Stage:
     # --- the servers ------------------------------------------------------
 
     def __enter__(self) -> Stage:
-        self.start_redis()
-        self.sink.start()
-        call_command("migrate", verbosity=0)
+        try:
+            self.start_redis()
+            self.sink.start()
+            call_command("migrate", verbosity=0)
+        except BaseException:
+            # __exit__ does not run when __enter__ fails: stop what did start.
+            self.__exit__()
+            raise
         self.say(
             f"stage: redis-server on port {self.redis_port}, SMTP sink on port {settings.EMAIL_PORT}, "
             f"database {settings.DATABASES['default']['NAME']}"
         )
         return self
 
-    def __exit__(self, *exc: tuple[type[BaseException] | None, BaseException | None, TracebackType | None]) -> None:
+    def __exit__(self, *exc: object) -> None:
         for worker in self.workers:
             worker.stop()
-        self.sink.stop()
+        # aiosmtpd's stop() asserts that the sink was started.
+        if getattr(self.sink, "_thread", None) is not None:
+            self.sink.stop()
         if self.redis is not None:
             self.redis.stop()
 

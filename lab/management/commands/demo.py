@@ -24,17 +24,17 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("name", nargs="?", help="the demo to run; --list shows them")
-        parser.add_argument("--list", action="store_true", help="list the demos and what each shows")
+        parser.add_argument("--list", action="store_true", dest="list_demos", help="list the demos and what each shows")
         parser.add_argument("--keep", action="store_true", help="keep the demo's database, Redis data and logs")
         # The demo's own process, started by the launcher with the demo's environment.
         parser.add_argument("--inside", action="store_true", help=argparse.SUPPRESS)
 
-    def handle(self, *args: Any, name: str | None, list: bool, keep: bool, inside: bool, **options: Any) -> None:
-        if list or not name:
+    def handle(self, *args: Any, name: str | None, list_demos: bool, keep: bool, inside: bool, **options: Any) -> None:
+        if list_demos or not name:
             width = max(len(n) for n in demos.NAMES)
             for demo in demos.NAMES:
                 self.stdout.write(f"{demo:<{width}}  {demos.load(demo).SUMMARY}")
-            if not list:
+            if not list_demos:
                 self.stdout.write("\nrun one: manage.py demo <name>   (docs/patterns.md explains each)")
             return
         try:
