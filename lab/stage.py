@@ -118,6 +118,21 @@ class Stage:
 
         return int(client().llen(settings.REDIS_KEY_PREFIX + queue))
 
+    def peek(self, queue: str) -> list[str]:
+        """The task name and event id of each message waiting in ``queue`` (kombu's JSON on a Redis list)."""
+        import base64
+        import json
+
+        from eventbus.redis import client
+
+        shown = []
+        for raw in client().lrange(settings.REDIS_KEY_PREFIX + queue, 0, -1):
+            message = json.loads(raw)
+            body = json.loads(base64.b64decode(message["body"])) if message.get("body") else [[{}]]
+            wire = body[0][0] if body and body[0] else {}
+            shown.append(f"{message['headers'].get('task')}(event {wire.get('id')}, {wire.get('type')})")
+        return shown
+
     def ledger_rows(self, subscriber: str | None = None, outcome: str | None = None) -> int:
         from eventbus.models import ProcessedEvent
 

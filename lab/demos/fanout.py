@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from eventbus import registry
-from eventbus.models import OutboxEvent
+from eventbus.models import OutboxEvent, ProcessedEvent
 from lab.narration import Verdict, check
 from lab.stage import Stage
 from project import queues
@@ -19,6 +19,9 @@ def run(stage: Stage) -> Verdict:
     stage.say(f"signed up {user.email}: one transaction wrote the user and event {event.id} ({event.status})")
     depths = {q: stage.queue_depth(q) for q in (queues.NOTIFICATIONS, queues.ANALYTICS)}
     stage.say("no worker runs yet; messages waiting: " + ", ".join(f"{q}={n}" for q, n in depths.items()))
+    for queue in depths:
+        for message in stage.peek(queue):
+            stage.say(f"  queue {queue}: {message}")
 
     stage.worker("fanout", queues.NOTIFICATIONS, queues.ANALYTICS, concurrency=2)
     stage.wait("a ledger row per subscriber", lambda: stage.ledger_rows() >= len(subscribers))
@@ -27,8 +30,9 @@ def run(stage: Stage) -> Verdict:
 
     rows = stage.ledger_rows()
     analytics_rows = AnalyticsEvent.objects.filter(event_id=event.id).count()
-    for subscription in subscribers:
-        stage.say(f"ledger: {subscription.name} processed event {event.id}")
+    for entry in ProcessedEvent.objects.filter(event_id=event.id).order_by("subscriber"):
+        runtime = f" in {entry.runtime_ms:.1f} ms" if entry.runtime_ms is not None else ""
+        stage.say(f"ledger: {entry.subscriber} {entry.outcome} event {entry.event_id} on {entry.worker}{runtime}")
     stage.say(f"effects: {stage.emails()} email in the sink, {analytics_rows} analytics row")
     messages = sum(depths.values())
     return check(
