@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip install --disable-pip-version-check
 PYTEST_ARGS ?=
 
-.PHONY: help run test test-production lint bench bench-deps install install-dev browser-deps
+.PHONY: help run test test-production lint bench bench-deps install install-dev browser-deps diagrams
 
 help:
 	@echo "make run     start web, workers (one pool per queue), beat, Flower, SMTP sink, Redis if needed"
@@ -17,6 +17,7 @@ help:
 	@echo "make test-production  the integration and fault suites on PostgreSQL with RabbitMQ as the broker"
 	@echo "make lint    ruff check and ruff format --check"
 	@echo "make bench   run the benchmarks (bench/)"
+	@echo "make diagrams  render docs/diagrams/*.dot to SVG with Graphviz (docs/patterns.md shows them)"
 
 run: $(VENV)/.requirements.stamp
 	$(BIN)/python -m scripts.run
@@ -68,6 +69,22 @@ browser-deps:
 	else \
 		echo "chromium is missing and this is not root: the browser tests will skip (apt-get install -y chromium)"; \
 	fi
+
+# The guide's pictures (docs/patterns.md), rendered from their sources with
+# Debian's graphviz package (installed here when missing and running as root).
+# The SVGs are committed; tests/lab/test_diagrams.py checks them against their
+# sources when the same Graphviz version is at hand.
+DIAGRAMS := $(patsubst %.dot,%.svg,$(wildcard docs/diagrams/*.dot))
+
+diagrams: $(DIAGRAMS)
+
+docs/diagrams/%.svg: docs/diagrams/%.dot
+	@if ! command -v dot >/dev/null 2>&1; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+			apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y graphviz; \
+		else echo "Graphviz is missing: apt-get install -y graphviz"; exit 1; fi; \
+	fi
+	dot -Tsvg $< -o $@
 
 install: $(VENV)/.requirements.stamp
 

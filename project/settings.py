@@ -77,6 +77,8 @@ INSTALLED_APPS = [
     "analytics",
     "devinbox",
     "ops",
+    # The patterns lab: `manage.py demo <name>` (docs/patterns.md). No models, no URLs.
+    "lab",
 ]
 # Fault-injection tests (tests/faults) start real worker subprocesses that must
 # know their test-only subscribers; nothing else sets this.
