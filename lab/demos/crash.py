@@ -19,11 +19,11 @@ LATENCY = 3.0
 
 # The killed send leaves its effect lock (eventbus/effectlock.py) behind; it
 # expires after the subscriber's time limit, which the redelivery waits out.
-# The limit must stay above the time the worker takes to notice that its pool
-# process died (0.1 s, and 4.7 s on a loaded machine, seen here): a hard time
-# limit that runs out first makes Celery record a TimeLimitExceeded failure and
-# acknowledge the message, which is then lost (seen with a 4 s limit; the
-# project's default is 90 s).
+# A worker takes 0.1 s to notice that its pool process died, and up to 4.7 s on
+# a loaded machine (seen here). With a 4 s limit the limit ran out first, and
+# Celery's default then acknowledged the message as failed: lost. The project
+# now sets CELERY_TASK_ACKS_ON_TIMEOUT = False (put back either way); 10 s keeps
+# the demo on the path it narrates.
 ENV = {"EVENTBUS_SOFT_TIME_LIMIT": "9", "EVENTBUS_TIME_LIMIT": "10"}
 
 
@@ -46,9 +46,10 @@ def run(stage: Stage) -> Verdict:
         lambda: "WorkerLostError" in worker.log() or "TimeLimitExceeded" in worker.log(),
         timeout=15,
     )
-    if "WorkerLostError" not in worker.log():
-        return check("the hard time limit ran out before the worker noticed the death: the message was acked", False)
-    stage.say(f"the worker noticed {time.monotonic() - killed:.1f}s after the kill")
+    if "WorkerLostError" in worker.log():
+        stage.say(f"the worker noticed {time.monotonic() - killed:.1f}s after the kill")
+    else:
+        stage.say("the hard time limit ran out before the worker noticed the death; the message is put back anyway")
     stage.wait("the redelivered email", lambda: stage.emails() >= 1, timeout=20)
     lost = worker.log().count("WorkerLostError")
     stage.say(
@@ -61,7 +62,7 @@ def run(stage: Stage) -> Verdict:
     return check(
         f"1 kill mid-send, {attempts} send attempts, {stage.emails()} email, {stage.ledger_rows(WELCOME)} ledger row",
         len(pool) == 1,
-        lost >= 1,
+        lost >= 1 or "TimeLimitExceeded" in worker.log(),
         attempts == 2,
         stage.emails() == 1,
         ids == {f"<welcome.{event.id}@demo.invalid>"},
