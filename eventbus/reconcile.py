@@ -93,8 +93,8 @@ class ReconcileResult:
 
 
 def open_loss() -> BrokerLoss | None:
-    """The oldest broker loss whose events the reconciler has not all checked yet."""
-    return BrokerLoss.objects.filter(recovered_at__isnull=True).order_by("detected_at").first()
+    """The latest broker loss whose events the reconciler has not all checked yet (it covers earlier ones)."""
+    return BrokerLoss.objects.filter(recovered_at__isnull=True).order_by("-detected_at").first()
 
 
 def cutoff_for(redeliver_after: float | None = None) -> datetime:
@@ -157,8 +157,10 @@ def reconcile(
             progress(len(rows))
     result.seconds = time.monotonic() - started
     if not dry_run and loss is not None and result.complete:
-        BrokerLoss.objects.filter(pk=loss.pk).update(
-            recovered_at=timezone.now(), redelivered=F("redelivered") + result.redelivered
+        BrokerLoss.objects.filter(pk=loss.pk).update(redelivered=F("redelivered") + result.redelivered)
+        # Every loss found up to this one: what was sent before it has all been checked.
+        BrokerLoss.objects.filter(recovered_at__isnull=True, detected_at__lte=loss.detected_at).update(
+            recovered_at=timezone.now()
         )
         log.warning("broker loss of %s: every event sent before it is checked (%s)", loss.detected_at, result.summary())
     elif not dry_run and loss is not None:

@@ -293,3 +293,20 @@ def test_a_loss_and_the_reconcilers_backlog_show_in_metrics_ops_and_the_status_c
     assert 'eventbus_redelivered_total{subscriber="notifications.send_welcome_email"} 1.0' in metrics
     assert "eventbus_deliveries_overdue 0.0" in metrics
     assert "recovered at" in admin_client.get("/ops/").content.decode()
+
+
+@pytest.mark.skipif(not broker_is_redis(), reason="the broker watch reads a Redis broker's marker; RabbitMQ has none")
+def test_a_second_loss_during_the_recovery_of_the_first_is_covered_by_one_pass() -> None:
+    brokerwatch.check()
+    publish_signups(2)
+    redis_client().delete(brokerwatch.marker_key())
+    first = brokerwatch.check()
+    lose_every_message()
+    redis_client().delete(brokerwatch.marker_key())
+    second = brokerwatch.check()
+    assert first is not None and second is not None and first.pk != second.pk
+
+    result = reconcile()
+
+    assert result.redelivered == 4 and result.complete
+    assert not BrokerLoss.objects.filter(recovered_at__isnull=True).exists()
