@@ -11,8 +11,7 @@ from eventbus import counters, registry
 from eventbus.models import DeadLetter, DeliveryStep, ProcessedEvent
 from project import queues
 from tests.conftest import wait_for
-from tests.faults.faultapp.events import STUBBORN
-from tests.faults.faultapp.probes import STUBBORN_HARD_LIMIT, STUBBORN_SUBSCRIBER, attempts, effects
+from tests.faults.faultapp.probes import STUBBORN, STUBBORN_HARD_LIMIT, STUBBORN_SUBSCRIBER, attempts, effects
 from tests.faults.harness import WELCOME, probe_wire, send_probe, sign_up_many, unacked, wait_until_delivered
 from tests.faults.invariants import check_invariant
 from tests.faults.processes import Workers

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from eventbus.catalogue import event_type
+from tests.faults.faultapp.probes import STUBBORN
 
 PROBE = "faults.probe"
 
@@ -13,9 +14,6 @@ PROBE = "faults.probe"
 @dataclass(frozen=True)
 class FaultProbe:
     label: str
-
-
-STUBBORN = "faults.stubborn"
 
 
 @event_type(STUBBORN, version=1)

@@ -11,6 +11,8 @@ from eventbus.redis import client, key
 PERMANENT = "faults.always_permanent"
 TRANSIENT = "faults.always_transient"
 FRAGILE = "faults.fragile"
+# The stubborn probe's event type (declared in events.py, which the test process must not import).
+STUBBORN = "faults.stubborn"
 STUBBORN_SUBSCRIBER = "faults.stubborn_once"
 # Its limits: the soft one is ignored on the first attempt, so the hard one kills it.
 STUBBORN_SOFT_LIMIT = 0.5

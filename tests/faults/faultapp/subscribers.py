@@ -16,10 +16,11 @@ from eventbus import Envelope, RetryPolicy, subscriber
 from eventbus.errors import PermanentError
 from eventbus.redis import client
 from project import queues
-from tests.faults.faultapp.events import PROBE, STUBBORN
+from tests.faults.faultapp.events import PROBE
 from tests.faults.faultapp.probes import (
     FRAGILE,
     PERMANENT,
+    STUBBORN,
     STUBBORN_HARD_LIMIT,
     STUBBORN_SOFT_LIMIT,
     STUBBORN_SUBSCRIBER,
