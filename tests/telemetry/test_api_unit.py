@@ -221,6 +221,8 @@ def test_a_device_above_its_rate_gets_429_retry_after_and_is_counted(client: Cli
     assert int(refused["Retry-After"]) >= 1 and refused.json()["retry_after"] == int(refused["Retry-After"])
     assert door.throttled_counts()[("fast", door.RATE)] == 4
     assert counters.read(door.THROTTLED) == {"fast|rate": 4}
+    metrics = client.get("/metrics").content.decode()
+    assert 'telemetry_throttled_total{device="fast",reason="rate"} 4.0' in metrics
 
 
 def test_the_add_device_command_prints_a_working_token(client: Client) -> None:
