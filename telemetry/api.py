@@ -102,8 +102,8 @@ def _item_error(error: dict[str, Any]) -> ItemError:
     summary="Send a batch of readings",
     openapi_extra={
         "responses": {
-            "401": {"headers": {"WWW-Authenticate": {"schema": {"type": "string"}}}},
-            "429": {"headers": {"Retry-After": {"schema": {"type": "integer"}}}},
+            401: {"headers": {"WWW-Authenticate": {"schema": {"type": "string"}}}},
+            429: {"headers": {"Retry-After": {"schema": {"type": "integer"}}}},
         }
     },
 )
