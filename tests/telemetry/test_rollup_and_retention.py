@@ -92,3 +92,35 @@ def test_purge_deletes_only_expired_readings_in_bounded_batches() -> None:
 def test_beat_schedules_the_purge_on_the_telemetry_queue(settings: Any) -> None:
     entry = settings.CELERY_BEAT_SCHEDULE["telemetry.purge_readings"]
     assert entry["task"] == "telemetry.purge_readings" and entry["options"]["queue"] == "telemetry"
+
+
+def test_the_dashboard_shows_each_metric_of_the_last_hour(client: Any, broker: None) -> None:
+    # given: two minutes of one metric and one of another, just now
+    dev, _ = device()
+    now = timezone.now().replace(second=0, microsecond=0) - timedelta(minutes=2)
+    at = [(now + timedelta(seconds=s)).isoformat() for s in (0, 10, 70)]
+    fold(
+        [
+            event(
+                dev.pk,
+                {"seq": 1, "at": at[0], "metric": "temp", "value": 1.0},
+                {"seq": 2, "at": at[1], "metric": "temp", "value": 3.0},
+                {"seq": 3, "at": at[2], "metric": "temp", "value": 5.0},
+                {"seq": 4, "at": at[0], "metric": "hum", "value": 40.0},
+            )
+        ]
+    )
+    Reading.objects.create(device=dev, seq=1, at=now, metric="temp", value=1.0, received_at=timezone.now())
+
+    # when
+    page = client.get("/telemetry/").content.decode()
+
+    # then: a chart and a table per metric, the rate over the last minute
+    assert 'id="metric-temp"' in page and 'id="metric-hum"' in page
+    assert page.count("<svg") == 2
+    assert "<td>2</td><td>1.000</td><td>2.000</td><td>3.000</td>" in page
+    assert 'id="ingestion-rate">0.0 readings/s' in page or 'id="ingestion-rate">0.1 readings/s' in page
+
+
+def test_the_dashboard_without_readings_says_how_to_get_some(client: Any, broker: None) -> None:
+    assert "add_device" in client.get("/telemetry/").content.decode()
