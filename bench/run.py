@@ -38,6 +38,8 @@ MODULES = {
     "signups": "bench.signup_load",
     "latency": "bench.idle_latency",
     "dramatiq": "bench.dramatiq_noop",
+    # Issue #11: telemetry readings accepted and rolled up, against bare Celery no-op tasks.
+    "telemetry": "bench.telemetry_load",
     "memory": "bench.worker_memory",
 }
 GROUPS = ("publish", "throughput", *MODULES)
