@@ -21,6 +21,7 @@ import random
 import redis
 from celery import current_app
 from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest
 
 from eventbus import backpressure, counters
@@ -64,8 +65,15 @@ def admit(request: HttpRequest) -> Device:
     if content_type.lower() not in JSON_TYPES:
         raise DoorRefusal(415, f"send the body as application/json, not {content_type or 'no content type'}")
     declared = request.headers.get("Content-Length", "")
-    if (declared.isdigit() and int(declared) > MAX_BODY_BYTES) or len(request.body) > MAX_BODY_BYTES:
-        raise DoorRefusal(413, f"the body is over {MAX_BODY_BYTES} bytes; send fewer readings per request")
+    too_big = DoorRefusal(413, f"the body is over {MAX_BODY_BYTES} bytes; send fewer readings per request")
+    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise too_big
+    try:
+        size = len(request.body)
+    except RequestDataTooBig:  # no Content-Length, and more than DATA_UPLOAD_MAX_MEMORY_SIZE sent
+        raise too_big from None
+    if size > MAX_BODY_BYTES:
+        raise too_big
     _check_rate(device)
     _check_pressure(device)
     return device
