@@ -10,8 +10,9 @@ and are left out of the event). A batch with no new reading publishes nothing.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from eventbus.publish import publish
@@ -45,12 +46,7 @@ def _accept(device: Device, readings: list[ReadingIn]) -> Outcome:
         )
         new = [r for r in readings if r.seq not in known]
         if new:
-            Reading.objects.bulk_create(
-                [
-                    Reading(device=device, seq=r.seq, at=r.at, metric=r.metric, value=r.value, received_at=received_at)
-                    for r in new
-                ]
-            )
+            _insert(device.pk, new, received_at)
             publish(
                 ReadingsReceived(
                     device_id=device.pk,
@@ -61,3 +57,17 @@ def _accept(device: Device, readings: list[ReadingIn]) -> Outcome:
                 aggregate=f"device:{device.pk}",
             )
     return Outcome(accepted=len(new), duplicates=len(readings) - len(new))
+
+
+def _insert(device_id: int, readings: list[ReadingIn], received_at: datetime) -> None:
+    """One prepared INSERT for every reading (the ORM's bulk_create builds a model and prepares each field of
+    each row: a third of a request's time in the profile, for rows that need none of it)."""
+    adapt = connection.ops.adapt_datetimefield_value
+    received = adapt(received_at)
+    rows = [(device_id, r.seq, adapt(r.at), r.metric, r.value, received) for r in readings]
+    table = connection.ops.quote_name(Reading._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.executemany(
+            f"INSERT INTO {table} (device_id, seq, at, metric, value, received_at) VALUES (%s, %s, %s, %s, %s, %s)",
+            rows,
+        )

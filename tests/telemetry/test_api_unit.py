@@ -6,6 +6,7 @@ ones; no worker runs, so accepted batches wait in the telemetry queue.
 
 from __future__ import annotations
 
+from datetime import timezone
 from typing import Any
 
 import pytest
@@ -234,3 +235,14 @@ def test_the_add_device_command_prints_a_working_token(client: Client) -> None:
     call_command("add_device", "cmd-device", stdout=out)
     token = out.getvalue().splitlines()[-1]
     assert post(client, token, batch(1, 1)).status_code == 202
+
+
+def test_times_are_stored_as_the_instant_they_name_whatever_the_offset(client: Client) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    _, token = device()
+    taken = datetime.now(UTC).replace(microsecond=123000) - timedelta(minutes=3)
+    in_paris = taken.astimezone(timezone(timedelta(hours=1))).isoformat()
+    assert post(client, token, {"readings": [{**reading(1), "at": in_paris}]}).status_code == 202
+    stored = Reading.objects.get()
+    assert stored.at == taken and stored.received_at > taken
