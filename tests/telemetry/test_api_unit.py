@@ -246,3 +246,12 @@ def test_times_are_stored_as_the_instant_they_name_whatever_the_offset(client: C
     assert post(client, token, {"readings": [{**reading(1), "at": in_paris}]}).status_code == 202
     stored = Reading.objects.get()
     assert stored.at == taken and stored.received_at > taken
+
+
+def test_a_logged_in_session_is_no_credential_for_the_api(client: Client, django_user_model: Any) -> None:
+    # The API is exempt from CSRF because a cookie never authenticates it.
+    staff = django_user_model.objects.create_superuser("admin", "admin@example.com", "x")
+    client.force_login(staff)
+    response = client.post(URL, data=body(batch(1, 1)), content_type="application/json")
+    assert response.status_code == 401
+    assert not Reading.objects.exists()
