@@ -79,7 +79,10 @@ def fold(events: list[Envelope]) -> int:
         return 0
     table = "telemetry_rollup"
     least, greatest = ("MIN", "MAX") if connection.vendor == "sqlite" else ("LEAST", "GREATEST")
-    now = timezone.now()
+    # Stored as the ORM stores them (naive UTC text on SQLite), so that the
+    # ORM's filters and the unique index see the same values.
+    adapt = connection.ops.adapt_datetimefield_value
+    now = adapt(timezone.now())
     rows = list(buckets.items())
     with connection.cursor() as cursor:
         for start in range(0, len(rows), CHUNK):
@@ -87,7 +90,7 @@ def fold(events: list[Envelope]) -> int:
             placeholders = ", ".join(["(%s, %s, %s, %s, %s, %s, %s, %s)"] * len(chunk))
             params: list[Any] = []
             for (device_id, metric, minute), b in chunk:
-                params += [device_id, metric, minute, b.count, b.total, b.minimum, b.maximum, now]
+                params += [device_id, metric, adapt(minute), b.count, b.total, b.minimum, b.maximum, now]
             cursor.execute(
                 f"INSERT INTO {table} (device_id, metric, minute, count, total, minimum, maximum, updated_at) "
                 f"VALUES {placeholders} "

@@ -124,3 +124,15 @@ def test_the_dashboard_shows_each_metric_of_the_last_hour(client: Any, broker: N
 
 def test_the_dashboard_without_readings_says_how_to_get_some(client: Any, broker: None) -> None:
     assert "add_device" in client.get("/telemetry/").content.decode()
+
+
+def test_minutes_are_stored_as_the_orm_stores_them() -> None:
+    # given: a bucket folded through raw SQL, and the same instant in another offset
+    dev, _ = device()
+    fold([event(dev.pk, r(1, 5, 1.0))])
+    other_offset = MINUTE.astimezone(timezone.get_fixed_timezone(120))
+
+    # then: the ORM finds it by equality, and a second fold hits the same row
+    assert Rollup.objects.filter(minute=other_offset).count() == 1
+    fold([event(dev.pk, {**r(2, 10, 2.0), "at": (other_offset + timedelta(seconds=10)).isoformat()})])
+    assert list(Rollup.objects.values_list("count", flat=True)) == [2]
