@@ -9,11 +9,13 @@ from datetime import datetime, timedelta
 from django.db.models import Max, Min, Sum
 from django.utils import timezone
 
-from eventbus import latency
+from eventbus.models import OutboxEvent, ProcessedEvent
 from telemetry.models import Reading, Rollup
 
 SUBSCRIBER = "telemetry.rollup"
 RATE_WINDOW = timedelta(seconds=60)
+LAG_WINDOW = timedelta(minutes=5)
+LAG_SAMPLES = 1000
 
 
 @dataclass(frozen=True)
@@ -27,7 +29,7 @@ class Minute:
 
 @dataclass(frozen=True)
 class Lag:
-    """Arrival (the event's occurred_at, the request's time) to rollup, from the bus's latency histogram."""
+    """Seconds from a batch's arrival (its event's occurred_at, the request's time) to its rollup's commit."""
 
     count: int
     p50: float | None
@@ -59,14 +61,26 @@ def ingestion_rate(now: datetime | None = None) -> float:
     return Reading.objects.filter(received_at__gte=now - RATE_WINDOW).count() / RATE_WINDOW.total_seconds()
 
 
-def rollup_lag() -> Lag:
-    """p50 and p99 as the upper bound of the histogram bucket they fall in (the histogram keeps no more)."""
-    h = latency.histogram(SUBSCRIBER)
-    if not h.count:
+def rollup_lag(now: datetime | None = None) -> Lag:
+    """Arrival to rollup over the batches rolled up in the last LAG_WINDOW (the latest LAG_SAMPLES of them).
+
+    Exact, from the database: each batch's ledger row (``processed_at``, in
+    the rollup's transaction) minus its event's ``occurred_at`` (the
+    request's time). The bus's latency histogram has the same quantity since
+    forever, in coarse buckets; a dashboard wants the recent value.
+    """
+    now = now or timezone.now()
+    done = dict(
+        ProcessedEvent.objects.filter(subscriber=SUBSCRIBER, processed_at__gte=now - LAG_WINDOW)
+        .order_by("-processed_at")
+        .values_list("event_id", "processed_at")[:LAG_SAMPLES]
+    )
+    arrived = OutboxEvent.objects.filter(id__in=list(done)).values_list("id", "occurred_at")
+    lags = sorted((done[event_id] - at).total_seconds() for event_id, at in arrived)
+    if not lags:
         return Lag(0, None, None, None)
 
     def quantile(q: float) -> float:
-        rank = math.ceil(q * h.count)
-        return next(bound for bound, seen in h.cumulative if seen >= rank)
+        return lags[min(len(lags) - 1, math.ceil(q * len(lags)) - 1)]
 
-    return Lag(h.count, quantile(0.5), quantile(0.99), h.total / h.count)
+    return Lag(len(lags), quantile(0.5), quantile(0.99), sum(lags) / len(lags))

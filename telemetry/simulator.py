@@ -156,7 +156,9 @@ class Simulation:
         try:
             while True:
                 k = min(range(len(devices)), key=due.__getitem__)
-                if due[k] >= stop_at:
+                # The duration is wall time: a server that cannot keep up
+                # leaves batches unsent (its rate shows in the summary).
+                if due[k] >= stop_at or time.monotonic() >= stop_at:
                     return
                 pause = due[k] - time.monotonic()
                 if pause > 0:

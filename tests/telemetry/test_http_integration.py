@@ -19,6 +19,7 @@ from eventbus.publish import publish
 from project import queues
 from telemetry.events import ReadingsReceived
 from telemetry.models import Reading, Rollup
+from telemetry.reports import rollup_lag
 from tests.conftest import queue_length, running_worker, wait_for
 from tests.telemetry.helpers import URL, batch, device, headers, reading
 
@@ -79,6 +80,11 @@ def test_batches_are_rolled_up_exactly_once_and_late_readings_update_their_minut
     assert Reading.objects.get(device__name="a", seq=1).value == 1.0
     assert OutboxEvent.objects.filter(type="telemetry.readings_received").count() == 3
     assert not DeadLetter.objects.exists()
+    # and the dashboard's lag covers the three batches, arrival to rollup
+    lag = rollup_lag()
+    assert lag.count == 3 and lag.p50 is not None and lag.p99 is not None and 0 < lag.p50 <= lag.p99 < 15
+    page = http.get(http.base_url + "/telemetry/", timeout=10).text  # type: ignore[attr-defined]
+    assert '<dd id="lag-count">3</dd>' in page
 
 
 def test_429_with_retry_after_above_the_high_water_mark_and_counted_in_metrics(
