@@ -39,6 +39,8 @@ MODULES = {
     "latency": "bench.idle_latency",
     "dramatiq": "bench.dramatiq_noop",
     "reconcile": "bench.reconcile_pass",
+    # Issue #11: telemetry readings accepted and rolled up, against bare Celery no-op tasks.
+    "telemetry": "bench.telemetry_load",
     "memory": "bench.worker_memory",
 }
 GROUPS = ("publish", "throughput", *MODULES)

@@ -38,6 +38,7 @@ from eventbus.breaker import CLOSED, HALF_OPEN, OPEN
 from eventbus.models import OutboxEvent
 from ops import status
 from project import queues
+from telemetry.door import throttled_counts
 
 BREAKER_STATE_VALUES = {CLOSED: 0, HALF_OPEN: 1, OPEN: 2}
 
@@ -184,6 +185,16 @@ def _families_redis() -> Iterator[Metric]:
             limits.add_metric([limiter.name], limiter.limit)
     yield grants
     yield limits
+
+    throttled = CounterMetricFamily(
+        "telemetry_throttled",
+        "429 answers of /api/v1/readings, by device and reason (rate: TELEMETRY_DEVICE_RATE; pressure: "
+        "the telemetry queue above its high-water mark).",
+        labels=["device", "reason"],
+    )
+    for (device, reason), count in sorted(throttled_counts().items()):
+        throttled.add_metric([device, reason], count)
+    yield throttled
 
 
 SOURCES: dict[str, Callable[[], Iterable[Metric]]] = {

@@ -75,6 +75,7 @@ INSTALLED_APPS = [
     "signups",
     "notifications",
     "analytics",
+    "telemetry",
     "devinbox",
     "ops",
     # The patterns lab: `manage.py demo <name>` (docs/patterns.md). No models, no URLs.
@@ -245,6 +246,17 @@ SIGNUPS_VERIFICATION_MAX_AGE = env_int("SIGNUPS_VERIFICATION_MAX_AGE", 3 * 24 * 
 # ("10/m") and a burst (a household or an office behind one address).
 SIGNUP_RATE_LIMIT = env_str("SIGNUP_RATE_LIMIT", "10/m")
 SIGNUP_RATE_BURST = env_int("SIGNUP_RATE_BURST", 5, minimum=1)
+
+# --- Telemetry ---------------------------------------------------------------
+
+# Requests per second one device may send to /api/v1/readings, shared by every
+# web process (a token bucket in Redis whose burst is one second's worth).
+# Above it the API answers 429 with Retry-After. Checked at start like
+# EMAIL_RATE_LIMIT below, so that a typo stops the process.
+TELEMETRY_DEVICE_RATE = env_str("TELEMETRY_DEVICE_RATE", "50/s")
+# Raw readings are kept this long, then deleted by beat in bounded batches
+# (the per-minute rollups stay).
+TELEMETRY_RETENTION_DAYS = env_int("TELEMETRY_RETENTION_DAYS", 7, minimum=1)
 
 # --- Redis, Celery and the event bus ----------------------------------------
 
@@ -486,6 +498,7 @@ from eventbus.ratelimit import parse_rate  # noqa: E402
 # typo stops the process at start instead of at the first email.
 EMAIL_RATE_LIMIT = env_str("EMAIL_RATE_LIMIT", "10/s")
 _EMAIL_RATE = parse_rate(EMAIL_RATE_LIMIT, setting="EMAIL_RATE_LIMIT")
+parse_rate(TELEMETRY_DEVICE_RATE, setting="TELEMETRY_DEVICE_RATE")
 # The limit is enforced over a window this much longer than its period: the
 # provider counts arrivals, a few milliseconds after the grant, and that delay
 # varies. See eventbus/windowlimit.py.
@@ -526,6 +539,14 @@ CELERY_BEAT_SCHEDULE["eventbus.purge_dead_letters"] = {
     "task": "eventbus.purge_dead_letters",
     "schedule": 3600.0,
     "options": {"queue": queues.EVENTBUS, "expires": 3600.0},
+}
+
+# Every ten minutes: each run deletes at most a bounded number of expired
+# readings (telemetry/retention.py), so a run never holds the database long.
+CELERY_BEAT_SCHEDULE["telemetry.purge_readings"] = {
+    "task": "telemetry.purge_readings",
+    "schedule": 600.0,
+    "options": {"queue": queues.TELEMETRY, "expires": 600.0},
 }
 
 # --- Metrics ------------------------------------------------------------------

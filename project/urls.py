@@ -7,11 +7,15 @@ from django.views.generic import TemplateView
 
 from ops.metrics import metrics_view
 from ops.views import health
+from telemetry.api import api as telemetry_api
 
 urlpatterns = [
     path("", TemplateView.as_view(template_name="home.html"), name="home"),
     path("signup/", include("signups.urls")),
     path("analytics/", include("analytics.urls")),
+    path("telemetry/", include("telemetry.urls")),
+    # Devices' readings (django-ninja), with its OpenAPI description at /api/v1/openapi.json.
+    path("api/v1/", telemetry_api.urls),
     path("ops/", include("ops.urls")),
     path("admin/", admin.site.urls),
     # Probes and Prometheus, at the root where load balancers and scrapers look for them.

@@ -50,8 +50,11 @@ from tests.factories import PASSWORD, sign_up_via_client
 # --- CSRF ----------------------------------------------------------------------------------
 
 # Views that take requests from machines, not from a browser with a session:
-# the load balancer's probes and Prometheus's scrape. Nothing else may opt out.
-CSRF_EXEMPT = {"healthz", "readyz", "metrics"}
+# the load balancer's probes, Prometheus's scrape, and the devices' readings API,
+# whose only credential is the Authorization header (never a cookie, which is
+# what a cross-site request would carry; tests/telemetry/test_api_unit.py).
+# Nothing else may opt out.
+CSRF_EXEMPT = {"healthz", "readyz", "metrics", "post_readings"}
 
 
 def url_patterns(resolver: URLResolver | None = None, prefix: str = "") -> Iterator[tuple[str, URLPattern]]:

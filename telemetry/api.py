@@ -1,0 +1,128 @@
+"""``/api/v1/``: devices post readings in batches (django-ninja; OpenAPI at ``/api/v1/openapi.json``).
+
+``POST /api/v1/readings`` answers 202 with the counts of accepted and
+duplicate readings once the batch is committed; 400 lists every malformed
+reading (index, field, message) and accepts none of the request; 401, 413,
+415 and 429 come from the door (telemetry/door.py) before the body is parsed.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django.http import HttpRequest, HttpResponse
+from ninja import NinjaAPI, Status
+from ninja.errors import HttpError, ValidationError
+from ninja.security.base import AuthBase
+
+from telemetry import ingest
+from telemetry.door import DoorRefusal, admit
+from telemetry.models import Device
+from telemetry.schemas import Accepted, Invalid, ItemError, ReadingBatch, Refused, Throttled
+
+api = NinjaAPI(
+    title="Event demo telemetry API",
+    version="1",
+    description="Devices send readings in batches; each accepted batch is one event on the bus.",
+    urls_namespace="telemetry-api",
+    openapi_url="/openapi.json",
+    docs_url="/docs",
+)
+
+
+REFUSED = "nothing of this request was accepted; fix these readings and send it again"
+
+
+class DeviceToken(AuthBase):
+    """Bearer token auth that also runs the door's other checks (they need the device)."""
+
+    openapi_type = "http"
+    openapi_scheme = "bearer"
+
+    def __call__(self, request: HttpRequest) -> Device:
+        return admit(request)
+
+
+@api.exception_handler(DoorRefusal)
+def _refused(request: HttpRequest, exc: DoorRefusal) -> HttpResponse:
+    body: dict[str, Any] = {"detail": exc.detail}
+    if exc.retry_after is not None:
+        body["retry_after"] = exc.retry_after
+    response = api.create_response(request, body, status=exc.status)
+    if exc.status == 401:
+        response["WWW-Authenticate"] = 'Bearer realm="telemetry"'
+    if exc.retry_after is not None:
+        response["Retry-After"] = str(exc.retry_after)
+    return response
+
+
+@api.exception_handler(ValidationError)
+def _invalid(request: HttpRequest, exc: ValidationError) -> HttpResponse:
+    return _bad_request(request, [_item_error(error) for error in exc.errors])
+
+
+@api.exception_handler(HttpError)
+def _http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
+    if exc.status_code == 400:
+        # ninja's "Cannot parse request body": the JSON itself is broken.
+        cause = exc.__cause__
+        message = f"not valid JSON: {cause}" if isinstance(cause, json.JSONDecodeError) else str(exc)
+        return _bad_request(request, [ItemError(index=None, field="body", message=message)])
+    return api.create_response(request, {"detail": str(exc)}, status=exc.status_code)
+
+
+def _bad_request(request: HttpRequest, errors: list[ItemError]) -> HttpResponse:
+    body = Invalid(detail=REFUSED, errors=errors)
+    return api.create_response(request, body.model_dump(), status=400)
+
+
+def _item_error(error: dict[str, Any]) -> ItemError:
+    """One pydantic error as (index, field, message): ``("body", "batch", "readings", 3, "value")`` → 3, value."""
+    loc = [part for part in error.get("loc", ()) if part not in ("body", "batch")]
+    index: int | None = None
+    field = "body"
+    if loc and loc[0] == "readings":
+        rest = loc[1:]
+        if rest and isinstance(rest[0], int):
+            index, rest = rest[0], rest[1:]
+            field = ".".join(str(p) for p in rest) or "reading"
+        else:
+            field = "readings"
+    elif loc:
+        field = ".".join(str(p) for p in loc)
+    message = str(error.get("msg", "invalid"))
+    return ItemError(index=index, field=field, message=message.removeprefix("Value error, "))
+
+
+@api.post(
+    "/readings",
+    auth=DeviceToken(),
+    response={202: Accepted, 400: Invalid, 401: Refused, 413: Refused, 415: Refused, 429: Throttled},
+    summary="Send a batch of readings",
+    openapi_extra={
+        "responses": {
+            401: {"headers": {"WWW-Authenticate": {"schema": {"type": "string"}}}},
+            429: {"headers": {"Retry-After": {"schema": {"type": "integer"}}}},
+        }
+    },
+)
+def post_readings(request: HttpRequest, batch: ReadingBatch) -> Status[Accepted | Invalid]:
+    """Record up to 500 readings of the calling device, once each; one event for the new ones."""
+    errors = _repeated_seqs(batch)
+    if errors:
+        return Status(400, Invalid(detail=REFUSED, errors=errors))
+    outcome = ingest.accept(request.auth, batch.readings)  # type: ignore[attr-defined]
+    return Status(202, Accepted(accepted=outcome.accepted, duplicates=outcome.duplicates))
+
+
+def _repeated_seqs(batch: ReadingBatch) -> list[ItemError]:
+    first: dict[int, int] = {}
+    errors: list[ItemError] = []
+    for index, reading in enumerate(batch.readings):
+        if reading.seq in first:
+            message = f"{reading.seq} is also the seq of reading {first[reading.seq]}; each reading needs its own seq"
+            errors.append(ItemError(index=index, field="seq", message=message))
+        else:
+            first.setdefault(reading.seq, index)
+    return errors
