@@ -1,6 +1,6 @@
 """Telling that the broker lost its data, instead of waiting to find out.
 
-A Redis that restarts without persistence, is flushed (FLUSHDB, FLUSHALL), or
+A Redis that restarts without persistence, has its database flushed (FLUSHDB), or
 fails over to a replica that missed the last writes forgets every message
 waiting in its queues, and says nothing. So a token is kept in two places: in
 the broker's Redis (a plain key under the deployment's prefix) and in the

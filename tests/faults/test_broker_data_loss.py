@@ -53,6 +53,7 @@ def test_messages_waiting_in_a_broker_that_loses_its_data_are_delivered_once(
 
     # when: the broker loses everything
     if loss == "FLUSHDB":
+        # This test's own redis-server (the private_redis fixture), never the machine's shared one.
         eventbus_redis.client().flushdb()
     else:
         private_redis.restart_empty()
@@ -141,7 +142,7 @@ def test_a_signup_after_a_recovered_loss_is_delivered_once_and_not_sent_again(
     """Events sent after the loss are in the new Redis: once recovered, the reconciler leaves them alone."""
     start_pipeline(workers)
     wait_for(lambda: brokerwatch.BrokerMarker.objects.exists(), timeout=15, what="beat's first broker check")
-    eventbus_redis.client().flushdb()
+    eventbus_redis.client().flushdb()  # the test's own redis-server (private_redis)
     wait_for(lambda: BrokerLoss.objects.filter(recovered_at__isnull=False).exists(), timeout=15, what="recovery")
     assert sign_up_via_client(Client()).status_code == 302
     wait_until_delivered(sink, timeout=30)
