@@ -269,7 +269,9 @@ CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", REDIS_URL)
 # Results go to the database (django-celery-results) so that they survive
 # restarts and show in Django admin with their task name, queue and arguments.
 # https://docs.celeryq.dev/en/stable/userguide/configuration.html#result-extended
-CELERY_RESULT_BACKEND = "django-db"
+# django-celery-results' own backend ("django-db"), writing each state in one
+# upsert instead of a read and a write (eventbus/results.py).
+CELERY_RESULT_BACKEND = "eventbus.results:UpsertDatabaseBackend"
 CELERY_RESULT_EXTENDED = True
 CELERY_RESULT_EXPIRES = env_int("CELERY_RESULT_EXPIRES", 7 * 24 * 3600, minimum=0)
 
