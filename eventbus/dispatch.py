@@ -25,6 +25,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from eventbus import backpressure, counters, publishing_batch, registry, timeline
+from eventbus.envelope import args_summary
 from eventbus.models import OutboxEvent, ProcessedEvent
 from eventbus.publishing_batch import Batch
 
@@ -79,7 +80,8 @@ def send(
     """
     outcome = Outcome(event_id=str(wire["id"]), partial=only is not None)
     args = (wire,)
-    argsrepr: str | None = None
+    # Every subscriber gets the same arguments, named by the event, not its payload.
+    argsrepr = args_summary(wire)
     for subscription in registry.subscriptions_for(wire["type"]):
         if only is not None and subscription.name not in only:
             continue
@@ -92,8 +94,6 @@ def send(
             outcome.reasons[subscription.name] = pressure.describe()
             continue
         if batch is not None:
-            # Every subscriber gets the same arguments: their repr is made once.
-            argsrepr = argsrepr or batch.args_repr(args)
             batch.add(subscription, args, argsrepr, countdown)
         else:
             subscription.task.apply_async(
@@ -104,6 +104,7 @@ def send(
                 # Fail fast: a request must not wait on a sick broker.
                 retry=False,
                 countdown=countdown,
+                argsrepr=argsrepr,
             )
         outcome.sent.append(subscription.name)
     return outcome

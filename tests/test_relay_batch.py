@@ -8,6 +8,7 @@ messages, backpressure still applied.
 
 from __future__ import annotations
 
+import ast
 import base64
 import contextlib
 import json
@@ -127,11 +128,37 @@ def test_a_batched_message_is_the_message_apply_async_sends() -> None:
             k: v for k, v in a.headers.items() if k not in unique
         }
         assert b.properties["correlation_id"] == b.headers["id"]
-        # (AMQP's properties carry the headers again, as application_headers: compared above)
-        unique_props = {"correlation_id", "delivery_tag", "application_headers"}
+        # (AMQP's properties carry the headers again, as application_headers: compared above;
+        # apply_async given an explicit argsrepr also copies it into the properties, where
+        # nothing reads it: the worker and Flower read the header, compared above)
+        assert a.properties.get("argsrepr") == b.headers["argsrepr"]
+        unique_props = {"correlation_id", "delivery_tag", "application_headers", "argsrepr"}
         assert {k: v for k, v in b.properties.items() if k not in unique_props} == {
             k: v for k, v in a.properties.items() if k not in unique_props
         }
+
+
+def test_a_message_names_its_event_in_argsrepr_and_leaves_the_payload_out() -> None:
+    # given: an event whose payload holds a value that must not show in Flower or the result rows
+    (event_id,) = backlog(1, first_user=987654321)
+    send_many([OutboxEvent.objects.get(id=event_id).to_wire()])
+
+    for queue in SUBSCRIBERS:
+        (message,) = drain_messages(queue)
+        argsrepr = message.headers["argsrepr"]
+        # then: the event's identity, as a repr of the arguments with the payload elided
+        assert ast.literal_eval(argsrepr) == (
+            {
+                "id": event_id,
+                "type": "user.signed_up",
+                "version": 1,
+                "aggregate": "user:987654321",
+                "sequence": 1,
+                "payload": "...",
+            },
+        )
+        # and the message itself still carries the whole envelope
+        assert json.loads(message.body)[0][0]["payload"] == {"user_id": 987654321}
 
 
 @pytest.mark.skipif(not broker_is_redis(), reason="task-sent events are read from Redis pub/sub here")
