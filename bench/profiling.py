@@ -53,18 +53,28 @@ WORKER_BUCKETS: tuple[tuple[str, Where], ...] = (
     ("  one task, as Celery runs it", _in("celery/app/trace.py", "trace_task")),
     ("    result backend rows (SUCCESS; STARTED too where tracked)", _in("celery/backends/base.py", "store_result")),
     ("    the consumer (eventbus/consumer.py)", _in("eventbus/consumer.py", "consume")),
-    ("      delivery counting in Redis", _in("eventbus/deliveries.py", "started", "ended", "forget")),
+    (
+        "      delivery counting and effect lock in Redis",
+        _in("eventbus/deliveries.py", "started", "ended", "forget") + _in("eventbus/bookkeeping.py", "begin"),
+    ),
     ("      ledger: already processed? (SELECT)", _in("eventbus/ledger.py", "has_processed")),
-    ("      ledger: claim and finish (INSERT, UPDATE)", _in("eventbus/ledger.py", "claim", "finish")),
+    (
+        "      ledger: claim and finish, or record (INSERT, UPDATE)",
+        _in("eventbus/ledger.py", "claim", "finish", "record"),
+    ),
     (
         "      email rate limit and circuit breaker (Redis scripts)",
         _in("eventbus/windowlimit.py", "try_acquire")
         + _in("eventbus/ratelimit.py", "try_acquire")
         + _in("eventbus/breaker.py", "before_call", "record_success"),
     ),
-    ("      latency histogram (Redis)", _in("eventbus/latency.py", "observe_delivery")),
+    (
+        "      after the effect: lock, breaker, counts, latency (Redis)",
+        _in("eventbus/latency.py", "observe_delivery") + _in("eventbus/bookkeeping.py", "finish"),
+    ),
     ("      handler: welcome email (user, render, SMTP)", _in("notifications/subscribers.py", "send_welcome_email")),
     ("      handler: analytics row", _in("analytics/subscribers.py", "record_event")),
+    ("    a batch of analytics events (eventbus/batching.py)", _in("eventbus/batching.py", "run_batch")),
     (
         "  across the above: waiting for SQLite's write lock (BEGIN IMMEDIATE)",
         _in("sqlite3/base.py", "_start_transaction_under_autocommit"),

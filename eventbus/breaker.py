@@ -245,7 +245,14 @@ class CircuitBreaker:
     def record_success(self) -> None:
         """The provider answered: close the breaker and reset the count of consecutive failures."""
         connection = client()
-        before = _scripts(connection).success(keys=[self.redis_key], client=connection)
+        self.note_success(_scripts(connection).success(keys=[self.redis_key], client=connection))
+
+    def success_script(self) -> Script:
+        """``record_success``'s script (no arguments, this breaker's key), for a caller's pipeline
+        (eventbus/bookkeeping.py), which passes its reply to ``note_success``."""
+        return _scripts(client()).success
+
+    def note_success(self, before: str) -> None:
         if before != CLOSED:
             log.info("circuit breaker %s: %s -> closed", self.name, before)
 

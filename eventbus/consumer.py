@@ -36,7 +36,8 @@ from celery.exceptions import Reject, Retry, SoftTimeLimitExceeded
 from django.conf import settings
 from django.db import transaction
 
-from eventbus import counters, deliveries, effectlock, latency, ledger, ordering, registry, timeline
+from eventbus import bookkeeping, counters, deliveries, effectlock, ledger, ordering, registry, timeline
+from eventbus.breaker import CircuitBreaker
 from eventbus.context import reset_fields, set_fields
 from eventbus.deadletters import DeadLetterFailure, Kind, send_to_dead_letter
 from eventbus.deadletters.capture import DeadLetterNotCaptured
@@ -69,27 +70,17 @@ class ConsumerTask(Task):
 
     def consume(self, raw: Any) -> Result:
         subscription = registry.get(self.subscription_name)
-        task_id = self.request.id or ""
-        retries = int(self.request.retries or 0)
         try:
             event = Envelope.from_dict(raw)
         except PoisonMessage as exc:
             log.error("%s: poison message dead-lettered: %s", subscription.name, exc)
             return self._dead_letter(subscription, raw, Kind.POISON, exc)
 
-        if deliveries.started(task_id, retries) > settings.EVENTBUS_MAX_DELIVERIES:
-            lost = RuntimeError(
-                f"delivered {settings.EVENTBUS_MAX_DELIVERIES} times without finishing: "
-                "the worker process died each time"
-            )
-            log.error("%s: event %s dead-lettered: %s", subscription.name, event.id, lost)
-            return self._dead_letter(subscription, raw, Kind.WORKER_LOST, lost)
-
         bound = set_fields(
             correlation_id=event.correlation_id, event_id=event.id, event_type=event.type, subscriber=subscription.name
         )
         try:
-            result = self._deliver(subscription, event, raw)
+            return self._deliver(subscription, event, raw)
         except (Retry, Reject):
             raise
         except Exception as exc:
@@ -97,17 +88,81 @@ class ConsumerTask(Task):
             # Redis or the database failed around it. Never let Celery ack the
             # message as failed: retry it like a transient failure.
             log.warning("%s: event %s: %s: %s", subscription.name, event.id, type(exc).__name__, exc)
-            result = self._failed(subscription, event, raw, exc, transient=True)
+            return self._failed(subscription, event, raw, exc, transient=True)
         finally:
             reset_fields(bound)
-        deliveries.ended(task_id, retries)
-        return result
 
     # --- the steps --------------------------------------------------------
 
     def _deliver(self, subscription: registry.Subscription, event: Envelope, raw: Any) -> Result:
+        task_id = self.request.id or ""
+        retries = int(self.request.retries or 0)
+        # A handler whose effect is outside the database runs under the effect
+        # lock, taken in the same round trip as the start is counted
+        # (eventbus/bookkeeping.py); the ledger is asked once, under it.
+        lock = None if subscription.transactional else (subscription.name, event.id, subscription.time_limit or 60.0)
+        begun = bookkeeping.begin(task_id, retries, lock)
+        token = begun.token
+        if begun.starts > settings.EVENTBUS_MAX_DELIVERIES:
+            self._release(subscription, event, token)
+            lost = RuntimeError(
+                f"delivered {settings.EVENTBUS_MAX_DELIVERIES} times without finishing: "
+                "the worker process died each time"
+            )
+            log.error("%s: event %s dead-lettered: %s", subscription.name, event.id, lost)
+            return self._dead_letter(subscription, raw, Kind.WORKER_LOST, lost)
+        if lock is not None and token is None:
+            counters.incr(counters.EFFECT_WAITS, subscription.name)
+            self._reschedule(event, 1.0, "another delivery of this event is under way")
+
+        try:
+            early, breaker = self._before_effect(subscription, event, raw)
+        except BaseException:
+            self._release(subscription, event, token)
+            raise
+        if early is not None:
+            self._release(subscription, event, token)
+            return early
+
+        started = time.monotonic()
+        try:
+            if token is None:
+                with transaction.atomic():
+                    entry = ledger.claim(event, subscription.name, task_id, self.request.hostname or "")
+                    if entry is None:
+                        return self._duplicate(subscription, event)
+                    subscription.call_handler(event)
+                    ledger.finish(entry, (time.monotonic() - started) * 1000)
+            elif not self._outside_transaction(subscription, event, started):
+                self._release(subscription, event, token)
+                return self._duplicate(subscription, event)
+        except Exception as exc:
+            self._release(subscription, event, token)
+            infrastructure = (SoftTimeLimitExceeded, LedgerNotWritten)
+            transient = isinstance(exc, infrastructure) or subscription.retry.is_transient(exc)
+            if breaker is not None and transient:
+                breaker.record_failure()
+            return self._failed(subscription, event, raw, exc, transient=transient)
+        bookkeeping.finish(
+            task_id,
+            retries,
+            subscription.name,
+            (datetime.now(UTC) - event.occurred_at).total_seconds(),
+            lock=(event.id, token) if token is not None else None,
+            breaker=breaker,
+        )
+        log.info("%s: event %s %s", subscription.name, event.id, subscription.done_label)
+        return {"status": "processed", "event_id": str(event.id)}
+
+    def _before_effect(
+        self, subscription: registry.Subscription, event: Envelope, raw: Any
+    ) -> tuple[Result | None, CircuitBreaker | None]:
+        """The checks before the handler; returns an outcome that ends the delivery here (or None), and the breaker.
+
+        Raises Retry when the delivery must wait (a gap, a rate limit, an open breaker).
+        """
         if ledger.has_processed(event.id, subscription.name):
-            return self._duplicate(subscription, event)
+            return self._duplicate(subscription, event), None
 
         if subscription.ordered:
             order = ordering.check(event, subscription)
@@ -117,9 +172,10 @@ class ConsumerTask(Task):
                     event.id, subscription.name, timeline.Step.STALE, "a later event of the aggregate was applied"
                 )
                 log.info("%s: event %s is stale (a later one was applied); ignored", subscription.name, event.id)
-                return {"status": "stale", "event_id": str(event.id)}
+                self._ended()
+                return {"status": "stale", "event_id": str(event.id)}, None
             if order is ordering.Order.GAP:
-                return self._wait_for_predecessor(subscription, event, raw)
+                return self._wait_for_predecessor(subscription, event, raw), None
 
         # The token first: a probe that then waited for a token would hold the
         # breaker's probe slot for nothing.
@@ -138,67 +194,41 @@ class ConsumerTask(Task):
             if wait is not None:
                 counters.incr(counters.BREAKER_WAITS, subscription.name)
                 self._reschedule(event, wait, f"circuit breaker {breaker.name} is open")
+        return None, breaker
 
-        token = None
-        if not subscription.transactional:
-            token = effectlock.acquire(subscription.name, event.id, subscription.time_limit or 60.0)
-            if token is None:
-                counters.incr(counters.EFFECT_WAITS, subscription.name)
-                self._reschedule(event, 1.0, "another delivery of this event is under way")
-        started = time.monotonic()
-        try:
-            if token is None:
-                with transaction.atomic():
-                    entry = ledger.claim(event, subscription.name, self.request.id or "", self.request.hostname or "")
-                    if entry is None:
-                        return self._duplicate(subscription, event)
-                    subscription.call_handler(event)
-                    ledger.finish(entry, (time.monotonic() - started) * 1000)
-            elif not self._outside_transaction(subscription, event, started, token):
-                return self._duplicate(subscription, event)
-        except Exception as exc:
-            infrastructure = (SoftTimeLimitExceeded, LedgerNotWritten)
-            transient = isinstance(exc, infrastructure) or subscription.retry.is_transient(exc)
-            if breaker is not None and transient:
-                breaker.record_failure()
-            return self._failed(subscription, event, raw, exc, transient=transient)
-        if breaker is not None:
-            breaker.record_success()
-        deliveries.forget(self.request.id or "")
-        latency.observe_delivery(subscription.name, (datetime.now(UTC) - event.occurred_at).total_seconds())
-        log.info("%s: event %s %s", subscription.name, event.id, subscription.done_label)
-        return {"status": "processed", "event_id": str(event.id)}
-
-    def _outside_transaction(
-        self, subscription: registry.Subscription, event: Envelope, started: float, token: str
-    ) -> bool:
+    def _outside_transaction(self, subscription: registry.Subscription, event: Envelope, started: float) -> bool:
         """Run a handler whose effect is outside the database; False when another delivery already did it.
 
         The handler runs outside any transaction (it holds no database lock
         while it talks to its provider), under a lock in Redis that keeps a
-        concurrent duplicate out; then the ledger entry is written in a short
-        transaction of its own. A worker that dies between the effect and the
-        entry leaves the effect to happen again on redelivery: at least once,
-        which is why such handlers carry an idempotency key (the email's
-        Message-ID). ``token`` is the lock, taken by the caller; this releases it.
+        concurrent duplicate out (taken by the caller, who asked the ledger
+        under it); then the ledger entry is written, in one INSERT. A worker
+        that dies between the effect and the entry leaves the effect to
+        happen again on redelivery: at least once, which is why such
+        handlers carry an idempotency key (the email's Message-ID).
         """
+        subscription.call_handler(event)
         try:
-            if ledger.has_processed(event.id, subscription.name):
-                return False
-            subscription.call_handler(event)
-            try:
-                with transaction.atomic():
-                    entry = ledger.claim(event, subscription.name, self.request.id or "", self.request.hostname or "")
-                    if entry is None:
-                        return False
-                    ledger.finish(entry, (time.monotonic() - started) * 1000)
-            except Exception as exc:
-                raise LedgerNotWritten(f"the effect happened, its ledger entry was not written: {exc}") from exc
-        finally:
+            return ledger.record(
+                event,
+                subscription.name,
+                self.request.id or "",
+                self.request.hostname or "",
+                (time.monotonic() - started) * 1000,
+            )
+        except Exception as exc:
+            raise LedgerNotWritten(f"the effect happened, its ledger entry was not written: {exc}") from exc
+
+    def _release(self, subscription: registry.Subscription, event: Envelope, token: str | None) -> None:
+        if token is not None:
             effectlock.release(subscription.name, event.id, token)
-        return True
+
+    def _ended(self) -> None:
+        """This attempt ended in an orderly way without an effect (a duplicate, a stale event)."""
+        deliveries.ended(self.request.id or "", int(self.request.retries or 0))
 
     def _duplicate(self, subscription: registry.Subscription, event: Envelope) -> Result:
+        self._ended()
         counters.incr(counters.DUPLICATES, subscription.name)
         self._note(event.id, subscription.name, timeline.Step.DUPLICATE, "the ledger says it is done")
         log.info("%s: event %s already processed; skipped", subscription.name, event.id)

@@ -45,6 +45,17 @@ def started(task_id: str, retries: int) -> int:
         return 1
 
 
+def count_start(pipe: redis.client.Pipeline, task_id: str, retries: int) -> None:
+    """``started``'s commands, queued on ``pipe`` (eventbus/bookkeeping.py); its first reply is the count."""
+    pipe.incr(_starts_key(task_id, retries))
+    pipe.expire(_starts_key(task_id, retries), TTL_SECONDS)
+
+
+def clear(pipe: redis.client.Pipeline, task_id: str, retries: int) -> None:
+    """``ended`` and ``forget`` queued on ``pipe``, as one DEL."""
+    pipe.delete(_starts_key(task_id, retries), _failure_key(task_id))
+
+
 def started_many(attempts: list[tuple[str, int]]) -> list[int]:
     """``started`` for many ``(task id, retries)`` at once, in one pipeline."""
     if not attempts:
@@ -74,16 +85,15 @@ def unstart_many(attempts: list[tuple[str, int]]) -> None:
         log.warning("delivery counts of %d tasks not taken back: %s", len(attempts), exc)
 
 
-def ended_many(attempts: list[tuple[str, int]]) -> None:
-    """``ended`` and ``forget`` for many ``(task id, retries)`` at once, in one command."""
-    if not attempts:
-        return
+def ended_many_into(pipe: redis.client.Pipeline, attempts: list[tuple[str, int]]) -> None:
+    """``ended_many``'s command, queued on ``pipe`` (eventbus/bookkeeping.py)."""
+    if attempts:
+        pipe.delete(*_ended_keys(attempts))
+
+
+def _ended_keys(attempts: list[tuple[str, int]]) -> list[str]:
     keys = [_starts_key(task_id, retries) for task_id, retries in attempts]
-    keys += [_failure_key(task_id) for task_id, _ in attempts]
-    try:
-        client().delete(*keys)
-    except redis.RedisError as exc:
-        log.warning("delivery counts of %d tasks not cleared: %s", len(attempts), exc)
+    return keys + [_failure_key(task_id) for task_id, _ in attempts]
 
 
 def ended(task_id: str, retries: int) -> None:

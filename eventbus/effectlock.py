@@ -33,19 +33,29 @@ return 0
 
 
 @lru_cache(maxsize=1)
-def _release() -> Script:
+def release_script() -> Script:
+    """The release, as a script (eventbus/bookkeeping.py sends it in its pipeline)."""
     return client().register_script(_RELEASE_LUA)
 
 
-def _key(subscriber: str, event_id: object) -> str:
+def lock_key(subscriber: str, event_id: object) -> str:
     return key("effect-lock", subscriber, str(event_id))
 
 
 def acquire(subscriber: str, event_id: object, seconds: float) -> str | None:
     """Take the lock for ``seconds``; returns its token, or None while another delivery holds it."""
     token = uuid.uuid4().hex
-    taken = client().set(_key(subscriber, event_id), token, nx=True, px=max(1, int(seconds * 1000)))
+    taken = client().set(lock_key(subscriber, event_id), token, nx=True, px=_ms(seconds))
     return token if taken else None
+
+
+def acquire_into(pipe: redis.client.Pipeline, subscriber: str, event_id: object, seconds: float, token: str) -> None:
+    """``acquire``'s command with ``token``, queued on ``pipe``; its reply is true when the lock was taken."""
+    pipe.set(lock_key(subscriber, event_id), token, nx=True, px=_ms(seconds))
+
+
+def _ms(seconds: float) -> int:
+    return max(1, int(seconds * 1000))
 
 
 def release(subscriber: str, event_id: object, token: str) -> None:
@@ -55,6 +65,6 @@ def release(subscriber: str, event_id: object, token: str) -> None:
     released (Redis out of reach) expires by itself.
     """
     try:
-        _release()(keys=[_key(subscriber, event_id)], args=[token])
+        release_script()(keys=[lock_key(subscriber, event_id)], args=[token])
     except redis.RedisError as exc:
         log.warning("effect lock of %s for %s not released (it expires): %s", event_id, subscriber, exc)

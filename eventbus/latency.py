@@ -37,36 +37,36 @@ def _bucket_label(seconds: float) -> str:
     return "+Inf" if index == len(BUCKETS) else repr(BUCKETS[index])
 
 
+def observe_into(pipe: redis.client.Pipeline, subscriber: str, latency_seconds: float) -> None:
+    """``observe_delivery``'s commands, queued on ``pipe`` (eventbus/bookkeeping.py)."""
+    latency_seconds = max(0.0, latency_seconds)
+    pipe.hincrby(key("counters", DELIVERED), subscriber, 1)
+    pipe.hincrby(key("latency", subscriber), _bucket_label(latency_seconds), 1)
+    pipe.hincrbyfloat(key("latency-sum"), subscriber, latency_seconds)
+
+
 def observe_delivery(subscriber: str, latency_seconds: float) -> None:
     """Count one delivery and its latency."""
-    latency_seconds = max(0.0, latency_seconds)
     try:
         pipe = client().pipeline(transaction=False)
-        pipe.hincrby(key("counters", DELIVERED), subscriber, 1)
-        pipe.hincrby(key("latency", subscriber), _bucket_label(latency_seconds), 1)
-        pipe.hincrbyfloat(key("latency-sum"), subscriber, latency_seconds)
+        observe_into(pipe, subscriber, latency_seconds)
         pipe.execute()
     except redis.RedisError as exc:
         log.warning("delivery of %s not counted: %s", subscriber, exc)
 
 
-def observe_many(subscriber: str, latencies_seconds: list[float]) -> None:
-    """``observe_delivery`` for many deliveries of one subscriber, in one pipeline."""
+def observe_many_into(pipe: redis.client.Pipeline, subscriber: str, latencies_seconds: list[float]) -> None:
+    """``observe_many``'s commands, queued on ``pipe`` (eventbus/bookkeeping.py)."""
     if not latencies_seconds:
         return
     buckets: dict[str, int] = {}
     for seconds in latencies_seconds:
         label = _bucket_label(max(0.0, seconds))
         buckets[label] = buckets.get(label, 0) + 1
-    try:
-        pipe = client().pipeline(transaction=False)
-        pipe.hincrby(key("counters", DELIVERED), subscriber, len(latencies_seconds))
-        for label, count in buckets.items():
-            pipe.hincrby(key("latency", subscriber), label, count)
-        pipe.hincrbyfloat(key("latency-sum"), subscriber, sum(max(0.0, s) for s in latencies_seconds))
-        pipe.execute()
-    except redis.RedisError as exc:
-        log.warning("%d deliveries of %s not counted: %s", len(latencies_seconds), subscriber, exc)
+    pipe.hincrby(key("counters", DELIVERED), subscriber, len(latencies_seconds))
+    for label, count in buckets.items():
+        pipe.hincrby(key("latency", subscriber), label, count)
+    pipe.hincrbyfloat(key("latency-sum"), subscriber, sum(max(0.0, s) for s in latencies_seconds))
 
 
 def histogram(subscriber: str) -> Histogram:

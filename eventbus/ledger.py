@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 from django.db import IntegrityError, transaction
 
 from eventbus.envelope import Envelope
@@ -31,17 +33,48 @@ def claim(event: Envelope, subscriber: str, task_id: str = "", worker: str = "")
     return int(entry.pk)
 
 
+def record(event: Envelope, subscriber: str, task_id: str, worker: str, runtime_ms: float) -> bool:
+    """Record an effect that happened outside the database; returns False when the entry already exists.
+
+    One INSERT, in no transaction of the caller's (the effect is done: there
+    is nothing to commit with it), with the run time already known: what
+    ``claim`` and ``finish`` write, in one statement instead of a
+    transaction, a savepoint and two.
+    """
+    # Called inside a transaction after all (a test's), a savepoint keeps a
+    # duplicate's IntegrityError from breaking the caller's transaction.
+    guard = transaction.atomic() if transaction.get_connection().in_atomic_block else contextlib.nullcontext()
+    try:
+        with guard:
+            ProcessedEvent.objects.create(
+                event_id=event.id,
+                subscriber=subscriber,
+                event_type=event.type,
+                aggregate=event.aggregate,
+                sequence=event.sequence,
+                task_id=task_id or "",
+                worker=worker or "",
+                runtime_ms=runtime_ms,
+            )
+    except IntegrityError:
+        return False
+    return True
+
+
 def finish(entry_id: int, runtime_ms: float) -> None:
     """Note how long the effect took, in the same transaction as the claim."""
     ProcessedEvent.objects.filter(pk=entry_id).update(runtime_ms=runtime_ms)
 
 
-def claim_many(events: list[tuple[Envelope, str]], subscriber: str, worker: str = "") -> None:
+def claim_many(
+    events: list[tuple[Envelope, str]], subscriber: str, worker: str = "", runtime_ms: float | None = None
+) -> None:
     """``claim`` for many ``(event, task id)`` at once, in one INSERT; raises IntegrityError if any was claimed.
 
     Call it inside the transaction that holds the effects, after
     ``processed_ids`` found none of them: a concurrent duplicate makes the
     whole transaction fail, and its caller handles the events one by one.
+    ``runtime_ms``: each entry's run time, when the effects are done already.
     """
     ProcessedEvent.objects.bulk_create(
         [
@@ -53,15 +86,11 @@ def claim_many(events: list[tuple[Envelope, str]], subscriber: str, worker: str 
                 sequence=event.sequence,
                 task_id=task_id,
                 worker=worker,
+                runtime_ms=runtime_ms,
             )
             for event, task_id in events
         ]
     )
-
-
-def finish_many(event_ids: list[object], subscriber: str, runtime_ms: float) -> None:
-    """``finish`` for a batch: each entry gets the batch's run time per event."""
-    ProcessedEvent.objects.filter(subscriber=subscriber, event_id__in=event_ids).update(runtime_ms=runtime_ms)
 
 
 def processed_ids(event_ids: list[object], subscriber: str) -> set[object]:

@@ -1,0 +1,134 @@
+"""A delivery's Redis bookkeeping in two round trips: one before the handler, one after.
+
+A welcome email used to cost nine Redis round trips besides its rate limit
+and breaker check: the delivery count (a MULTI of INCR and EXPIRE), the
+effect lock, and after the send the lock's release, the breaker's success,
+the first-failure key, the latency histogram (a pipeline) and the delivery
+count again, each a command and a wait of its own. Each is small, and
+together they were 7% of a pool process's time in figure 1 of
+docs/benchmarks.md. Here they travel in two pipelines:
+
+- ``begin``: count the start (eventbus/deliveries.py) and, for a handler
+  whose effect is outside the database, take the effect lock
+  (eventbus/effectlock.py), in one round trip;
+- ``finish``: release the lock, record the breaker's success
+  (eventbus/breaker.py), clear the delivery count and first failure, and add
+  the latency (eventbus/latency.py), in one round trip.
+
+What each command does and in what order is unchanged; only the waiting is
+shared. The lock is the one part that is not best effort: when Redis cannot
+be reached, ``begin`` raises if it was asked for a lock (the delivery is
+retried, as when the lock's own call failed), and otherwise reports a first
+start, as the delivery count always did. ``finish`` runs after the effect
+and its ledger entry: a failure there is logged, never raised (the lock
+expires by itself, the breaker's next success closes it).
+
+Lua scripts are sent as EVALSHA of a script loaded once per process; a
+server that has lost them (restarted, flushed) answers NOSCRIPT for those
+commands only, which are then run again one by one (redis-py loads the
+script). redis-py's own pipelined scripts would ask SCRIPT EXISTS before
+every pipeline: one round trip more each time.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+from redis.commands.core import Script
+from redis.exceptions import NoScriptError
+
+from eventbus import deliveries, effectlock, latency
+from eventbus.breaker import CircuitBreaker
+from eventbus.redis import client
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Begun:
+    starts: int
+    """How many times this attempt has started, this one included (1 the first time)."""
+    token: str | None
+    """The effect lock's token; None when no lock was asked for or another delivery holds it."""
+
+
+def begin(task_id: str, retries: int, lock: tuple[str, object, float] | None = None) -> Begun:
+    """Count this start and, with ``lock=(subscriber, event id, seconds)``, take the effect lock.
+
+    Raises ``redis.RedisError`` only when a lock was asked for and Redis could not be reached.
+    """
+    pipe = client().pipeline(transaction=False)
+    deliveries.count_start(pipe, task_id, retries)
+    token = None
+    if lock is not None:
+        subscriber, event_id, seconds = lock
+        token = uuid.uuid4().hex
+        effectlock.acquire_into(pipe, subscriber, event_id, seconds, token)
+    try:
+        replies = pipe.execute()
+    except redis.RedisError as exc:
+        if lock is not None:
+            raise
+        log.warning("delivery count of task %s not kept: %s", task_id, exc)
+        return Begun(starts=1, token=None)
+    starts = int(replies[0])
+    taken = bool(replies[2]) if lock is not None else False
+    return Begun(starts=starts, token=token if taken else None)
+
+
+def finish(
+    task_id: str,
+    retries: int,
+    subscriber: str,
+    latency_seconds: float,
+    *,
+    lock: tuple[object, str] | None = None,
+    breaker: CircuitBreaker | None = None,
+) -> None:
+    """The delivery is done: release the lock (``(event id, token)``), close the breaker, clear, count."""
+    connection = client()
+    pipe = connection.pipeline(transaction=False)
+    scripts: list[tuple[int, Script, list[Any], list[Any]]] = []
+
+    def evalsha(script: Script, keys: list[Any], args: list[Any]) -> None:
+        scripts.append((len(pipe), script, keys, args))
+        pipe.evalsha(script.sha, len(keys), *keys, *args)
+
+    if lock is not None:
+        event_id, token = lock
+        evalsha(effectlock.release_script(), [effectlock.lock_key(subscriber, event_id)], [token])
+    breaker_reply = len(pipe)
+    if breaker is not None:
+        evalsha(breaker.success_script(), [breaker.redis_key], [])
+    deliveries.clear(pipe, task_id, retries)
+    latency.observe_into(pipe, subscriber, latency_seconds)
+    try:
+        replies = pipe.execute(raise_on_error=False)
+        for index, script, keys, args in scripts:
+            if isinstance(replies[index], NoScriptError):
+                replies[index] = script(keys=keys, args=args, client=connection)
+        failed = [reply for reply in replies if isinstance(reply, Exception)]
+        if failed:
+            raise failed[0]
+    except redis.RedisError as exc:
+        log.warning("bookkeeping of task %s (%s) incomplete, the effect lock expires: %s", task_id, subscriber, exc)
+        return
+    if breaker is not None:
+        breaker.note_success(replies[breaker_reply])
+
+
+def finish_many(subscriber: str, latencies_seconds: list[float], attempts: list[tuple[str, int]]) -> None:
+    """A batch is done (eventbus/batching.py): its latencies and the end of every attempt, in one round trip."""
+    if not attempts:
+        return
+    pipe = client().pipeline(transaction=False)
+    latency.observe_many_into(pipe, subscriber, latencies_seconds)
+    deliveries.ended_many_into(pipe, attempts)
+    try:
+        pipe.execute()
+    except redis.RedisError as exc:
+        log.warning("bookkeeping of a batch of %d (%s) not complete: %s", len(attempts), subscriber, exc)

@@ -1,0 +1,113 @@
+"""A delivery's Redis bookkeeping in two round trips (eventbus/bookkeeping.py), against a real Redis."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import pytest
+import redis
+
+from eventbus import bookkeeping, deliveries, effectlock, latency
+from eventbus.breaker import OPEN, CircuitBreaker
+from eventbus.counters import DELIVERED
+from eventbus.redis import client, key
+
+
+class CountedCommands:
+    """How many times redis-py sent something to the server (a command, or a pipeline at once)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        client().ping()  # an open connection first: its handshake is not what is counted
+        self.round_trips = 0
+        connection_class = client().connection_pool.connection_class
+        real = connection_class.send_packed_command
+
+        def counted(connection: Any, *args: Any, **kwargs: Any) -> Any:
+            self.round_trips += 1
+            return real(connection, *args, **kwargs)
+
+        monkeypatch.setattr(connection_class, "send_packed_command", counted)
+
+
+def test_begin_counts_the_start_and_takes_the_lock_in_one_round_trip(
+    redis_prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    event_id = uuid.uuid4()
+    counted = CountedCommands(monkeypatch)
+
+    first = bookkeeping.begin("task-1", 0, ("notifications.send_welcome_email", event_id, 30.0))
+
+    assert counted.round_trips == 1
+    assert first.starts == 1 and first.token is not None
+    lock = effectlock.lock_key("notifications.send_welcome_email", event_id)
+    assert client().get(lock) == first.token
+    assert 29_000 < client().pttl(lock) <= 30_000
+
+    # a second delivery of the same event at the same moment: counted, and no lock for it
+    second = bookkeeping.begin("task-1", 0, ("notifications.send_welcome_email", event_id, 30.0))
+    assert second.starts == 2 and second.token is None
+    assert client().get(lock) == first.token
+
+
+def test_begin_without_a_lock_is_best_effort_and_with_one_it_raises(monkeypatch: pytest.MonkeyPatch) -> None:
+    unreachable = redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=1)  # nothing listens there
+    monkeypatch.setattr(bookkeeping, "client", lambda: unreachable)
+
+    assert bookkeeping.begin("task-2", 0) == bookkeeping.Begun(starts=1, token=None)
+    with pytest.raises(redis.RedisError):
+        bookkeeping.begin("task-2", 0, ("s", uuid.uuid4(), 5.0))
+
+
+def test_finish_releases_the_lock_closes_the_breaker_clears_and_counts_in_one_round_trip(
+    redis_prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # given: a delivery that began, failed once, and holds the lock; a half-open breaker
+    event_id = uuid.uuid4()
+    begun = bookkeeping.begin("task-3", 1, ("sub", event_id, 30.0))
+    deliveries.failed("task-3")
+    breaker = CircuitBreaker("bookkeeping-test", 1, 60.0)
+    breaker.record_failure()
+    assert breaker.state().state == OPEN
+    counted = CountedCommands(monkeypatch)
+
+    # when
+    bookkeeping.finish("task-3", 1, "sub", 0.02, lock=(event_id, str(begun.token)), breaker=breaker)
+
+    # then: everything in one round trip
+    assert counted.round_trips == 1
+    assert client().get(effectlock.lock_key("sub", event_id)) is None
+    assert breaker.state().state == "closed"
+    assert deliveries.first_failure("task-3") is None
+    assert client().get(key("deliveries", "task-3", "1")) is None
+    assert client().hget(key("counters", DELIVERED), "sub") == "1"
+    assert latency.histogram("sub").count == 1
+
+
+def test_finish_leaves_a_lock_that_is_no_longer_its_own(redis_prefix: str) -> None:
+    event_id = uuid.uuid4()
+    bookkeeping.begin("task-4", 0, ("sub", event_id, 30.0))
+    # the lock expired and another delivery took it
+    client().set(effectlock.lock_key("sub", event_id), "someone-else")
+
+    bookkeeping.finish("task-4", 0, "sub", 0.01, lock=(event_id, "my-old-token"))
+
+    assert client().get(effectlock.lock_key("sub", event_id)) == "someone-else"
+
+
+def test_finish_loads_its_scripts_again_when_the_server_forgot_them(redis_prefix: str) -> None:
+    # given: a server without the scripts (restarted or emptied since they were loaded)
+    event_id = uuid.uuid4()
+    begun = bookkeeping.begin("task-5", 0, ("sub", event_id, 30.0))
+    breaker = CircuitBreaker("bookkeeping-noscript", 1, 60.0)
+    breaker.record_failure()
+    # SCRIPT FLUSH empties only the server's script cache; every redis-py client
+    # (this one, other tests') loads a script again when the server answers NOSCRIPT.
+    client().script_flush()
+
+    # when
+    bookkeeping.finish("task-5", 0, "sub", 0.01, lock=(event_id, str(begun.token)), breaker=breaker)
+
+    # then: the release and the breaker's success were still done
+    assert client().get(effectlock.lock_key("sub", event_id)) is None
+    assert breaker.state().state == "closed"
