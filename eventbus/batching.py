@@ -10,11 +10,13 @@ The pool process (``run_batch``) then does in bulk what
 
 1. count the start of every delivery in Redis (one pipeline);
 2. decode the envelopes; ask the ledger which are already done (one query);
-   for an ordered subscriber, check order for the whole batch (three queries);
-3. in one transaction, write the ledger rows and call the handler with every
-   event that is new and in order: the effects and the "done" marks commit
-   together, as for a single delivery;
-4. record latencies and clear the delivery counts (one pipeline each).
+   for an ordered subscriber the same query reads the aggregates' ledger
+   rows, and checking order for the whole batch adds at most one query of
+   the outbox (none when every event is its aggregate's first);
+3. in one transaction, call the handler with every event that is new and in
+   order and write their ledger rows (one INSERT, run times included): the
+   effects and the "done" marks commit together, as for a single delivery;
+4. record latencies and clear the delivery counts (one pipeline).
 
 Every message that the bulk path cannot take (poison, a duplicate, a gap or
 stale event, one delivered too often) or that was in a bulk transaction that
@@ -67,7 +69,7 @@ from celery.worker.strategy import hybrid_to_proto2, proto1_to_proto2
 from django.conf import settings
 from django.db import transaction
 
-from eventbus import counters, dbconnections, deliveries, latency, ledger, ordering, registry
+from eventbus import bookkeeping, counters, dbconnections, deliveries, ledger, ordering, registry
 from eventbus.consumer import ConsumerTask
 from eventbus.context import reset_fields, set_fields
 from eventbus.envelope import Envelope
@@ -137,19 +139,26 @@ class BatchConsumerTask(ConsumerTask):
                 events[n] = Envelope.from_dict(item.raw)
             except PoisonMessage:
                 slow.append(n)
-        done = ledger.processed_ids([event.id for event in events.values()], subscription.name)
+        # An ordered subscriber's ledger rows of these aggregates answer both
+        # "done already?" and "in order?": one query for the two.
+        handled = ordering.history(list(events.values()), subscription) if subscription.ordered else None
+        if handled is not None:
+            done = {event_id for event_id, _, _ in handled}
+        else:
+            done = ledger.processed_ids([event.id for event in events.values()], subscription.name)
         fresh = {n: event for n, event in events.items() if event.id not in done}
         slow += [n for n in events if n not in fresh]
         if subscription.ordered and fresh:
-            fresh, waiting = _in_order(fresh, subscription)
+            fresh, waiting = _in_order(fresh, subscription, handled)
             slow += waiting
         if fresh:
             if self._bulk(subscription, items, fresh):
                 now = datetime.now(UTC)
-                latency.observe_many(
-                    subscription.name, [(now - event.occurred_at).total_seconds() for event in fresh.values()]
+                bookkeeping.finish_many(
+                    subscription.name,
+                    [(now - event.occurred_at).total_seconds() for event in fresh.values()],
+                    [(items[n].task_id, items[n].retries) for n in fresh],
                 )
-                deliveries.ended_many([(items[n].task_id, items[n].retries) for n in fresh])
             else:
                 # Whatever struck mid-transaction (a time limit while waiting
                 # for SQLite's lock) may have left the connection inside it.
@@ -165,15 +174,16 @@ class BatchConsumerTask(ConsumerTask):
         started = time.monotonic()
         hostname = self.request.hostname or ""
         try:
+            # The ledger rows go in after the handler, with its run time, in
+            # the same transaction: they commit with the effects or not at all,
+            # and a concurrent duplicate still fails the whole transaction.
             with transaction.atomic():
-                ledger.claim_many(
-                    [(event, items[n].task_id) for n, event in fresh.items()], subscription.name, hostname
-                )
                 subscription.handler(list(fresh.values()))
-                ledger.finish_many(
-                    [event.id for event in fresh.values()],
+                ledger.claim_many(
+                    [(event, items[n].task_id) for n, event in fresh.items()],
                     subscription.name,
-                    (time.monotonic() - started) * 1000 / len(fresh),
+                    hostname,
+                    runtime_ms=(time.monotonic() - started) * 1000 / len(fresh),
                 )
         except Exception as exc:
             # A duplicate delivered at the same moment, or one event the
@@ -231,7 +241,9 @@ def _sort_key(event: Envelope | None) -> tuple[str, int]:
     return (event.aggregate, event.sequence) if event is not None else ("", 0)
 
 
-def _in_order(fresh: dict[int, Envelope], subscription: registry.Subscription) -> tuple[dict[int, Envelope], list[int]]:
+def _in_order(
+    fresh: dict[int, Envelope], subscription: registry.Subscription, handled: list[tuple[object, str, int]] | None
+) -> tuple[dict[int, Envelope], list[int]]:
     """Split ``fresh`` into events the bulk path may apply now and those that go one by one.
 
     An aggregate with several events in the batch goes one by one (each must
@@ -239,7 +251,7 @@ def _in_order(fresh: dict[int, Envelope], subscription: registry.Subscription) -
     """
     per_aggregate = Counter(event.aggregate for event in fresh.values())
     alone = {n: event for n, event in fresh.items() if per_aggregate[event.aggregate] == 1}
-    in_order = ordering.in_order_many(list(alone.values()), subscription)
+    in_order = ordering.in_order_many(list(alone.values()), subscription, handled)
     keep = {n: event for n, event in alone.items() if event.id in in_order}
     return keep, [n for n in fresh if n not in keep]
 

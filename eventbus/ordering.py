@@ -20,6 +20,8 @@ from __future__ import annotations
 from collections import defaultdict
 from enum import StrEnum
 
+from django.db.models import Q
+
 from eventbus.envelope import Envelope
 from eventbus.models import OutboxEvent, ProcessedEvent
 from eventbus.registry import Subscription
@@ -48,30 +50,55 @@ def check(event: Envelope, subscription: Subscription) -> Order:
     return Order.IN_ORDER
 
 
-def in_order_many(events: list[Envelope], subscription: Subscription) -> set[object]:
-    """The ids of ``events`` that ``check`` would find in order, in three queries for all of them.
+def history(events: list[Envelope], subscription: Subscription) -> list[tuple[object, str, int]]:
+    """The subscriber's ledger rows ``(event id, aggregate, sequence)`` of these events' aggregates
+    and of the events themselves, in one query: what ``in_order_many`` and the ledger check of a
+    batch both need (eventbus/batching.py)."""
+    if not events:
+        return []
+    aggregates = {event.aggregate for event in events}
+    ids = [event.id for event in events]
+    rows = ProcessedEvent.objects.filter(subscriber=subscription.name).filter(
+        Q(aggregate__in=aggregates) | Q(event_id__in=ids)
+    )
+    return list(rows.values_list("event_id", "aggregate", "sequence"))
+
+
+def in_order_many(
+    events: list[Envelope], subscription: Subscription, handled: list[tuple[object, str, int]] | None = None
+) -> set[object]:
+    """The ids of ``events`` that ``check`` would find in order, in at most three queries for all of them.
 
     Meant for events of distinct aggregates (a batch); for several events of
     one aggregate, call ``check`` on each as the earlier ones are applied.
+    ``handled``: the rows ``history`` read for these events, if the caller
+    has them (then no ledger query is made here). An aggregate's first event
+    (sequence 1: eventbus/sequences.py numbers from 1) has no predecessor to
+    look up in the outbox.
     """
     if not events:
         return set()
+    if handled is None:
+        handled = history(events, subscription)
     aggregates = {event.aggregate for event in events}
-    handled = ProcessedEvent.objects.filter(subscriber=subscription.name, aggregate__in=aggregates)
     latest: dict[str, int] = {}
-    for aggregate, sequence in handled.values_list("aggregate", "sequence"):
-        latest[aggregate] = max(latest.get(aggregate, 0), sequence)
+    done: set[object] = set()
+    for event_id, aggregate, sequence in handled:
+        if aggregate in aggregates:
+            latest[aggregate] = max(latest.get(aggregate, 0), sequence)
+            done.add(event_id)
+    later = {event.aggregate for event in events if event.sequence > 1}
     published: dict[str, list[tuple[int, object]]] = defaultdict(list)
-    for aggregate, sequence, event_id in OutboxEvent.objects.filter(
-        aggregate__in=aggregates, type__in=subscription.event_types
-    ).values_list("aggregate", "sequence", "id"):
-        published[aggregate].append((sequence, event_id))
+    if later:
+        for aggregate, sequence, event_id in OutboxEvent.objects.filter(
+            aggregate__in=later, type__in=subscription.event_types
+        ).values_list("aggregate", "sequence", "id"):
+            published[aggregate].append((sequence, event_id))
     predecessors: dict[object, object] = {}
     for event in events:
         earlier = [pair for pair in published[event.aggregate] if pair[0] < event.sequence]
         if earlier:
             predecessors[event.id] = max(earlier, key=lambda pair: pair[0])[1]
-    done = set(handled.filter(event_id__in=set(predecessors.values())).values_list("event_id", flat=True))
     return {
         event.id
         for event in events
