@@ -1,4 +1,4 @@
-"""The welcome email: rendered here, sent through Django's email framework over SMTP."""
+"""The welcome email: rendered here, built (notifications/mime.py) and sent over SMTP (notifications/smtp.py)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,10 @@ from django.core.mail import EmailMultiAlternatives
 from django.template.loader import render_to_string
 
 from eventbus.errors import PermanentError
-from notifications import smtp
+from notifications import mime, smtp
 from signups.verification import verification_url
+
+WELCOME_SUBJECT = "Welcome! Please verify your email address"
 
 
 class TransientEmailError(Exception):
@@ -32,16 +34,32 @@ def send_welcome_email(user: AbstractBaseUser, *, event_id: uuid.UUID) -> str:
     email: str = user.email  # type: ignore[attr-defined]
     context = {"email": email, "verify_url": verification_url(user.pk, email)}
     message_id = message_id_for(event_id, "welcome")
-    message = EmailMultiAlternatives(
-        subject="Welcome! Please verify your email address",
-        body=render_to_string("notifications/welcome.txt", context),
-        from_email=settings.DEFAULT_FROM_EMAIL,
-        to=[email],
-        headers={"Message-ID": message_id, "X-Event-ID": str(event_id)},
-    )
-    message.attach_alternative(render_to_string("notifications/welcome.html", context), "text/html")
+    text = render_to_string("notifications/welcome.txt", context)
+    html = render_to_string("notifications/welcome.html", context)
+    headers = {"Message-ID": message_id, "X-Event-ID": str(event_id)}
+    # Over SMTP, the message as bytes from notifications/mime.py when it can
+    # write it (plain ASCII); Django's message otherwise, and with any other
+    # backend (the console, files, tests' in-memory outbox).
+    raw = None
+    if smtp.sends_over_smtp():
+        raw = mime.alternative(
+            WELCOME_SUBJECT,
+            settings.DEFAULT_FROM_EMAIL,
+            email,
+            text,
+            html,
+            headers,
+            localtime=settings.EMAIL_USE_LOCALTIME,
+        )
     try:
-        smtp.send(message)
+        if raw is not None:
+            smtp.send_raw(settings.DEFAULT_FROM_EMAIL, [email], raw)
+        else:
+            message = EmailMultiAlternatives(
+                subject=WELCOME_SUBJECT, body=text, from_email=settings.DEFAULT_FROM_EMAIL, to=[email], headers=headers
+            )
+            message.attach_alternative(html, "text/html")
+            smtp.send(message)
     except smtplib.SMTPResponseException as exc:
         if 400 <= exc.smtp_code < 500:
             raise TransientEmailError(f"SMTP {exc.smtp_code}: {exc.smtp_error!r}") from exc

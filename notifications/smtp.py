@@ -23,6 +23,8 @@ from django.core.mail.backends.base import BaseEmailBackend
 
 _local = threading.local()
 
+SMTP_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+
 
 def send(message: EmailMessage) -> None:
     """Send ``message`` over this thread's open connection; raises what Django's backend raises."""
@@ -31,6 +33,32 @@ def send(message: EmailMessage) -> None:
         message.connection = connection
         try:
             message.send()
+            return
+        except smtplib.SMTPServerDisconnected:
+            discard()
+            if not reused or attempt == 2:
+                raise
+        except BaseException:
+            discard()
+            raise
+
+
+def sends_over_smtp() -> bool:
+    """Whether the configured backend is Django's SMTP backend (and ``send_raw`` can be used)."""
+    return settings.EMAIL_BACKEND == SMTP_BACKEND
+
+
+def send_raw(from_email: str, to: list[str], message: bytes) -> None:
+    """Send a message already serialized (notifications/mime.py) over this thread's open SMTP connection.
+
+    What Django's SMTP backend does with a message, after serializing it:
+    ``sendmail`` on its ``smtplib.SMTP``, opened (and reopened) the same way
+    as ``send``'s. Raises smtplib's errors, as that backend does.
+    """
+    for attempt in (1, 2):
+        connection, reused = _connection()
+        try:
+            connection.connection.sendmail(from_email, to, message)  # type: ignore[attr-defined]
             return
         except smtplib.SMTPServerDisconnected:
             discard()
