@@ -24,7 +24,7 @@ from django.db import IntegrityError
 from django.db.models import F
 from django.utils import timezone
 
-from eventbus import backpressure, counters, publishing_batch, registry, timeline
+from eventbus import backpressure, counters, publishing_batch, registry, statements, timeline
 from eventbus.envelope import args_summary
 from eventbus.models import OutboxEvent, ProcessedEvent
 from eventbus.publishing_batch import Batch
@@ -157,19 +157,10 @@ def settle(outcomes: Sequence[Outcome]) -> None:
         if not o.deferred and not o.partial:
             by_sent.setdefault(tuple(o.sent), []).append(o.event_id)
     for sent, complete in by_sent.items():
-        OutboxEvent.objects.filter(id__in=complete).exclude(status=OutboxEvent.Status.DISPATCHED).update(
-            status=OutboxEvent.Status.DISPATCHED,
-            dispatched_at=now,
-            dispatch_attempts=F("dispatch_attempts") + 1,
-            deferred_subscribers=[],
-            last_error="",
-            lease_owner="",
-            lease_until=None,
-            sent_to=list(sent),
-            last_sent_at=now if sent else None,
-            # Nothing was sent (every subscriber shed): no delivery to reconcile.
-            settled_at=None if sent else now,
-        )
+        # One prepared UPDATE (eventbus/statements.py): status dispatched,
+        # dispatched_at, dispatch_attempts + 1, no deferral, error or lease,
+        # sent_to and last_sent_at; settled_at when nothing was sent.
+        statements.mark_dispatched(complete, list(sent), now)
     for outcome in outcomes:
         if outcome.partial or outcome.deferred:
             _settle_partly(outcome, now)

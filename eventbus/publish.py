@@ -14,7 +14,7 @@ from functools import partial
 from django.db import transaction
 from django.utils import timezone
 
-from eventbus import catalogue
+from eventbus import catalogue, statements
 from eventbus.context import get_correlation_id, new_correlation_id
 from eventbus.dispatch import dispatch_after_commit
 from eventbus.envelope import Envelope
@@ -51,16 +51,20 @@ def publish(
             payload=payload,
         )
         wire = envelope.to_dict()
-        OutboxEvent.objects.using(using).create(
-            id=envelope.id,
-            type=envelope.type,
-            version=envelope.version,
-            aggregate=envelope.aggregate,
-            sequence=envelope.sequence,
-            occurred_at=envelope.occurred_at,
-            correlation_id=envelope.correlation_id,
-            causation_id=envelope.causation_id,
-            payload=wire["payload"],
+        # One prepared INSERT (eventbus/statements.py): the row create() would write.
+        statements.insert(
+            OutboxEvent(
+                id=envelope.id,
+                type=envelope.type,
+                version=envelope.version,
+                aggregate=envelope.aggregate,
+                sequence=envelope.sequence,
+                occurred_at=envelope.occurred_at,
+                correlation_id=envelope.correlation_id,
+                causation_id=envelope.causation_id,
+                payload=wire["payload"],
+            ),
+            using,
         )
         transaction.on_commit(partial(dispatch_after_commit, wire), using=using)
     return envelope
