@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+from functools import cache
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connections, transaction
 
 from eventbus.envelope import Envelope
 from eventbus.models import ProcessedEvent
@@ -103,5 +104,24 @@ def processed_ids(event_ids: list[object], subscriber: str) -> set[object]:
 
 
 def has_processed(event_id: object, subscriber: str) -> bool:
-    """True once the subscriber handled the event (or dispatch shed it for that subscriber)."""
-    return ProcessedEvent.objects.filter(event_id=event_id, subscriber=subscriber).exists()
+    """True once the subscriber handled the event (or dispatch shed it for that subscriber).
+
+    Asked before every delivery: one prepared ``SELECT 1 ... LIMIT 1`` on the
+    unique index, the SQL made once, not a queryset compiled per call.
+    """
+    connection = connections["default"]
+    with connection.cursor() as cursor:
+        params = [_EVENT_ID.get_db_prep_value(event_id, connection), subscriber]
+        cursor.execute(_processed_sql(connection.alias), params)
+        return cursor.fetchone() is not None
+
+
+_EVENT_ID = ProcessedEvent._meta.get_field("event_id")
+
+
+@cache
+def _processed_sql(alias: str) -> str:
+    quote = connections[alias].ops.quote_name
+    meta = ProcessedEvent._meta
+    event_id, subscriber = (quote(meta.get_field(name).column) for name in ("event_id", "subscriber"))
+    return f"SELECT 1 FROM {quote(meta.db_table)} WHERE {event_id} = %s AND {subscriber} = %s LIMIT 1"

@@ -47,6 +47,9 @@ from kombu.utils.uuid import uuid
 if TYPE_CHECKING:
     from eventbus.registry import Subscription
 
+#: Routes of calls made outside a worker's task, per app and (task, queue): they never change.
+_SHARED_ROUTES: dict[tuple[Celery, str], _Route] = {}
+
 #: Far above what one flush buffers: flushing is the caller's decision, never kombu's on its own.
 _UNBOUNDED = 1 << 30
 
@@ -98,6 +101,12 @@ class Batch:
         route = self._routes.get(key)
         if route is not None:
             return route
+        # Outside a worker's task (a request's dispatch) nothing in a route
+        # depends on the call: it is worked out once per process, not per event.
+        shared = (self.app, key) if self._parent is None else None
+        if shared is not None and (route := _SHARED_ROUTES.get(shared)) is not None:
+            self._routes[key] = route
+            return route
         task = self.app.tasks[task.name]  # the task itself, not shared_task's proxy
         # Task.apply_async: the task's options under the call's.
         options: dict[str, Any] = dict(task._get_exec_options(), queue=queue, routing_key=queue, retry=False)
@@ -119,6 +128,8 @@ class Batch:
             options.setdefault("priority", self._parent.request.delivery_info.get("priority"))
         route = _Route(task.name, options, time_limit, soft_time_limit, ignore_result, plain)
         self._routes[key] = route
+        if shared is not None:
+            _SHARED_ROUTES[shared] = route
         return route
 
     def args_repr(self, args: tuple[Any, ...]) -> str:

@@ -11,8 +11,8 @@ from django.db import connection
 from django.db.models import F
 from django.test.utils import CaptureQueriesContext
 
-from eventbus import statements
-from eventbus.models import OutboxEvent
+from eventbus import ledger, statements
+from eventbus.models import OutboxEvent, ProcessedEvent
 
 # Marked integration so that the production profile runs them on PostgreSQL too.
 pytestmark = [pytest.mark.django_db, pytest.mark.integration]
@@ -83,3 +83,18 @@ def test_the_prepared_mark_is_settles_update_and_leaves_a_dispatched_row_alone(s
     statements.mark_dispatched([str(ours[0].id)], sent_to, now + timedelta(seconds=5))
     assert stored(ours[0].id) == stored(theirs.id)
     assert OutboxEvent.objects.get(id=ours[0].id).dispatch_attempts == 1
+
+
+def test_the_ledger_is_asked_with_one_prepared_select() -> None:
+    done = ProcessedEvent.objects.create(
+        event_id=uuid.uuid4(), subscriber="s", event_type="user.signed_up", aggregate="user:1", sequence=1
+    )
+    with CaptureQueriesContext(connection) as queries:
+        answers = [
+            ledger.has_processed(done.event_id, "s"),
+            ledger.has_processed(str(done.event_id), "s"),
+            ledger.has_processed(done.event_id, "other"),
+            ledger.has_processed(uuid.uuid4(), "s"),
+        ]
+    assert answers == [True, True, False, False]
+    assert len(queries.captured_queries) == 4
