@@ -48,7 +48,7 @@ if TYPE_CHECKING:
     from eventbus.registry import Subscription
 
 #: Routes of calls made outside a worker's task, per app and (task, queue): they never change.
-_SHARED_ROUTES: dict[tuple[Celery, str], _Route] = {}
+_SHARED_ROUTES: dict[tuple[Celery, str], tuple[dict[str, Any], _Route]] = {}
 
 #: Far above what one flush buffers: flushing is the caller's decision, never kombu's on its own.
 _UNBOUNDED = 1 << 30
@@ -101,15 +101,19 @@ class Batch:
         route = self._routes.get(key)
         if route is not None:
             return route
-        # Outside a worker's task (a request's dispatch) nothing in a route
-        # depends on the call: it is worked out once per process, not per event.
-        shared = (self.app, key) if self._parent is None else None
-        if shared is not None and (route := _SHARED_ROUTES.get(shared)) is not None:
-            self._routes[key] = route
-            return route
         task = self.app.tasks[task.name]  # the task itself, not shared_task's proxy
+        exec_options = task._get_exec_options()
+        # Outside a worker's task (a request's dispatch) nothing in a route
+        # depends on the call: it is worked out once per process, not per
+        # event, for as long as the task's options are the same (Celery
+        # caches them per task; a changed option means a new cache).
+        shared = (self.app, key) if self._parent is None else None
+        cached = _SHARED_ROUTES.get(shared) if shared is not None else None
+        if cached is not None and cached[0] is exec_options:
+            self._routes[key] = cached[1]
+            return cached[1]
         # Task.apply_async: the task's options under the call's.
-        options: dict[str, Any] = dict(task._get_exec_options(), queue=queue, routing_key=queue, retry=False)
+        options: dict[str, Any] = dict(exec_options, queue=queue, routing_key=queue, retry=False)
         options.setdefault("ignore_result", task.ignore_result)
         kind = type(task)
         plain = (
@@ -129,7 +133,7 @@ class Batch:
         route = _Route(task.name, options, time_limit, soft_time_limit, ignore_result, plain)
         self._routes[key] = route
         if shared is not None:
-            _SHARED_ROUTES[shared] = route
+            _SHARED_ROUTES[shared] = (exec_options, route)
         return route
 
     def args_repr(self, args: tuple[Any, ...]) -> str:
