@@ -258,8 +258,53 @@ def run_batch(task_name: str, items: list[Item]) -> list[str]:
         dbconnections.tidy()
 
 
+class _Held:
+    """A buffered message: what the pool process gets, and how to settle the message afterwards."""
+
+    __slots__ = ("ack", "item", "message", "reject")
+
+    def __init__(self, message: Any, item: Item, ack: Any, reject: Any) -> None:
+        self.message = message
+        self.item = item
+        # Celery's promises (ack or reject through its event loop), used when
+        # the transport cannot acknowledge a batch at once.
+        self.ack = ack
+        self.reject = reject
+
+
+def item_from_message(message: Any, hostname: str) -> Item:
+    """The ``Item`` of a protocol 2 task message: the request dict Celery's ``Request`` would build.
+
+    Celery's ``Request`` (celery/worker/request.py) copies the headers (id,
+    task, retries, argsrepr, root and parent ids...) and adds the properties,
+    reply_to, correlation_id, this worker's hostname and the delivery info;
+    the body is ``(args, kwargs, embed)``. Building the dict directly spares the
+    main process the rest of a request (ETA and expiry parsing, time limits,
+    the task lookup), which the bulk path never uses.
+    """
+    args, kwargs, _embed = message.payload
+    properties = message.properties or {}
+    delivery_info = message.delivery_info or {}
+    request = dict(message.headers)
+    request.update(
+        properties=properties,
+        reply_to=properties.get("reply_to"),
+        correlation_id=properties.get("correlation_id"),
+        hostname=hostname,
+        delivery_info={
+            "exchange": delivery_info.get("exchange"),
+            "routing_key": delivery_info.get("routing_key"),
+            "priority": properties.get("priority"),
+            "redelivered": delivery_info.get("redelivered", False),
+        },
+        args=args,
+        kwargs=kwargs,
+    )
+    return Item(request=request, args=tuple(args))
+
+
 class _Buffer:
-    """The main process's side: collect requests, send a batch to the pool, ack or put back each message."""
+    """The main process's side: collect messages, send a batch to the pool, ack or put back each message."""
 
     def __init__(
         self, task: BatchConsumerTask, subscription: registry.Subscription, app: Any, consumer: Any, single: Any
@@ -269,7 +314,7 @@ class _Buffer:
         self.app = app
         self.consumer = consumer
         self.single = single
-        self.pending: list[Any] = []
+        self.pending: list[_Held] = []
         self.timer: Any = None
         eventer = consumer.event_dispatcher
         self.eventer = eventer
@@ -278,16 +323,42 @@ class _Buffer:
         )
 
     def on_message(self, message: Any, body: Any, ack: Any, reject: Any, callbacks: Any, **kwargs: Any) -> None:
-        if (message.headers or {}).get("eta"):
+        headers = message.headers or {}
+        if headers.get("eta"):
             # A retry or a wait coming back: the ordinary path runs it at its time.
             return self.single(message, body, ack, reject, callbacks, **kwargs)
+        request = None
+        if body is None and "args" not in message.payload:
+            item = item_from_message(message, self.consumer.hostname)
+        else:
+            # Protocol 1 or a hybrid message (not sent by this project): Celery converts it.
+            request = self._request(message, body, ack, reject)
+            item = Item(request=dict(request.request_dict), args=tuple(request._payload[0]))
+        if signals.task_received.has_listeners(self.consumer):
+            # Receivers expect Celery's request: build one only for them.
+            request = request or self._request(message, body, ack, reject)
+            signals.task_received.send(sender=self.consumer, request=request)
+        name = item.request.get("shadow") or item.request.get("task")
+        self._send_event(item.task_id, "task-received", name=name, args=item.request.get("argsrepr"), kwargs="{}")
+        self.pending.append(_Held(message, item, ack, reject))
+        # The worker fetches no more than its prefetch limit: once it holds
+        # that many messages (these and the tasks it runs or has reserved) the
+        # buffer will not grow, so it goes now. A limit of 0 means none.
+        limit = self.consumer.qos.value
+        held = len(self.pending) + len(worker_state.reserved_requests)
+        if len(self.pending) >= self.subscription.batch or (limit and held >= limit):
+            self.flush()
+        elif self.timer is None:
+            self.timer = self.consumer.timer.call_after(FLUSH_INTERVAL, self.flush)
+
+    def _request(self, message: Any, body: Any, ack: Any, reject: Any) -> Any:
         if body is None and "args" not in message.payload:
             body, headers, decoded, utc = message.body, message.headers, False, self.app.uses_utc_timezone()
         elif "args" in message.payload:
             body, headers, decoded, utc = hybrid_to_proto2(message, message.payload)
         else:
             body, headers, decoded, utc = proto1_to_proto2(message, body)
-        request = self.Request(
+        return self.Request(
             message,
             on_ack=ack,
             on_reject=reject,
@@ -301,18 +372,6 @@ class _Buffer:
             decoded=decoded,
             utc=utc,
         )
-        signals.task_received.send(sender=self.consumer, request=request)
-        self._send_event(request, "task-received", name=request.name, args=request.argsrepr, kwargs="{}")
-        self.pending.append(request)
-        # The worker fetches no more than its prefetch limit: once it holds
-        # that many messages (these and the tasks it runs or has reserved) the
-        # buffer will not grow, so it goes now. A limit of 0 means none.
-        limit = self.consumer.qos.value
-        held = len(self.pending) + len(worker_state.reserved_requests)
-        if len(self.pending) >= self.subscription.batch or (limit and held >= limit):
-            self.flush()
-        elif self.timer is None:
-            self.timer = self.consumer.timer.call_after(FLUSH_INTERVAL, self.flush)
 
     def flush(self) -> None:
         if self.timer is not None:
@@ -321,7 +380,7 @@ class _Buffer:
         batch, self.pending = self.pending, []
         if not batch:
             return
-        items = [Item(request=dict(r.request_dict), args=tuple(r._payload[0])) for r in batch]
+        items = [held.item for held in batch]
         started = time.monotonic()
         self.consumer.pool.apply_async(
             run_batch,
@@ -332,7 +391,7 @@ class _Buffer:
             timeout=self.subscription.time_limit,
         )
 
-    def _settle(self, batch: list[Any], outcomes: list[str] | None, started: float, exc: Any = None) -> None:
+    def _settle(self, batch: list[_Held], outcomes: list[str] | None, started: float, exc: Any = None) -> None:
         if outcomes is None:
             # The pool process died or the batch ran out of time: every
             # message goes back; a message that keeps killing its process
@@ -340,14 +399,18 @@ class _Buffer:
             log.error("%s: batch of %d failed (%r); its messages go back", self.task.name, len(batch), exc)
             outcomes = [REQUEUE] * len(batch)
         runtime = time.monotonic() - started
-        for request, outcome in zip(batch, outcomes, strict=True):
+        errors = self.consumer.connection_errors
+        for held, outcome in zip(batch, outcomes, strict=True):
+            if held.message.acknowledged:
+                continue
             if outcome == ACK:
-                request.acknowledge()
-                self._send_event(request, "task-succeeded", result="batched", runtime=runtime)
+                held.ack(log, errors)
+                self._send_event(held.item.task_id, "task-succeeded", result="batched", runtime=runtime)
             else:
-                request.reject(requeue=outcome == REQUEUE)
-                self._send_event(request, "task-rejected", requeue=outcome == REQUEUE)
+                requeue = outcome == REQUEUE
+                held.reject(log, errors, requeue)
+                self._send_event(held.item.task_id, "task-rejected", requeue=requeue)
 
-    def _send_event(self, request: Any, kind: str, **fields: Any) -> None:
+    def _send_event(self, task_id: str, kind: str, **fields: Any) -> None:
         if self.eventer is not None and self.eventer.enabled and self.task.send_events:
-            self.eventer.send(kind, uuid=request.id, **fields)
+            self.eventer.send(kind, uuid=task_id, **fields)
