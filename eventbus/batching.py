@@ -400,16 +400,44 @@ class _Buffer:
             outcomes = [REQUEUE] * len(batch)
         runtime = time.monotonic() - started
         errors = self.consumer.connection_errors
+        acked = [h for h, outcome in zip(batch, outcomes, strict=True) if outcome == ACK and not h.message.acknowledged]
+        for held in self._ack_in_bulk(acked):
+            held.ack(log, errors)
+        for held in acked:
+            self._send_event(held.item.task_id, "task-succeeded", result="batched", runtime=runtime)
         for held, outcome in zip(batch, outcomes, strict=True):
-            if held.message.acknowledged:
-                continue
-            if outcome == ACK:
-                held.ack(log, errors)
-                self._send_event(held.item.task_id, "task-succeeded", result="batched", runtime=runtime)
-            else:
+            if outcome != ACK and not held.message.acknowledged:
                 requeue = outcome == REQUEUE
                 held.reject(log, errors, requeue)
                 self._send_event(held.item.task_id, "task-rejected", requeue=requeue)
+
+    def _ack_in_bulk(self, acked: list[_Held]) -> list[_Held]:
+        """Acknowledge what the transport can acknowledge at once; returns the rest, to ack one by one.
+
+        The project's Redis channel (eventbus/broker.py) takes a batch's acks
+        in one round trip. Any other transport (RabbitMQ), and every message
+        after a connection restart until Celery restored the prefetch limit
+        (its ack promises then raise the limit step by step), go one by one.
+        """
+        consumer = self.consumer
+        if consumer.restart_count > 0 and not consumer._maximum_prefetch_restored:
+            return acked
+        rest: list[_Held] = []
+        per_channel: dict[Any, list[Any]] = {}
+        for held in acked:
+            channel = held.message.channel
+            if hasattr(channel, "ack_many"):
+                per_channel.setdefault(channel, []).append(held.message)
+            else:
+                rest.append(held)
+        for channel, messages in per_channel.items():
+            try:
+                channel.ack_many(messages)
+            except consumer.connection_errors as exc:
+                # As a failed Message.ack: logged, the messages stay unacknowledged
+                # and come back (the ledger absorbs what was done).
+                log.critical("Couldn't ack %d messages, reason: %r", len(messages), exc, exc_info=True)
+        return rest
 
     def _send_event(self, task_id: str, kind: str, **fields: Any) -> None:
         if self.eventer is not None and self.eventer.enabled and self.task.send_events:

@@ -22,13 +22,24 @@ reports a connection error instead: the close is ignored as Celery meant, the
 consumer reconnects, and the message it held comes back from Redis's
 unacknowledged set after the visibility timeout (the ledger absorbs it if it
 was in fact done).
+
+A batching subscriber's worker (eventbus/batching.py) acknowledges a whole
+batch at once (``FailFastChannel.ack_many``): one pipeline removes all its
+delivery tags from the unacknowledged index and hash, where kombu's
+``QoS.ack`` does ``ZREM`` + ``HDEL`` per message, a round trip each in the
+worker's one main process. The tags are then marked acknowledged in kombu's
+memory exactly as ``QoS.ack`` marks one, so prefetch accounting and
+``restore_unacked`` see what they would have seen. On RabbitMQ (another
+transport) the strategy acknowledges message by message.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from kombu.transport import redis as kombu_redis
+from kombu.transport import virtual
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.retry import Retry
@@ -50,6 +61,31 @@ class FailFastChannel(kombu_redis.Channel):
         # redis-py would not replay a command, and takes any ``retry`` object
         # for a replaying one. This one never retries: batching is safe.
         return not self.retry_on_timeout
+
+    # --- acknowledging many ---------------------------------------------------
+
+    def ack_many(self, messages: Sequence[Any]) -> None:
+        """Acknowledge ``messages`` (this channel's) in one round trip: kombu's ``Message.ack`` for each.
+
+        A connection error leaves every one of them unacknowledged, in Redis
+        and in memory, as a failed ``Message.ack`` leaves its message.
+        """
+        todo = [m for m in messages if not m.acknowledged and not self._no_ack(m)]
+        if not todo:
+            return
+        tags = [m.delivery_tag for m in todo]
+        qos = self.qos
+        if isinstance(qos, kombu_redis.QoS):
+            with self.conn_or_acquire() as client, client.pipeline() as pipe:
+                pipe.zrem(qos.unacked_index_key, *tags).hdel(qos.unacked_key, *tags).execute()
+        for message, tag in zip(todo, tags, strict=True):
+            virtual.QoS.ack(qos, tag)
+            message._state = "ACK"
+
+    def _no_ack(self, message: Any) -> bool:
+        # Message.ack does nothing for a consumer that acknowledges nothing.
+        no_ack = self.no_ack_consumers
+        return no_ack is not None and message.delivery_info.get("consumer_tag") in no_ack
 
 
 class FailFastRedisTransport(kombu_redis.Transport):
