@@ -67,7 +67,7 @@ from celery.worker.strategy import hybrid_to_proto2, proto1_to_proto2
 from django.conf import settings
 from django.db import transaction
 
-from eventbus import counters, dbconnections, deliveries, latency, ledger, ordering, registry
+from eventbus import broker, counters, dbconnections, deliveries, latency, ledger, ordering, registry
 from eventbus.consumer import ConsumerTask
 from eventbus.context import reset_fields, set_fields
 from eventbus.envelope import Envelope
@@ -118,6 +118,9 @@ class BatchConsumerTask(ConsumerTask):
         subscription = registry.find(task.name)
         if subscription is None or not subscription.batch:
             return single
+        # Up to the prefetch room per round trip from this queue (a no-op on
+        # another transport than the project's Redis one).
+        broker.fetch_many(subscription.queue)
         return _Buffer(task, subscription, app, consumer, single).on_message
 
     # --- the pool process ---------------------------------------------------
