@@ -32,7 +32,9 @@ its limit keeps a ``BRPOP`` waiting on Redis, and kombu's Redis transport
 takes a message off its queue before it records it as unacknowledged: a host
 cut off from Redis while it waits can lose the next message pushed to that
 queue (the two-host test, tests/scaleout, found this when the limit was
-raised by default). So the default stays 1, and a larger prefetch is an
+raised by default; the messages fetched with it in the same round trip, below,
+are popped and recorded in one atomic step and do not widen that gap). So the
+default stays 1, and a larger prefetch is an
 operator's choice for the analytics pool (docs/operations.md).
 
 At least once: a message is acknowledged only after its batch committed (or
@@ -42,10 +44,23 @@ killing its process. Exactly-once effect: the ledger's unique row per event
 and subscriber, written in the handler's transaction; a concurrent duplicate
 makes the bulk insert fail, and the one-by-one path then skips it.
 
+The worker's one main process handles every message, so it does as little per
+message as it can (figure 2 of docs/benchmarks.md measures it):
+
+- it builds each message's ``Item`` (the request dict the one-by-one path
+  needs: id, retries, headers, delivery info, hostname, correlation id)
+  directly from the kombu message (``item_from_message``), not a Celery
+  ``Request``; one is built only for ``task_received`` receivers, if any;
+- on the project's Redis transport (eventbus/broker.py) it acknowledges a
+  batch's messages in one round trip, and it fetches up to the prefetch
+  room per round trip from a batching subscriber's queue, each message
+  recorded as unacknowledged in the same atomic step as its pop. On
+  RabbitMQ it acknowledges message by message, as Celery does.
+
 Results are not stored for batched deliveries (there is no Celery task per
 message to store one for); the ledger row is the record of each. Task events
-(``task-received``, ``task-succeeded``) are sent per message when the worker
-sends events, so Flower shows each.
+(``task-received``, ``task-succeeded``, ``task-rejected``) are sent per
+message when the worker sends events, so Flower shows each.
 """
 
 from __future__ import annotations
@@ -349,10 +364,23 @@ class _Buffer:
         # buffer will not grow, so it goes now. A limit of 0 means none.
         limit = self.consumer.qos.value
         held = len(self.pending) + len(worker_state.reserved_requests)
-        if len(self.pending) >= self.subscription.batch or (limit and held >= limit):
+        if len(self.pending) >= self._size(limit) or (limit and held >= limit):
             self.flush()
         elif self.timer is None:
             self.timer = self.consumer.timer.call_after(FLUSH_INTERVAL, self.flush)
+
+    def _size(self, limit: int) -> int:
+        """The most messages one batch takes: ``batch``, or each pool process's share of the prefetch limit.
+
+        A batch that holds the whole limit leaves the worker nothing to fetch
+        while it runs: the main process waits for the pool and the pool for the
+        main process. With a share per process (``-c 2 --prefetch-multiplier
+        100``: batches of up to 100), the next batch is fetched, and its reads
+        done, while one commits. A share of 1 (the default prefetch) keeps the
+        rule above: the batch goes when the limit is reached.
+        """
+        share = limit // max(1, self.consumer.pool.num_processes or 1) if limit else 0
+        return min(self.subscription.batch, share) if share > 1 else self.subscription.batch
 
     def _request(self, message: Any, body: Any, ack: Any, reject: Any) -> Any:
         if body is None and "args" not in message.payload:
