@@ -34,7 +34,9 @@ its limit keeps a ``BRPOP`` waiting on Redis, and kombu's Redis transport
 takes a message off its queue before it records it as unacknowledged: a host
 cut off from Redis while it waits can lose the next message pushed to that
 queue (the two-host test, tests/scaleout, found this when the limit was
-raised by default). So the default stays 1, and a larger prefetch is an
+raised by default; the messages fetched with it in the same round trip, below,
+are popped and recorded in one atomic step and do not widen that gap). So the
+default stays 1, and a larger prefetch is an
 operator's choice for the analytics pool (docs/operations.md).
 
 At least once: a message is acknowledged only after its batch committed (or
@@ -44,10 +46,23 @@ killing its process. Exactly-once effect: the ledger's unique row per event
 and subscriber, written in the handler's transaction; a concurrent duplicate
 makes the bulk insert fail, and the one-by-one path then skips it.
 
+The worker's one main process handles every message, so it does as little per
+message as it can (figure 2 of docs/benchmarks.md measures it):
+
+- it builds each message's ``Item`` (the request dict the one-by-one path
+  needs: id, retries, headers, delivery info, hostname, correlation id)
+  directly from the kombu message (``item_from_message``), not a Celery
+  ``Request``; one is built only for ``task_received`` receivers, if any;
+- on the project's Redis transport (eventbus/broker.py) it acknowledges a
+  batch's messages in one round trip, and it fetches up to the prefetch
+  room per round trip from a batching subscriber's queue, each message
+  recorded as unacknowledged in the same atomic step as its pop. On
+  RabbitMQ it acknowledges message by message, as Celery does.
+
 Results are not stored for batched deliveries (there is no Celery task per
 message to store one for); the ledger row is the record of each. Task events
-(``task-received``, ``task-succeeded``) are sent per message when the worker
-sends events, so Flower shows each.
+(``task-received``, ``task-succeeded``, ``task-rejected``) are sent per
+message when the worker sends events, so Flower shows each.
 """
 
 from __future__ import annotations
@@ -69,7 +84,7 @@ from celery.worker.strategy import hybrid_to_proto2, proto1_to_proto2
 from django.conf import settings
 from django.db import transaction
 
-from eventbus import bookkeeping, counters, dbconnections, deliveries, ledger, ordering, registry
+from eventbus import bookkeeping, broker, counters, dbconnections, deliveries, ledger, ordering, registry
 from eventbus.consumer import ConsumerTask
 from eventbus.context import reset_fields, set_fields
 from eventbus.envelope import Envelope
@@ -120,6 +135,9 @@ class BatchConsumerTask(ConsumerTask):
         subscription = registry.find(task.name)
         if subscription is None or not subscription.batch:
             return single
+        # Up to the prefetch room per round trip from this queue (a no-op on
+        # another transport than the project's Redis one).
+        broker.fetch_many(subscription.queue)
         return _Buffer(task, subscription, app, consumer, single).on_message
 
     # --- the pool process ---------------------------------------------------
@@ -270,8 +288,53 @@ def run_batch(task_name: str, items: list[Item]) -> list[str]:
         dbconnections.tidy()
 
 
+class _Held:
+    """A buffered message: what the pool process gets, and how to settle the message afterwards."""
+
+    __slots__ = ("ack", "item", "message", "reject")
+
+    def __init__(self, message: Any, item: Item, ack: Any, reject: Any) -> None:
+        self.message = message
+        self.item = item
+        # Celery's promises (ack or reject through its event loop), used when
+        # the transport cannot acknowledge a batch at once.
+        self.ack = ack
+        self.reject = reject
+
+
+def item_from_message(message: Any, hostname: str) -> Item:
+    """The ``Item`` of a protocol 2 task message: the request dict Celery's ``Request`` would build.
+
+    Celery's ``Request`` (celery/worker/request.py) copies the headers (id,
+    task, retries, argsrepr, root and parent ids...) and adds the properties,
+    reply_to, correlation_id, this worker's hostname and the delivery info;
+    the body is ``(args, kwargs, embed)``. Building the dict directly spares the
+    main process the rest of a request (ETA and expiry parsing, time limits,
+    the task lookup), which the bulk path never uses.
+    """
+    args, kwargs, _embed = message.payload
+    properties = message.properties or {}
+    delivery_info = message.delivery_info or {}
+    request = dict(message.headers)
+    request.update(
+        properties=properties,
+        reply_to=properties.get("reply_to"),
+        correlation_id=properties.get("correlation_id"),
+        hostname=hostname,
+        delivery_info={
+            "exchange": delivery_info.get("exchange"),
+            "routing_key": delivery_info.get("routing_key"),
+            "priority": properties.get("priority"),
+            "redelivered": delivery_info.get("redelivered", False),
+        },
+        args=args,
+        kwargs=kwargs,
+    )
+    return Item(request=request, args=tuple(args))
+
+
 class _Buffer:
-    """The main process's side: collect requests, send a batch to the pool, ack or put back each message."""
+    """The main process's side: collect messages, send a batch to the pool, ack or put back each message."""
 
     def __init__(
         self, task: BatchConsumerTask, subscription: registry.Subscription, app: Any, consumer: Any, single: Any
@@ -281,7 +344,7 @@ class _Buffer:
         self.app = app
         self.consumer = consumer
         self.single = single
-        self.pending: list[Any] = []
+        self.pending: list[_Held] = []
         self.timer: Any = None
         eventer = consumer.event_dispatcher
         self.eventer = eventer
@@ -290,16 +353,55 @@ class _Buffer:
         )
 
     def on_message(self, message: Any, body: Any, ack: Any, reject: Any, callbacks: Any, **kwargs: Any) -> None:
-        if (message.headers or {}).get("eta"):
+        headers = message.headers or {}
+        if headers.get("eta"):
             # A retry or a wait coming back: the ordinary path runs it at its time.
             return self.single(message, body, ack, reject, callbacks, **kwargs)
+        request = None
+        if body is None and "args" not in message.payload:
+            item = item_from_message(message, self.consumer.hostname)
+        else:
+            # Protocol 1 or a hybrid message (not sent by this project): Celery converts it.
+            request = self._request(message, body, ack, reject)
+            item = Item(request=dict(request.request_dict), args=tuple(request._payload[0]))
+        if signals.task_received.has_listeners(self.consumer):
+            # Receivers expect Celery's request: build one only for them.
+            request = request or self._request(message, body, ack, reject)
+            signals.task_received.send(sender=self.consumer, request=request)
+        name = item.request.get("shadow") or item.request.get("task")
+        self._send_event(item.task_id, "task-received", name=name, args=item.request.get("argsrepr"), kwargs="{}")
+        self.pending.append(_Held(message, item, ack, reject))
+        # The worker fetches no more than its prefetch limit: once it holds
+        # that many messages (these and the tasks it runs or has reserved) the
+        # buffer will not grow, so it goes now. A limit of 0 means none.
+        limit = self.consumer.qos.value
+        held = len(self.pending) + len(worker_state.reserved_requests)
+        if len(self.pending) >= self._size(limit) or (limit and held >= limit):
+            self.flush()
+        elif self.timer is None:
+            self.timer = self.consumer.timer.call_after(FLUSH_INTERVAL, self.flush)
+
+    def _size(self, limit: int) -> int:
+        """The most messages one batch takes: ``batch``, or each pool process's share of the prefetch limit.
+
+        A batch that holds the whole limit leaves the worker nothing to fetch
+        while it runs: the main process waits for the pool and the pool for the
+        main process. With a share per process (``-c 2 --prefetch-multiplier
+        100``: batches of up to 100), the next batch is fetched, and its reads
+        done, while one commits. A share of 1 (the default prefetch) keeps the
+        rule above: the batch goes when the limit is reached.
+        """
+        share = limit // max(1, self.consumer.pool.num_processes or 1) if limit else 0
+        return min(self.subscription.batch, share) if share > 1 else self.subscription.batch
+
+    def _request(self, message: Any, body: Any, ack: Any, reject: Any) -> Any:
         if body is None and "args" not in message.payload:
             body, headers, decoded, utc = message.body, message.headers, False, self.app.uses_utc_timezone()
         elif "args" in message.payload:
             body, headers, decoded, utc = hybrid_to_proto2(message, message.payload)
         else:
             body, headers, decoded, utc = proto1_to_proto2(message, body)
-        request = self.Request(
+        return self.Request(
             message,
             on_ack=ack,
             on_reject=reject,
@@ -313,18 +415,6 @@ class _Buffer:
             decoded=decoded,
             utc=utc,
         )
-        signals.task_received.send(sender=self.consumer, request=request)
-        self._send_event(request, "task-received", name=request.name, args=request.argsrepr, kwargs="{}")
-        self.pending.append(request)
-        # The worker fetches no more than its prefetch limit: once it holds
-        # that many messages (these and the tasks it runs or has reserved) the
-        # buffer will not grow, so it goes now. A limit of 0 means none.
-        limit = self.consumer.qos.value
-        held = len(self.pending) + len(worker_state.reserved_requests)
-        if len(self.pending) >= self.subscription.batch or (limit and held >= limit):
-            self.flush()
-        elif self.timer is None:
-            self.timer = self.consumer.timer.call_after(FLUSH_INTERVAL, self.flush)
 
     def flush(self) -> None:
         if self.timer is not None:
@@ -333,7 +423,7 @@ class _Buffer:
         batch, self.pending = self.pending, []
         if not batch:
             return
-        items = [Item(request=dict(r.request_dict), args=tuple(r._payload[0])) for r in batch]
+        items = [held.item for held in batch]
         started = time.monotonic()
         self.consumer.pool.apply_async(
             run_batch,
@@ -344,7 +434,7 @@ class _Buffer:
             timeout=self.subscription.time_limit,
         )
 
-    def _settle(self, batch: list[Any], outcomes: list[str] | None, started: float, exc: Any = None) -> None:
+    def _settle(self, batch: list[_Held], outcomes: list[str] | None, started: float, exc: Any = None) -> None:
         if outcomes is None:
             # The pool process died or the batch ran out of time: every
             # message goes back; a message that keeps killing its process
@@ -352,14 +442,46 @@ class _Buffer:
             log.error("%s: batch of %d failed (%r); its messages go back", self.task.name, len(batch), exc)
             outcomes = [REQUEUE] * len(batch)
         runtime = time.monotonic() - started
-        for request, outcome in zip(batch, outcomes, strict=True):
-            if outcome == ACK:
-                request.acknowledge()
-                self._send_event(request, "task-succeeded", result="batched", runtime=runtime)
-            else:
-                request.reject(requeue=outcome == REQUEUE)
-                self._send_event(request, "task-rejected", requeue=outcome == REQUEUE)
+        errors = self.consumer.connection_errors
+        acked = [h for h, outcome in zip(batch, outcomes, strict=True) if outcome == ACK and not h.message.acknowledged]
+        for held in self._ack_in_bulk(acked):
+            held.ack(log, errors)
+        for held in acked:
+            self._send_event(held.item.task_id, "task-succeeded", result="batched", runtime=runtime)
+        for held, outcome in zip(batch, outcomes, strict=True):
+            if outcome != ACK and not held.message.acknowledged:
+                requeue = outcome == REQUEUE
+                held.reject(log, errors, requeue)
+                self._send_event(held.item.task_id, "task-rejected", requeue=requeue)
 
-    def _send_event(self, request: Any, kind: str, **fields: Any) -> None:
+    def _ack_in_bulk(self, acked: list[_Held]) -> list[_Held]:
+        """Acknowledge what the transport can acknowledge at once; returns the rest, to ack one by one.
+
+        The project's Redis channel (eventbus/broker.py) takes a batch's acks
+        in one round trip. Any other transport (RabbitMQ), and every message
+        after a connection restart until Celery restored the prefetch limit
+        (its ack promises then raise the limit step by step), go one by one.
+        """
+        consumer = self.consumer
+        if consumer.restart_count > 0 and not consumer._maximum_prefetch_restored:
+            return acked
+        rest: list[_Held] = []
+        per_channel: dict[Any, list[Any]] = {}
+        for held in acked:
+            channel = held.message.channel
+            if hasattr(channel, "ack_many"):
+                per_channel.setdefault(channel, []).append(held.message)
+            else:
+                rest.append(held)
+        for channel, messages in per_channel.items():
+            try:
+                channel.ack_many(messages)
+            except consumer.connection_errors as exc:
+                # As a failed Message.ack: logged, the messages stay unacknowledged
+                # and come back (the ledger absorbs what was done).
+                log.critical("Couldn't ack %d messages, reason: %r", len(messages), exc, exc_info=True)
+        return rest
+
+    def _send_event(self, task_id: str, kind: str, **fields: Any) -> None:
         if self.eventer is not None and self.eventer.enabled and self.task.send_events:
-            self.eventer.send(kind, uuid=request.id, **fields)
+            self.eventer.send(kind, uuid=task_id, **fields)
