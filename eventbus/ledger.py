@@ -11,6 +11,20 @@ from eventbus.envelope import Envelope
 from eventbus.models import ProcessedEvent
 
 
+def _entry(event: Envelope, subscriber: str, task_id: str, worker: str, **fields: object) -> ProcessedEvent:
+    """The ledger row of ``event`` for ``subscriber``, unsaved."""
+    return ProcessedEvent(
+        event_id=event.id,
+        subscriber=subscriber,
+        event_type=event.type,
+        aggregate=event.aggregate,
+        sequence=event.sequence,
+        task_id=task_id or "",
+        worker=worker or "",
+        **fields,
+    )
+
+
 def claim(event: Envelope, subscriber: str, task_id: str = "", worker: str = "") -> int | None:
     """Record that ``subscriber`` handles ``event``; returns the entry's id, or None when it already has.
 
@@ -20,15 +34,8 @@ def claim(event: Envelope, subscriber: str, task_id: str = "", worker: str = "")
     """
     try:
         with transaction.atomic():
-            entry = ProcessedEvent.objects.create(
-                event_id=event.id,
-                subscriber=subscriber,
-                event_type=event.type,
-                aggregate=event.aggregate,
-                sequence=event.sequence,
-                task_id=task_id or "",
-                worker=worker or "",
-            )
+            entry = _entry(event, subscriber, task_id, worker)
+            entry.save(force_insert=True)
     except IntegrityError:
         return None
     return int(entry.pk)
@@ -47,16 +54,7 @@ def record(event: Envelope, subscriber: str, task_id: str, worker: str, runtime_
     guard = transaction.atomic() if transaction.get_connection().in_atomic_block else contextlib.nullcontext()
     try:
         with guard:
-            ProcessedEvent.objects.create(
-                event_id=event.id,
-                subscriber=subscriber,
-                event_type=event.type,
-                aggregate=event.aggregate,
-                sequence=event.sequence,
-                task_id=task_id or "",
-                worker=worker or "",
-                runtime_ms=runtime_ms,
-            )
+            _entry(event, subscriber, task_id, worker, runtime_ms=runtime_ms).save(force_insert=True)
     except IntegrityError:
         return False
     return True
@@ -78,19 +76,7 @@ def claim_many(
     ``runtime_ms``: each entry's run time, when the effects are done already.
     """
     ProcessedEvent.objects.bulk_create(
-        [
-            ProcessedEvent(
-                event_id=event.id,
-                subscriber=subscriber,
-                event_type=event.type,
-                aggregate=event.aggregate,
-                sequence=event.sequence,
-                task_id=task_id,
-                worker=worker,
-                runtime_ms=runtime_ms,
-            )
-            for event, task_id in events
-        ]
+        [_entry(event, subscriber, task_id, worker, runtime_ms=runtime_ms) for event, task_id in events]
     )
 
 

@@ -16,6 +16,7 @@ import contextlib
 import os
 import smtplib
 import threading
+from collections.abc import Callable
 
 from django.conf import settings
 from django.core.mail import EmailMessage, get_connection
@@ -28,19 +29,12 @@ SMTP_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
 
 def send(message: EmailMessage) -> None:
     """Send ``message`` over this thread's open connection; raises what Django's backend raises."""
-    for attempt in (1, 2):
-        connection, reused = _connection()
+
+    def deliver(connection: BaseEmailBackend) -> None:
         message.connection = connection
-        try:
-            message.send()
-            return
-        except smtplib.SMTPServerDisconnected:
-            discard()
-            if not reused or attempt == 2:
-                raise
-        except BaseException:
-            discard()
-            raise
+        message.send()
+
+    _over_open_connection(deliver)
 
 
 def sends_over_smtp() -> bool:
@@ -55,10 +49,17 @@ def send_raw(from_email: str, to: list[str], message: bytes) -> None:
     ``sendmail`` on its ``smtplib.SMTP``, opened (and reopened) the same way
     as ``send``'s. Raises smtplib's errors, as that backend does.
     """
+    _over_open_connection(
+        lambda connection: connection.connection.sendmail(from_email, to, message)  # type: ignore[attr-defined]
+    )
+
+
+def _over_open_connection(deliver: Callable[[BaseEmailBackend], object]) -> None:
+    """Run ``deliver`` on this thread's connection; once more on a fresh one if the reused one had gone stale."""
     for attempt in (1, 2):
         connection, reused = _connection()
         try:
-            connection.connection.sendmail(from_email, to, message)  # type: ignore[attr-defined]
+            deliver(connection)
             return
         except smtplib.SMTPServerDisconnected:
             discard()
