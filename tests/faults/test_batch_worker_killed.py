@@ -44,7 +44,9 @@ from tests.faults.processes import Workers
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
-EVENTS = 3000
+# Large enough that the worker is still draining when it is killed: batches of
+# 100 run at thousands of events a second, and an empty worker holds nothing.
+EVENTS = 10000
 BATCH_POOL = {"CELERY_WORKER_PREFETCH_MULTIPLIER": "100"}
 
 
@@ -90,7 +92,7 @@ def test_a_batching_worker_killed_mid_batch_loses_only_the_brpop_gap_and_doubles
     # when: a pool process dies while batches run (its worker puts back what it held, or
     # keeps holding it until the worker dies: either way it stays unacknowledged)
     os.kill(a.pool()[0], signal.SIGKILL)
-    time.sleep(1.0)
+    time.sleep(0.3)
 
     # when: the whole worker dies, main process and pool at once
     a.kill()
