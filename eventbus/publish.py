@@ -18,7 +18,6 @@ from eventbus import catalogue, statements
 from eventbus.context import get_correlation_id, new_correlation_id
 from eventbus.dispatch import dispatch_after_commit
 from eventbus.envelope import Envelope
-from eventbus.models import OutboxEvent
 from eventbus.sequences import next_sequence
 
 
@@ -53,17 +52,17 @@ def publish(
         wire = envelope.to_dict()
         # One prepared INSERT (eventbus/statements.py): the row create() would write.
         statements.insert(
-            OutboxEvent(
-                id=envelope.id,
-                type=envelope.type,
-                version=envelope.version,
-                aggregate=envelope.aggregate,
-                sequence=envelope.sequence,
-                occurred_at=envelope.occurred_at,
-                correlation_id=envelope.correlation_id,
-                causation_id=envelope.causation_id,
-                payload=wire["payload"],
-            ),
+            {
+                "id": envelope.id,
+                "type": envelope.type,
+                "version": envelope.version,
+                "aggregate": envelope.aggregate,
+                "sequence": envelope.sequence,
+                "occurred_at": envelope.occurred_at,
+                "correlation_id": envelope.correlation_id,
+                "causation_id": envelope.causation_id,
+                "payload": wire["payload"],
+            },
             using,
         )
         transaction.on_commit(partial(dispatch_after_commit, wire), using=using)
