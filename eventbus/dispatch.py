@@ -20,11 +20,12 @@ from datetime import datetime
 from typing import Any
 
 from celery import current_app
+from django.conf import settings
 from django.db import IntegrityError
 from django.db.models import F
 from django.utils import timezone
 
-from eventbus import backpressure, counters, publishing_batch, registry, statements, timeline
+from eventbus import backpressure, counters, marks, publishing_batch, registry, statements, timeline
 from eventbus.envelope import args_summary
 from eventbus.models import OutboxEvent, ProcessedEvent
 from eventbus.publishing_batch import Batch
@@ -238,6 +239,11 @@ def dispatch_after_commit(wire: Wire) -> None:
             record_failure([event_id], exc.cause)
         except Exception:
             log.exception("could not record the dispatch failure of event %s", event_id)
+        return
+    batch_seconds = settings.EVENTBUS_MARK_BATCH_SECONDS
+    if batch_seconds > 0 and marks.can_wait(outcomes):
+        # Sent: the process's marker writes the row's mark with others, off the request (eventbus/marks.py).
+        marks.MARKER.defer(outcomes, batch_seconds)
         return
     try:
         settle(outcomes)

@@ -368,6 +368,18 @@ EVENTBUS_RELAY_INTERVAL = env_float("EVENTBUS_RELAY_INTERVAL", 5.0, minimum=0.1)
 # The relay leaves a row alone for this long after it was written, so that it
 # does not race the on-commit dispatch of the request that wrote it.
 EVENTBUS_RELAY_GRACE = env_float("EVENTBUS_RELAY_GRACE", 10.0, minimum=0.0)
+# A process gathers the dispatched marks of the events it sent for this many
+# seconds and writes them in one transaction, off the request
+# (eventbus/marks.py); 0 marks each row in the request that sent it. A mark
+# lost with its process leaves the row to the relay, so the grace must be
+# several times longer.
+EVENTBUS_MARK_BATCH_SECONDS = env_float("EVENTBUS_MARK_BATCH_SECONDS", 0.2, minimum=0.0)
+if EVENTBUS_MARK_BATCH_SECONDS > 0 and EVENTBUS_RELAY_GRACE < 5 * EVENTBUS_MARK_BATCH_SECONDS:
+    raise ImproperlyConfigured(
+        f"EVENTBUS_RELAY_GRACE ({EVENTBUS_RELAY_GRACE:g}s) must be at least 5 times EVENTBUS_MARK_BATCH_SECONDS "
+        f"({EVENTBUS_MARK_BATCH_SECONDS:g}s): the relay would send events again whose dispatched mark is still "
+        "being gathered. Raise the grace, or set EVENTBUS_MARK_BATCH_SECONDS=0 to mark each row in its request."
+    )
 # A relay that claimed a row and died releases it after this many seconds.
 EVENTBUS_RELAY_LEASE = env_float("EVENTBUS_RELAY_LEASE", 60.0, minimum=1.0)
 EVENTBUS_RELAY_BATCH = env_int("EVENTBUS_RELAY_BATCH", 500, minimum=1)

@@ -87,6 +87,18 @@ def _clean_redis_at_end() -> Iterator[None]:
         redis_client().delete(*keys)
 
 
+@pytest.fixture(autouse=True)
+def _marks_written_in_the_request(settings: Any) -> None:
+    """In this process each dispatched mark is written by the request that sent its event.
+
+    The marker's thread (eventbus/marks.py) has a database connection of its
+    own, which does not see a test's uncommitted rows; tests/test_marks.py
+    turns it on for committed ones. Worker and server subprocesses keep the
+    project's default.
+    """
+    settings.EVENTBUS_MARK_BATCH_SECONDS = 0
+
+
 @pytest.fixture
 def redis_prefix(settings: Any, request: pytest.FixtureRequest) -> Iterator[str]:
     """A key prefix of this test's own (on this run's Redis database); its keys are deleted afterwards."""
