@@ -33,6 +33,7 @@ A task this path does not mirror (an ``expires``, its own ``apply_async`` or
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -41,6 +42,7 @@ from typing import TYPE_CHECKING, Any
 from celery import Celery
 from celery.app.task import Task
 from celery.utils.saferepr import saferepr
+from kombu import Queue
 from kombu.exceptions import BatchPublishError
 from kombu.utils.uuid import uuid
 
@@ -65,6 +67,8 @@ class _Route:
     ignore_result: bool
     plain: bool
     """Send with ``apply_async`` (options this path does not mirror)."""
+    declaration: int | None
+    """The key under which kombu remembers that a connection declared the route's queue, if it does."""
 
 
 class Batch:
@@ -86,7 +90,9 @@ class Batch:
         self._inherit_priority = bool(conf.task_inherit_parent_priority)
         self._repr_levels = conf.task_repr_maxlevels
         self._args_max = app.amqp.argsrepr_maxsize
-        self._kwargsrepr = saferepr({}, app.amqp.kwargsrepr_maxsize, maxlevels=self._repr_levels)
+        self._kwargsrepr = _empty_kwargsrepr(app.amqp.kwargsrepr_maxsize, self._repr_levels)
+        # kombu's record of what this connection declared (common._maybe_declare reads the same set).
+        self._declared = getattr(getattr(channel.connection, "client", None), "declared_entities", None)
         self._reply_to = app.thread_oid
         # Inside a worker's task (the relay run by beat), the messages are its children.
         parent = app.current_worker_task
@@ -130,7 +136,13 @@ class Batch:
         options = self.app.amqp.router.route(options, task.name, (), {}, task)
         if self._parent is not None and self._inherit_priority:
             options.setdefault("priority", self._parent.request.delivery_info.get("priority"))
-        route = _Route(task.name, options, time_limit, soft_time_limit, ignore_result, plain)
+        queue_entity = options.get("queue")
+        declaration = (
+            hash(queue_entity)
+            if isinstance(queue_entity, Queue) and queue_entity.can_cache_declaration and "declare" not in options
+            else None
+        )
+        route = _Route(task.name, options, time_limit, soft_time_limit, ignore_result, plain, declaration)
         self._routes[key] = route
         if shared is not None:
             _SHARED_ROUTES[shared] = (exec_options, route)
@@ -188,7 +200,12 @@ class Batch:
         with producer.connection._reraise_as_library_errors():
             if not route.ignore_result:
                 self.app.backend.on_task_call(producer, task_id)
-            self._send(producer, route.name, message, **route.options)
+            # A queue this connection declared already: tell Celery so. kombu would skip the
+            # declaration too, but only after copying the queue, its exchange and bindings for the channel.
+            declared = (
+                route.declaration is not None and self._declared is not None and route.declaration in self._declared
+            )
+            self._send(producer, route.name, message, declare=() if declared else None, **route.options)
         return task_id
 
     def unflushed(self, queue: str) -> int:
@@ -206,6 +223,12 @@ class Batch:
             cause = exc.__cause__
             raise BatchPublishError(f"{exc}: {type(cause).__name__}: {cause}" if cause else str(exc)) from cause
         self._unflushed.clear()
+
+
+@functools.cache
+def _empty_kwargsrepr(maxsize: int, maxlevels: int) -> str:
+    """The ``kwargsrepr`` of no keyword arguments (what Celery writes for ``{}``), made once."""
+    return saferepr({}, maxsize, maxlevels=maxlevels)
 
 
 @contextlib.contextmanager
