@@ -23,7 +23,9 @@ The delivery guarantee is unchanged:
   happen. The grace must therefore be several times the batch time; settings
   checks this at start.
 - A process that exits in an orderly way writes what it holds: at exit, and
-  when a Celery pool process shuts down.
+  when a Celery pool process shuts down. That flush first waits for a write
+  the thread has begun (figure 4's check, all rows dispatched after gunicorn's
+  graceful stop, caught rows lost when it did not).
 
 Only outcomes sent to every subscriber wait here. A shed, deferred or partial
 outcome writes the ledger or names who still waits, so the request settles it
@@ -67,6 +69,9 @@ class Marker:
         # Also the state of a forked child: the parent's pending marks are the parent's to write,
         # and a lock held at the fork would never be released here.
         self._wake = threading.Condition()
+        # Held for a whole write: a flush at exit waits for the thread's write in progress,
+        # which the interpreter would otherwise cut off (the thread is a daemon).
+        self._writing = threading.Lock()
         self._pending: list[Outcome] = []
         self._thread: threading.Thread | None = None
         self._batch_seconds = 0.0
@@ -91,21 +96,22 @@ class Marker:
         A failure is logged and loses nothing: the rows stay pending, and the
         relay sends them again after its grace.
         """
-        with self._wake:
-            outcomes, self._pending = self._pending, []
-        if not outcomes:
-            return 0
-        try:
-            with transaction.atomic():
-                dispatch.settle(outcomes)
-        except Exception:
-            log.exception(
-                "could not mark %d sent events dispatched; the relay will send them again after its grace",
-                len(outcomes),
-            )
-            connection.close()  # this thread's; the next flush opens a fresh one
-            return 0
-        return len(outcomes)
+        with self._writing:
+            with self._wake:
+                outcomes, self._pending = self._pending, []
+            if not outcomes:
+                return 0
+            try:
+                with transaction.atomic():
+                    dispatch.settle(outcomes)
+            except Exception:
+                log.exception(
+                    "could not mark %d sent events dispatched; the relay will send them again after its grace",
+                    len(outcomes),
+                )
+                connection.close()  # this thread's; the next flush opens a fresh one
+                return 0
+            return len(outcomes)
 
     def _run(self) -> None:
         while True:

@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from typing import Any
 
@@ -76,6 +77,35 @@ def test_the_marker_thread_writes_the_mark_soon_after_the_commit(
         assert time.monotonic() < deadline, "the marker's thread did not mark the row within 10 s"
         time.sleep(0.02)
     assert marks.MARKER.pending() == 0
+
+
+def test_a_flush_at_exit_waits_for_the_write_the_thread_has_begun(
+    settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # given: the marker's thread in the middle of writing a mark
+    marker = marks.Marker()
+    monkeypatch.setattr(marks, "MARKER", marker)
+    settings.EVENTBUS_MARK_BATCH_SECONDS = 0.01
+    writing, finish, written = threading.Event(), threading.Event(), threading.Event()
+    settle = marks.dispatch.settle
+
+    def slow_settle(outcomes: Any) -> None:
+        writing.set()
+        finish.wait(10)
+        settle(outcomes)
+        written.set()
+
+    monkeypatch.setattr(marks.dispatch, "settle", slow_settle)
+    event_id = publish_committed(8)
+    assert writing.wait(10), "the marker's thread did not start writing"
+
+    # when: the process's exit flush runs meanwhile
+    threading.Timer(0.2, finish.set).start()
+    marker.flush()
+
+    # then: it returned only once the thread's write was done
+    assert written.is_set()
+    assert OutboxEvent.objects.get(id=event_id).status == Status.DISPATCHED
 
 
 def test_a_shed_outcome_is_settled_in_the_request(settings: Any, monkeypatch: pytest.MonkeyPatch) -> None:
