@@ -195,20 +195,28 @@ def run_side(env: BenchEnv, hasher: Hasher, publishing: bool, rep: int, seconds:
     }
 
 
-def measure(env: BenchEnv, sink: SinkProcess, *, quick: bool, say: Callable[[str], None]) -> dict[str, dict]:
+def measure(
+    env: BenchEnv,
+    sink: SinkProcess,
+    *,
+    quick: bool,
+    say: Callable[[str], None],
+    hashers: tuple[Hasher, ...] = HASHERS,
+    repetitions: int | None = None,
+) -> dict[str, dict]:
     from django.core.management import call_command
 
-    repetitions = QUICK_REPETITIONS if quick else REPETITIONS
+    repetitions = repetitions or (QUICK_REPETITIONS if quick else REPETITIONS)
     # With DEBUG off the templates name hashed static files, from the manifest collectstatic writes.
     call_command("collectstatic", interactive=False, verbosity=0)
     say(
         f"figure 4: {repetitions} x wrk -t {WRK_THREADS} -c {CONNECTIONS} against gunicorn --workers {WORKERS}, "
-        + ", ".join(f"{h.quick_seconds if quick else h.seconds} s per side with the {h.title}" for h in HASHERS)
+        + ", ".join(f"{h.quick_seconds if quick else h.seconds} s per side with the {h.title}" for h in hashers)
     )
     reps: list[dict[str, dict[str, Any]]] = []
     for rep in range(repetitions):
         runs: dict[str, Any] = {}
-        for hasher in HASHERS:
+        for hasher in hashers:
             seconds = hasher.quick_seconds if quick else hasher.seconds
             order = (True, False) if rep % 2 == 0 else (False, True)
             for publishing in order:
@@ -221,7 +229,7 @@ def measure(env: BenchEnv, sink: SinkProcess, *, quick: bool, say: Callable[[str
             )
         reps.append(runs)
     rows = []
-    for hasher in HASHERS:
+    for hasher in hashers:
 
         def values(role: str, field: str, key: str = hasher.key) -> list[float]:
             return [r[f"{key}_{role}"][field] for r in reps]
@@ -240,7 +248,7 @@ def measure(env: BenchEnv, sink: SinkProcess, *, quick: bool, say: Callable[[str
                     target=target,
                 )
             )
-    seconds = ", ".join(f"{h.quick_seconds if quick else h.seconds} s ({h.key} hasher)" for h in HASHERS)
+    seconds = ", ".join(f"{h.quick_seconds if quick else h.seconds} s ({h.key} hasher)" for h in hashers)
     notes = [
         f"gunicorn with {WORKERS} sync workers, wrk -t {WRK_THREADS} -c {CONNECTIONS}, {seconds} per side and "
         f"repetition after an untimed warm-up; only 302 responses counted (any other fails the run); "
@@ -256,6 +264,10 @@ if __name__ == "__main__":
 
     parser = argparse.ArgumentParser(prog="python -m bench.signup_load", description=__doc__)
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--hasher", choices=[h.key for h in HASHERS], help="only this hasher's sides")
+    parser.add_argument("--reps", type=int, help=f"repetitions (default {REPETITIONS})")
     args = parser.parse_args()
+    chosen = tuple(h for h in HASHERS if args.hasher in (None, h.key))
     with world() as (env, shared_sink):
-        print(report.markdown_table(measure(env, shared_sink, quick=args.quick, say=print)))
+        figures = measure(env, shared_sink, quick=args.quick, say=print, hashers=chosen, repetitions=args.reps)
+        print(report.markdown_table(figures))

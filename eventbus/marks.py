@@ -43,7 +43,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from celery.signals import worker_process_shutdown
-from django.db import connection, transaction
+from django.db import close_old_connections, connection, transaction
 
 # The module, not its names: eventbus.dispatch imports this one.
 from eventbus import dispatch
@@ -121,6 +121,8 @@ class Marker:
                 wait = self._batch_seconds
             # Gather: the requests of the next ``wait`` seconds share this transaction.
             time.sleep(wait)
+            # As Django does before each request: a connection past its age or broken is replaced.
+            close_old_connections()
             self.flush()
 
 
