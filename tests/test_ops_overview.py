@@ -50,11 +50,16 @@ def stranded_event(broker: None) -> OutboxEvent:
 @pytest.fixture
 def redis_down(settings: Any) -> Iterator[None]:
     """The event bus's own Redis (counters, breakers, limiters) unreachable; the broker untouched."""
+    working = settings.REDIS_URL
     settings.REDIS_URL = f"redis://127.0.0.1:{free_port()}/0"
     redis_client.cache_clear()
     try:
         yield
     finally:
+        # The URL goes back before the client is dropped: a later teardown (the
+        # broker's purge) would otherwise cache a client on the dead port for
+        # every test after this one (``settings`` itself is restored last).
+        settings.REDIS_URL = working
         redis_client.cache_clear()
 
 
