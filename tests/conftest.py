@@ -15,6 +15,8 @@ from typing import Any
 import pytest
 from celery.contrib.testing.worker import start_worker
 from django.conf import settings as django_settings
+from django.core.signals import setting_changed
+from django.dispatch import receiver
 from kombu.message import Message as KombuMessage
 
 from devinbox.sink import SmtpSink
@@ -77,6 +79,18 @@ def drain_messages(queue: str) -> list[Any]:
             # Redis' virtual channel hands back kombu messages; py-amqp its own.
             taken.append(message if isinstance(message, KombuMessage) else channel.message_to_python(message))
     return taken
+
+
+@receiver(setting_changed)
+def _redis_client_follows_redis_url(setting: str, **_: Any) -> None:
+    """A test that sets REDIS_URL (``settings``, ``override_settings``), or has it restored, gets a new client.
+
+    The event bus caches its client (eventbus/redis.py); dropped here on every
+    change, it can never outlive the URL it was made for, whatever order the
+    fixtures are undone in.
+    """
+    if setting == "REDIS_URL":
+        redis_client.cache_clear()
 
 
 @pytest.fixture(scope="session", autouse=True)

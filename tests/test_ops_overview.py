@@ -9,13 +9,12 @@ from typing import Any
 
 import pytest
 from django.core.management import call_command
-from django.test import Client
+from django.test import Client, override_settings
 
 from devinbox.sink import SmtpSink, free_port
 from eventbus import counters
 from eventbus.models import OutboxEvent, ProcessedEvent
 from eventbus.publish import publish
-from eventbus.redis import client as redis_client
 from notifications.provider import email_breaker
 from ops import status
 from project import queues
@@ -48,19 +47,14 @@ def stranded_event(broker: None) -> OutboxEvent:
 
 
 @pytest.fixture
-def redis_down(settings: Any) -> Iterator[None]:
-    """The event bus's own Redis (counters, breakers, limiters) unreachable; the broker untouched."""
-    working = settings.REDIS_URL
-    settings.REDIS_URL = f"redis://127.0.0.1:{free_port()}/0"
-    redis_client.cache_clear()
-    try:
+def redis_down() -> Iterator[None]:
+    """The event bus's own Redis (counters, breakers, limiters) unreachable; the broker untouched.
+
+    Undone here, not with ``settings`` (restored last): the broker's purge, undone
+    before that, needs the real Redis. The client follows the URL (tests/conftest.py).
+    """
+    with override_settings(REDIS_URL=f"redis://127.0.0.1:{free_port()}/0"):
         yield
-    finally:
-        # The URL goes back before the client is dropped: a later teardown (the
-        # broker's purge) would otherwise cache a client on the dead port for
-        # every test after this one (``settings`` itself is restored last).
-        settings.REDIS_URL = working
-        redis_client.cache_clear()
 
 
 def status_output(*args: str) -> str:

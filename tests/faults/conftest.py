@@ -12,7 +12,6 @@ import pytest
 from django.test import override_settings
 
 from devinbox.sink import free_port
-from eventbus import redis as eventbus_redis
 from tests.brokers import using_broker
 from tests.conftest import worker_env
 from tests.faults.harness import FAULT_ENV
@@ -29,8 +28,6 @@ def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
     try:
         with ExitStack() as stack:
             stack.enter_context(override_settings(REDIS_URL=server.url))
-            stack.callback(eventbus_redis.client.cache_clear)
-            eventbus_redis.client.cache_clear()
             stack.enter_context(using_broker(server.url))
             yield server
     finally:

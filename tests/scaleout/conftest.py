@@ -188,8 +188,6 @@ def cluster(hosts: dict[str, Host], tmp_path: Path, request: pytest.FixtureReque
     try:
         with ExitStack() as stack:
             stack.enter_context(override_settings(REDIS_URL=url))
-            stack.callback(eventbus_redis.client.cache_clear)
-            eventbus_redis.client.cache_clear()
             stack.enter_context(using_broker(url))
             sink = stack.enter_context(ProviderSink(addresses))
             running = Cluster(hosts, port, sink, tmp_path)
