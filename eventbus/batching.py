@@ -16,7 +16,8 @@ The pool process (``run_batch``) then does in bulk what
 3. in one transaction, call the handler with every event that is new and in
    order and write their ledger rows (one INSERT, run times included): the
    effects and the "done" marks commit together, as for a single delivery;
-4. record latencies and clear the delivery counts (one pipeline).
+4. count the batch, record latencies and clear the delivery counts (one
+   pipeline).
 
 Every message that the bulk path cannot take (poison, a duplicate, a gap or
 stale event, one delivered too often) or that was in a bulk transaction that
@@ -84,7 +85,7 @@ from celery.worker.strategy import hybrid_to_proto2, proto1_to_proto2
 from django.conf import settings
 from django.db import transaction
 
-from eventbus import bookkeeping, broker, counters, dbconnections, deliveries, ledger, ordering, registry
+from eventbus import bookkeeping, broker, dbconnections, deliveries, ledger, ordering, registry
 from eventbus.consumer import ConsumerTask
 from eventbus.context import reset_fields, set_fields
 from eventbus.envelope import Envelope
@@ -214,8 +215,7 @@ class BatchConsumerTask(ConsumerTask):
                 exc,
             )
             return False
-        counters.incr(counters.BATCHES, subscription.name)
-        counters.incr(counters.BATCHED, subscription.name, len(fresh))
+        # Counted as a batch (BATCHES, BATCHED) by the caller's finish_many, in its round trip.
         if log.isEnabledFor(logging.INFO):
             # One line per event, with its own ids, as a single delivery logs:
             # a request id still leads to the batch that handled its event.

@@ -13,7 +13,9 @@ docs/benchmarks.md. Here they travel in two pipelines:
   (eventbus/effectlock.py), in one round trip;
 - ``finish``: release the lock, record the breaker's success
   (eventbus/breaker.py), clear the delivery count and first failure, and add
-  the latency (eventbus/latency.py), in one round trip.
+  the latency (eventbus/latency.py), in one round trip;
+- ``finish_many``: the same for a whole batch (eventbus/batching.py), with
+  its two counters (batches, events batched), in one round trip.
 
 What each command does and in what order is unchanged; only the waiting is
 shared. The lock is the one part that is not best effort: when Redis cannot
@@ -41,7 +43,7 @@ import redis
 from redis.commands.core import Script
 from redis.exceptions import NoScriptError
 
-from eventbus import deliveries, effectlock, latency
+from eventbus import counters, deliveries, effectlock, latency
 from eventbus.breaker import CircuitBreaker
 from eventbus.redis import client
 
@@ -122,10 +124,13 @@ def finish(
 
 
 def finish_many(subscriber: str, latencies_seconds: list[float], attempts: list[tuple[str, int]]) -> None:
-    """A batch is done (eventbus/batching.py): its latencies and the end of every attempt, in one round trip."""
+    """A batch is done (eventbus/batching.py): its latencies, its counts (one batch, so many events
+    batched) and the end of every attempt, in one round trip."""
     if not attempts:
         return
     pipe = client().pipeline(transaction=False)
+    counters.incr_into(pipe, counters.BATCHES, subscriber)
+    counters.incr_into(pipe, counters.BATCHED, subscriber, len(attempts))
     latency.observe_many_into(pipe, subscriber, latencies_seconds)
     deliveries.ended_many_into(pipe, attempts)
     try:

@@ -51,6 +51,11 @@ def incr(name: str, label: str, amount: int = 1) -> None:
         log.warning("could not count %s for %s: %s", name, label, exc)
 
 
+def incr_into(pipe: redis.client.Pipeline, name: str, label: str, amount: int = 1) -> None:
+    """``incr``'s command, queued on ``pipe`` for a caller that sends other bookkeeping in the same round trip."""
+    pipe.hincrby(key("counters", name), label, amount)
+
+
 def read(name: str) -> dict[str, int]:
     raw = client().hgetall(key("counters", name))
     return {label: int(value) for label, value in raw.items()}
