@@ -7,7 +7,6 @@ import uuid
 from urllib.parse import urlsplit
 
 from django.conf import settings
-from django.contrib.auth.models import AbstractBaseUser
 from django.core.mail import EmailMultiAlternatives
 from django.template.loader import render_to_string
 
@@ -29,10 +28,9 @@ def message_id_for(event_id: uuid.UUID, kind: str) -> str:
     return f"<{kind}.{event_id}@{domain}>"
 
 
-def send_welcome_email(user: AbstractBaseUser, *, event_id: uuid.UUID) -> str:
-    """Send the welcome email with the verification link; returns its Message-ID."""
-    email: str = user.email  # type: ignore[attr-defined]
-    context = {"email": email, "verify_url": verification_url(user.pk, email)}
+def send_welcome_email(user_id: int, email: str, *, event_id: uuid.UUID) -> str:
+    """Send user ``user_id`` the welcome email at ``email``, with the verification link; returns its Message-ID."""
+    context = {"email": email, "verify_url": verification_url(user_id, email)}
     message_id = message_id_for(event_id, "welcome")
     text = render_to_string("notifications/welcome.txt", context)
     html = render_to_string("notifications/welcome.html", context)

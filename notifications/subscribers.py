@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import logging
 
-from django.contrib.auth import get_user_model
-
 from eventbus import Envelope, RetryPolicy, subscriber
 from notifications.emails import TransientEmailError
 from notifications.emails import send_welcome_email as send_email
 from notifications.provider import email_breaker, email_limiter
+from notifications.recipients import address_of
 from project import queues
 
 log = logging.getLogger(__name__)
@@ -32,9 +31,10 @@ log = logging.getLogger(__name__)
 )
 def send_welcome_email(event: Envelope) -> None:
     """Email the new user a welcome with their verification link."""
-    user = get_user_model().objects.filter(pk=event.payload.user_id).first()
-    if user is None:
+    user_id = event.payload.user_id
+    address = address_of(user_id)
+    if address is None:
         # The account was deleted before we got here: nobody to welcome.
-        log.info("welcome email for event %s skipped: user %s is gone", event.id, event.payload.user_id)
+        log.info("welcome email for event %s skipped: user %s is gone", event.id, user_id)
         return
-    send_email(user, event_id=event.id)
+    send_email(user_id, address, event_id=event.id)
