@@ -1,16 +1,20 @@
-"""A delivery's Redis bookkeeping in two round trips: one before the handler, one after.
+"""A delivery's Redis bookkeeping in three round trips: two before the handler, one after.
 
 A welcome email used to cost nine Redis round trips besides its rate limit
-and breaker check: the delivery count (a MULTI of INCR and EXPIRE), the
+and breaker check (two more): the delivery count (a MULTI of INCR and EXPIRE), the
 effect lock, and after the send the lock's release, the breaker's success,
 the first-failure key, the latency histogram (a pipeline) and the delivery
 count again, each a command and a wait of its own. Each is small, and
 together they were 7% of a pool process's time in figure 1 of
-docs/benchmarks.md. Here they travel in two pipelines:
+docs/benchmarks.md. Here they travel in three pipelines:
 
 - ``begin``: count the start (eventbus/deliveries.py) and, for a handler
   whose effect is outside the database, take the effect lock
   (eventbus/effectlock.py), in one round trip;
+- ``admit``: after the ledger's "not done yet", take the provider's rate
+  limit token and look at its breaker, in one round trip (the breaker's full
+  check, which may make this delivery the probe, is a second one only when
+  the breaker is not closed);
 - ``finish``: release the lock, record the breaker's success
   (eventbus/breaker.py), clear the delivery count and first failure, and add
   the latency (eventbus/latency.py), in one round trip;
@@ -37,15 +41,18 @@ from __future__ import annotations
 import logging
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis
 from redis.commands.core import Script
 from redis.exceptions import NoScriptError
 
 from eventbus import counters, deliveries, effectlock, latency
-from eventbus.breaker import CircuitBreaker
+from eventbus.breaker import CLOSED, CircuitBreaker
 from eventbus.redis import client
+
+if TYPE_CHECKING:
+    from eventbus.registry import Limiter
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +87,47 @@ def begin(task_id: str, retries: int, lock: tuple[str, object, float] | None = N
     starts = int(replies[0])
     taken = bool(replies[2]) if lock is not None else False
     return Begun(starts=starts, token=token if taken else None)
+
+
+@dataclass(frozen=True)
+class Admission:
+    token_wait: float
+    """Seconds until the rate limit grants a token; 0.0 when this delivery took one (or there is no limit)."""
+    breaker_closed: bool
+    """The breaker read as closed (or there is none): call the provider. Otherwise ask its ``before_call``."""
+
+
+def admit(limiter: Limiter | None, breaker: CircuitBreaker | None) -> Admission:
+    """Take a token from ``limiter`` and read ``breaker``'s state, in one round trip.
+
+    The token comes first, as the limiter's own ``try_acquire`` would take it;
+    the breaker is only read. The common case, a closed breaker, needs
+    nothing more. A breaker that is open or half-open is for its
+    ``before_call`` to decide (wait, or go ahead as the probe): the caller
+    asks it only once it holds a token, so a probe never waits for one.
+    Raises ``redis.RedisError`` when Redis cannot be reached (the delivery
+    is retried), as the limiter and the breaker do.
+    """
+    if limiter is None and breaker is None:
+        return Admission(token_wait=0.0, breaker_closed=True)
+    connection = client()
+    pipe = connection.pipeline(transaction=False)
+    call = limiter.acquire_call() if limiter is not None else None
+    if call is not None:
+        script, keys, args = call
+        pipe.evalsha(script.sha, len(keys), *keys, *args)
+    if breaker is not None:
+        pipe.hget(breaker.redis_key, "state")
+    replies = pipe.execute(raise_on_error=False)
+    if call is not None and isinstance(replies[0], NoScriptError):
+        script, keys, args = call
+        replies[0] = script(keys=keys, args=args, client=connection)
+    failed = [reply for reply in replies if isinstance(reply, Exception)]
+    if failed:
+        raise failed[0]
+    token_wait = int(replies[0][0]) / 1_000_000 if call is not None else 0.0
+    state = replies[-1] if breaker is not None else None
+    return Admission(token_wait=token_wait, breaker_closed=state in (None, CLOSED))
 
 
 def finish(

@@ -178,18 +178,19 @@ class ConsumerTask(Task):
                 return self._wait_for_predecessor(subscription, event, raw), None
 
         # The token first: a probe that then waited for a token would hold the
-        # breaker's probe slot for nothing.
-        if subscription.limiter is not None:
-            limiter = subscription.limiter()
-            wait = limiter.try_acquire()
-            if wait > 0:
-                counters.incr(counters.RATE_LIMIT_WAITS, subscription.name)
-                # Many tasks wait for the same moment; spread them so that
-                # they do not all come back for the one free grant at once.
-                self._reschedule(event, wait * random.uniform(1.0, 2.0), f"rate limit {limiter.name}")
+        # breaker's probe slot for nothing. The token and a look at the
+        # breaker share one round trip (eventbus/bookkeeping.py).
+        limiter = subscription.limiter() if subscription.limiter is not None else None
+        breaker = subscription.breaker() if subscription.breaker is not None else None
+        admitted = bookkeeping.admit(limiter, breaker)
+        if limiter is not None and admitted.token_wait > 0:
+            counters.incr(counters.RATE_LIMIT_WAITS, subscription.name)
+            # Many tasks wait for the same moment; spread them so that
+            # they do not all come back for the one free grant at once.
+            self._reschedule(event, admitted.token_wait * random.uniform(1.0, 2.0), f"rate limit {limiter.name}")
 
-        breaker = subscription.breaker() if subscription.breaker else None
-        if breaker is not None:
+        if breaker is not None and not admitted.breaker_closed:
+            # Open or half-open: its own check decides, and may make this delivery the probe.
             wait = breaker.before_call()
             if wait is not None:
                 counters.incr(counters.BREAKER_WAITS, subscription.name)

@@ -178,12 +178,15 @@ class TokenBucket:
         if not 1 <= tokens <= self.rate.capacity:
             raise ValueError(f"{self!r} can grant 1 to {self.rate.capacity:g} tokens at once, not {tokens}")
         connection = client()
-        wait_us, now_us = _acquire_script(connection)(
-            keys=[self.redis_key],
-            args=[self.rate.tokens_per_second, self.rate.capacity, tokens, self._ttl_ms],
-            client=connection,
-        )
+        script, keys, args = self.acquire_call(tokens)
+        wait_us, now_us = script(keys=keys, args=args, client=connection)
         return Decision(wait=int(wait_us) / 1_000_000, at=int(now_us) / 1_000_000)
+
+    def acquire_call(self, tokens: int = 1) -> tuple[Script, list[str], list[object]]:
+        """``decide``'s script, keys and arguments, for a caller's pipeline (eventbus/bookkeeping.py);
+        its reply is ``[wait in microseconds, now in microseconds]``."""
+        args: list[object] = [self.rate.tokens_per_second, self.rate.capacity, tokens, self._ttl_ms]
+        return _acquire_script(client()), [self.redis_key], args
 
     def try_acquire(self, tokens: int = 1) -> float:
         """Take ``tokens`` and return 0.0, or take nothing and return the seconds until they will exist.

@@ -16,6 +16,7 @@ from eventbus.errors import EventDeclarationError
 
 if TYPE_CHECKING:
     from celery import Task
+    from redis.commands.core import Script
 
     from eventbus.breaker import CircuitBreaker
     from eventbus.envelope import Envelope
@@ -25,11 +26,19 @@ Handler = Callable[["Envelope"], Any]
 
 
 class Limiter(Protocol):
-    """A shared rate limiter: ``try_acquire()`` takes a grant (0.0) or says how long to wait."""
+    """A shared rate limiter: ``try_acquire()`` takes a grant (0.0) or says how long to wait.
+
+    ``acquire_call()`` gives the Redis script, keys and arguments that
+    ``try_acquire`` runs (its reply: ``[wait in microseconds, ...]``), so that
+    the consumer takes the token in the same round trip as its other checks
+    (eventbus/bookkeeping.py).
+    """
 
     name: str
 
     def try_acquire(self) -> float: ...
+
+    def acquire_call(self) -> tuple[Script, list[str], list[object]]: ...
 
 
 LimiterFactory = Callable[[], Limiter]

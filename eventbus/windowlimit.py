@@ -82,14 +82,17 @@ class WindowLimiter:
 
         Raises ``redis.RedisError`` when Redis cannot be reached; the caller decides.
         """
-        window_us = math.ceil(self.window * 1_000_000)
         connection = client()
-        wait_us, _ = _script(connection)(
-            keys=[self.redis_key],
-            args=[self.limit, window_us, uuid.uuid4().hex, math.ceil(self.window * 1000) + 1000],
-            client=connection,
-        )
+        script, keys, args = self.acquire_call()
+        wait_us, _ = script(keys=keys, args=args, client=connection)
         return int(wait_us) / 1_000_000
+
+    def acquire_call(self) -> tuple[Script, list[str], list[object]]:
+        """``try_acquire``'s script, keys and arguments, for a caller's pipeline (eventbus/bookkeeping.py);
+        its reply is ``[wait in microseconds, now]``."""
+        window_us = math.ceil(self.window * 1_000_000)
+        args: list[object] = [self.limit, window_us, uuid.uuid4().hex, math.ceil(self.window * 1000) + 1000]
+        return _script(client()), [self.redis_key], args
 
     def grants_in_window(self) -> int:
         """Grants in the current window (for ops pages)."""

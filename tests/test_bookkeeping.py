@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from typing import Any
 
@@ -12,6 +13,7 @@ from eventbus import bookkeeping, counters, deliveries, effectlock, latency
 from eventbus.breaker import OPEN, CircuitBreaker
 from eventbus.counters import DELIVERED
 from eventbus.redis import client, key
+from eventbus.windowlimit import WindowLimiter
 
 
 class CountedCommands:
@@ -136,3 +138,55 @@ def test_finish_many_ends_every_attempt_and_counts_the_batch_in_one_round_trip(
     assert latency.histogram("batched-sub").count == 3
     for task_id, retries in attempts:
         assert client().get(key("deliveries", task_id, str(retries))) is None
+
+
+def test_admit_takes_the_token_and_reads_a_closed_breaker_in_one_round_trip(
+    redis_prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    limiter = WindowLimiter("admit-test", limit=2, period=60.0)
+    breaker = CircuitBreaker("admit-test", 3, 60.0)
+    client().script_load(limiter.acquire_call()[0].script)
+    counted = CountedCommands(monkeypatch)
+
+    first = bookkeeping.admit(limiter, breaker)
+
+    assert counted.round_trips == 1
+    assert first == bookkeeping.Admission(token_wait=0.0, breaker_closed=True)
+    assert limiter.grants_in_window() == 1
+    # the window full: a wait, and no grant taken
+    bookkeeping.admit(limiter, breaker)
+    full = bookkeeping.admit(limiter, breaker)
+    assert 59.0 < full.token_wait <= 60.0
+    assert limiter.grants_in_window() == 2
+
+
+def test_admit_only_reads_a_breaker_that_is_not_closed(redis_prefix: str) -> None:
+    # given: an open breaker whose reset timeout has passed (the next before_call would probe)
+    breaker = CircuitBreaker("admit-open", 1, 0.05)
+    breaker.record_failure()
+    time.sleep(0.1)
+
+    admitted = bookkeeping.admit(None, breaker)
+
+    # then: the caller is sent to before_call; admit took no probe slot
+    assert admitted == bookkeeping.Admission(token_wait=0.0, breaker_closed=False)
+    assert breaker.state().probe_until is None
+    assert breaker.before_call() is None  # this caller is the probe
+    assert breaker.before_call() is not None  # and only this one
+
+
+def test_admit_loads_the_limiters_script_again_when_the_server_forgot_it(redis_prefix: str) -> None:
+    limiter = WindowLimiter("admit-noscript", limit=5, period=60.0)
+    client().script_flush()
+
+    assert bookkeeping.admit(limiter, None).token_wait == 0.0
+    assert limiter.grants_in_window() == 1
+
+
+def test_admit_raises_when_redis_cannot_be_reached(monkeypatch: pytest.MonkeyPatch) -> None:
+    unreachable = redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=1)  # nothing listens there
+    monkeypatch.setattr(bookkeeping, "client", lambda: unreachable)
+
+    with pytest.raises(redis.RedisError):
+        bookkeeping.admit(None, CircuitBreaker("admit-down", 1, 1.0))
+    assert bookkeeping.admit(None, None) == bookkeeping.Admission(token_wait=0.0, breaker_closed=True)
