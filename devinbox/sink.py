@@ -64,6 +64,18 @@ class SinkHandler:
             self.refusals += 1
             return True
 
+    async def handle_EHLO(
+        self, server: SMTP, session: Any, envelope: Any, hostname: str, responses: list[str]
+    ) -> list[str]:
+        """aiosmtpd's own EHLO reply, plus PIPELINING (RFC 2920), as real providers offer it.
+
+        aiosmtpd reads commands one line at a time, so it answers pipelined
+        ones in order; saying so lets clients send MAIL, RCPT and DATA in one
+        write (notifications/pipelining.py).
+        """
+        session.host_name = hostname
+        return [*responses[:-1], "250-PIPELINING", responses[-1]]
+
     async def handle_MAIL(
         self, server: SMTP, session: Any, envelope: Any, address: str, mail_options: list[str]
     ) -> str:

@@ -22,6 +22,8 @@ from django.conf import settings
 from django.core.mail import EmailMessage, get_connection
 from django.core.mail.backends.base import BaseEmailBackend
 
+from notifications import pipelining
+
 _local = threading.local()
 
 SMTP_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
@@ -47,10 +49,11 @@ def send_raw(from_email: str, to: list[str], message: bytes) -> None:
 
     What Django's SMTP backend does with a message, after serializing it:
     ``sendmail`` on its ``smtplib.SMTP``, opened (and reopened) the same way
-    as ``send``'s. Raises smtplib's errors, as that backend does.
+    as ``send``'s; pipelined (notifications/pipelining.py) when the server
+    offers it. Raises smtplib's errors, as that backend does.
     """
     _over_open_connection(
-        lambda connection: connection.connection.sendmail(from_email, to, message)  # type: ignore[attr-defined]
+        lambda connection: pipelining.sendmail(connection.connection, from_email, to, message)  # type: ignore[attr-defined]
     )
 
 
