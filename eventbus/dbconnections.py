@@ -8,15 +8,29 @@ Django does around each request instead: close a connection that is too old,
 broke, or was left inside a transaction (a time limit that struck while it
 waited for SQLite's write lock leaves the SQLite connection in one), and keep
 the rest.
+
+One difference: Django's health check (``conn_health_checks``, a ``SELECT 1``
+before a connection's first use in each request) is skipped for a
+connection that finished a task without an error less than
+``HEALTH_CHECK_AFTER_IDLE`` seconds ago. A worker runs hundreds of tasks a
+second; on PostgreSQL the check was a round trip per task (figure 1 of
+docs/benchmarks.md) to ask a server that had just answered. A connection
+that dies within that second fails its next task's first query, which is
+retried like any transient failure, and Django then checks it (an error
+occurred) and replaces it.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 
 from django.db import DatabaseError, connections
 
 log = logging.getLogger(__name__)
+
+HEALTH_CHECK_AFTER_IDLE = 1.0
+"""Seconds since a connection last ended a task cleanly after which its next use is health-checked."""
 
 
 def tidy() -> None:
@@ -36,6 +50,12 @@ def tidy() -> None:
                     connection.savepoint_ids = []
                     connection.connection = None
             else:
+                recently = getattr(connection, "_eventbus_clean_at", None)
                 connection.close_if_unusable_or_obsolete()
+                if connection.connection is not None and not connection.errors_occurred:
+                    now = time.monotonic()
+                    if recently is not None and now - recently < HEALTH_CHECK_AFTER_IDLE:
+                        connection.health_check_done = True
+                    connection._eventbus_clean_at = now  # type: ignore[attr-defined]
         except DatabaseError as exc:
             log.warning("closing database connection %s: %s", connection.alias, exc)
