@@ -14,6 +14,7 @@ the bus decodes the payload into the declared dataclass for them.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import typing
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -35,8 +36,7 @@ class EventType:
         """Build the typed payload from its JSON form, or raise PoisonMessage saying why."""
         if not isinstance(raw, dict):
             raise PoisonMessage(f"payload of {self.name} is {type(raw).__name__}, not an object")
-        hints = typing.get_type_hints(self.payload_class)
-        fields = {f.name: f for f in dataclasses.fields(self.payload_class)}
+        hints, fields = _shape(self.payload_class)
         unknown = sorted(set(raw) - set(fields))
         if unknown:
             raise PoisonMessage(f"payload of {self.name} has unknown fields: {', '.join(unknown)}")
@@ -54,6 +54,14 @@ class EventType:
                     f"payload field {self.name}.{name} is {type(value).__name__}, expected {expected.__name__}"
                 )
         return self.payload_class(**raw)
+
+
+@functools.cache
+def _shape(payload_class: type) -> tuple[dict[str, Any], dict[str, dataclasses.Field[Any]]]:
+    """A payload class's field types and fields, worked out once per class: resolving the
+    annotations (strings, under ``from __future__ import annotations``) compiles each one,
+    and every delivery decodes a payload."""
+    return typing.get_type_hints(payload_class), {f.name: f for f in dataclasses.fields(payload_class)}
 
 
 def _is_instance(value: Any, expected: type) -> bool:
