@@ -10,7 +10,7 @@ concrete column but an auto-incremented key, each value converted by its own
 field's ``get_db_prep_save``; a column the row does not give takes its field's
 default (prepared once per database when it is a constant) or, for
 ``auto_now``/``auto_now_add``, the current time, as ``pre_save`` sets it. The
-SQL text is cached per database alias, number of rows and conflict clause.
+SQL text is cached per database alias and number of rows.
 No signals are sent and no instance is built (none of these models has
 receivers). tests/test_inserts.py compares the rows with the ORM's on SQLite
 and PostgreSQL.
@@ -18,6 +18,7 @@ and PostgreSQL.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -59,7 +60,8 @@ class Insert:
                 raise ValueError(f"{model.__name__} has no columns {unknown} to upsert on")
             self._upsert = ([by_name[n].column for n in upsert[0]], [by_name[n].column for n in upsert[1]])
         self._constants: dict[str, dict[str, Any]] = {}
-        self._sql: dict[tuple[str, int], str] = {}
+        # Per database and row count; batches of many sizes keep only the recent ones.
+        self._sql = functools.lru_cache(maxsize=256)(self._make_sql)
 
     def rows(self, rows: Sequence[Mapping[str, Any]], using: str = "default") -> None:
         """Insert ``rows`` in one statement; raises what the database raises (IntegrityError on a duplicate)."""
@@ -82,9 +84,8 @@ class Insert:
                     params.append(constants[name])
                     continue
                 params.append(field.get_db_prep_save(value, connection))
-        sql = self._sql.get((using, len(rows))) or self._make_sql(using, len(rows))
         with connection.cursor() as cursor:
-            cursor.execute(sql, params)
+            cursor.execute(self._sql(using, len(rows)), params)
 
     def row(self, row: Mapping[str, Any], using: str = "default") -> None:
         """``rows`` for one row."""
@@ -112,5 +113,4 @@ class Insert:
             unique, updated = self._upsert
             suffix = connection.ops.on_conflict_suffix_sql(self.fields, OnConflict.UPDATE, updated, unique)
             sql = f"{sql} {suffix}"
-        self._sql[(using, count)] = sql
         return sql

@@ -11,6 +11,16 @@ before; a row written twice (a retry's ``RETRY`` then its ``SUCCESS``) keeps
 its ``date_created`` and takes the newer state, as ``get_or_create`` +
 ``save`` did.
 
+A ``SUCCESS`` row is not written by the task itself: with
+``EVENTBUS_RESULT_BATCH_SECONDS`` above 0 (0.2 s by default) the pool
+process's gatherer (eventbus/gatherer.py) writes every row of the last 0.2 s
+in one upsert, from a thread, so a welcome email does not wait for a second
+statement and commit of its own. The row shows up that much later in admin,
+its ``date_done`` is the time it was written, and a pool process killed
+meanwhile loses those rows: never a delivery, whose record is its ledger row.
+Other states (``RETRY``, ``FAILURE``) are written at once: a retry's
+``SUCCESS``, gathered, then always lands after them and wins.
+
 Settings: ``CELERY_RESULT_BACKEND = "eventbus.results:UpsertDatabaseBackend"``
 in place of ``"django-db"``; every other result setting applies unchanged.
 """
@@ -20,10 +30,12 @@ from __future__ import annotations
 from typing import Any
 
 from celery import states
+from django.conf import settings
 from django.db import router
 from django_celery_results.backends.database import DatabaseBackend
 from django_celery_results.models import TaskResult
 
+from eventbus.gatherer import Gatherer
 from eventbus.inserts import Insert
 
 # What a later state of the same task replaces; date_created stays the first write's.
@@ -44,6 +56,25 @@ _UPDATED = [
 
 
 _UPSERT = Insert(TaskResult, upsert=(["task_id"], _UPDATED))
+# Rows per statement when the gatherer writes: 14 columns each, well under either database's parameter limit.
+_CHUNK = 500
+
+
+def _write(rows: list[tuple[str, dict[str, Any]]]) -> None:
+    """The gathered ``(database, row)`` pairs, in one upsert per database and chunk; a task's last row wins."""
+    latest: dict[str, dict[str, dict[str, Any]]] = {}
+    for using, row in rows:
+        latest.setdefault(using, {})[row["task_id"]] = row
+    for using, by_task in latest.items():
+        pending = list(by_task.values())
+        for start in range(0, len(pending), _CHUNK):
+            _UPSERT.rows(pending[start : start + _CHUNK], using=using)
+
+
+GATHERED = Gatherer(
+    "eventbus-results", _write, failure="those tasks have no result row (each delivery's ledger row stands)"
+)
+GATHERED.flush_on_exit()
 
 
 class UpsertDatabaseBackend(DatabaseBackend):
@@ -71,21 +102,23 @@ class UpsertDatabaseBackend(DatabaseBackend):
         # (BEGIN, COMMIT: two statements more): a single INSERT is atomic by
         # itself. date_done (auto_now) and date_created (auto_now_add) are
         # filled in as any INSERT fills them; the update keeps date_created.
-        _UPSERT.row(
-            {
-                "task_id": task_id,
-                "status": status,
-                "result": encoded,
-                "traceback": traceback,
-                "meta": encoded_meta,
-                "content_encoding": content_encoding,
-                "content_type": content_type,
-                "periodic_task_name": extended["periodic_task_name"],
-                "task_name": extended["task_name"],
-                "task_args": extended["task_args"],
-                "task_kwargs": extended["task_kwargs"],
-                "worker": extended["worker"],
-            },
-            using=using or router.db_for_write(TaskResult),
-        )
+        values = {
+            "task_id": task_id,
+            "status": status,
+            "result": encoded,
+            "traceback": traceback,
+            "meta": encoded_meta,
+            "content_encoding": content_encoding,
+            "content_type": content_type,
+            "periodic_task_name": extended["periodic_task_name"],
+            "task_name": extended["task_name"],
+            "task_args": extended["task_args"],
+            "task_kwargs": extended["task_kwargs"],
+            "worker": extended["worker"],
+        }
+        database = using or router.db_for_write(TaskResult)
+        if status == states.SUCCESS and settings.EVENTBUS_RESULT_BATCH_SECONDS > 0:
+            GATHERED.add([(database, values)], settings.EVENTBUS_RESULT_BATCH_SECONDS)
+        else:
+            _UPSERT.row(values, using=database)
         return result

@@ -274,6 +274,11 @@ CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", REDIS_URL)
 CELERY_RESULT_BACKEND = "eventbus.results:UpsertDatabaseBackend"
 CELERY_RESULT_EXTENDED = True
 CELERY_RESULT_EXPIRES = env_int("CELERY_RESULT_EXPIRES", 7 * 24 * 3600, minimum=0)
+# A worker process gathers its tasks' SUCCESS rows for this many seconds and a
+# thread writes them in one upsert (eventbus/results.py), instead of a statement
+# and a commit per task; 0 writes each as its task ends. A process killed
+# meanwhile loses those rows, never a delivery: the ledger records each one.
+EVENTBUS_RESULT_BATCH_SECONDS = env_float("EVENTBUS_RESULT_BATCH_SECONDS", 0.2, minimum=0.0)
 
 # JSON only, in and out: a pickled message could run code in the worker.
 CELERY_ACCEPT_CONTENT = ["json"]

@@ -111,6 +111,9 @@ def _marks_written_in_the_request(settings: Any) -> None:
     project's default.
     """
     settings.EVENTBUS_MARK_BATCH_SECONDS = 0
+    # Likewise each result row is written by its task here (eventbus/results.py): a row written
+    # by a thread after the test ended would outlive the test's database flush.
+    settings.EVENTBUS_RESULT_BATCH_SECONDS = 0
 
 
 @pytest.fixture

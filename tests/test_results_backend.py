@@ -3,16 +3,32 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import time
 import uuid
+from pathlib import Path
+from typing import Any
 
 import pytest
 from celery import states
-from django.db import connection
+from django.contrib.auth import get_user_model
+from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 from django_celery_results.models import TaskResult
 
+from devinbox.sink import SmtpSink
+from eventbus import results
+from eventbus.gatherer import Gatherer
+from eventbus.models import ProcessedEvent
+from eventbus.publish import publish
 from eventbus.results import UpsertDatabaseBackend
+from project import queues
 from project.celery import app as celery_app
+from signups.events import UserSignedUp
+from tests.conftest import wait_for, worker_env, worker_process
+
+WELCOME = "notifications.send_welcome_email"
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -66,3 +82,86 @@ def test_a_result_is_one_statement_and_a_later_state_replaces_it_keeping_its_cre
     assert json.loads(row.meta)["queue"] == "notifications"
     # and Celery reads it back the usual way
     assert backend.get_task_meta(task_id)["status"] == states.SUCCESS
+
+
+@pytest.fixture
+def gathered(settings: Any, monkeypatch: pytest.MonkeyPatch) -> Gatherer[Any]:
+    """This test's own result gatherer, whose thread would wait a minute: the test flushes it."""
+    gatherer: Gatherer[Any] = Gatherer("test-results", results._write, failure="test")
+    monkeypatch.setattr(results, "GATHERED", gatherer)
+    settings.EVENTBUS_RESULT_BATCH_SECONDS = 60
+    return gatherer
+
+
+def test_success_rows_are_gathered_and_written_in_one_statement_other_states_at_once(gathered: Gatherer[Any]) -> None:
+    backend = celery_app.backend
+    done = [str(uuid.uuid4()) for _ in range(3)]
+    retried = str(uuid.uuid4())
+
+    # when: three tasks succeed, and one is retried
+    for task_id in done:
+        backend.store_result(task_id, {"status": "processed"}, states.SUCCESS, request=Request(task_id))
+    backend.store_result(retried, None, states.RETRY, traceback="Traceback: flaky", request=Request(retried))
+
+    # then: the retry's row is there at once; the successes wait for the gatherer
+    assert TaskResult.objects.get(task_id=retried).status == states.RETRY
+    assert not TaskResult.objects.filter(task_id__in=done).exists()
+    assert gathered.pending() == 3
+
+    # when: the retried task succeeds too (twice: a duplicate delivery of the same task), and the gatherer writes
+    created = TaskResult.objects.get(task_id=retried).date_created
+    for _ in range(2):
+        backend.store_result(retried, {"status": "processed"}, states.SUCCESS, request=Request(retried))
+    with CaptureQueriesContext(connection) as queries:
+        assert results.GATHERED.flush() == 5
+
+    # then: one statement wrote a row per task, each with its last state
+    assert len(queries.captured_queries) == 1
+    rows = {row.task_id: row for row in TaskResult.objects.filter(task_id__in=[*done, retried])}
+    assert sorted(rows) == sorted([*done, retried])
+    assert {row.status for row in rows.values()} == {states.SUCCESS}
+    assert rows[retried].date_created == created and rows[retried].traceback is None
+    assert json.loads(rows[done[0]].result) == {"status": "processed"}
+    assert gathered.pending() == 0
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("ending", ["warm shutdown", "pool process killed"])
+def test_a_pool_process_writes_its_gathered_rows_when_it_stops_and_a_killed_one_loses_only_those(
+    ending: str, broker: None, smtp_sink: SmtpSink
+) -> None:
+    # given: a worker whose processes would gather result rows for a minute, and a user to welcome
+    user = get_user_model().objects.create_user(username="gathered@example.com", email="gathered@example.com")
+    env = worker_env(EVENTBUS_RESULT_BATCH_SECONDS="60")
+    with worker_process(queues.NOTIFICATIONS, concurrency=1, name="results", env=env) as worker:
+        with transaction.atomic():
+            publish(UserSignedUp(user_id=user.pk), aggregate=f"user:{user.pk}")
+        wait_for(lambda: ProcessedEvent.objects.filter(subscriber=WELCOME).exists(), timeout=30, what="the email")
+        task_id = ProcessedEvent.objects.get(subscriber=WELCOME).task_id
+        time.sleep(0.5)  # the task is over; its row waits in the pool process
+        assert not TaskResult.objects.filter(task_id=task_id).exists()
+        if ending == "pool process killed":
+            pool = pool_processes(worker.pid)
+            assert len(pool) == 1, pool
+            os.kill(pool[0], signal.SIGKILL)
+            wait_for(lambda: pool[0] not in pool_processes(worker.pid), timeout=30, what="a new pool process")
+
+    # then: an orderly stop wrote the row; a killed process lost it, and only it
+    assert len(smtp_sink.messages) == 1
+    assert ProcessedEvent.objects.filter(subscriber=WELCOME).count() == 1
+    written = TaskResult.objects.filter(task_id=task_id, status=states.SUCCESS).exists()
+    assert written is (ending == "warm shutdown")
+
+
+def pool_processes(pid: int) -> list[int]:
+    """The process ids whose parent is ``pid`` (from /proc: the worker's pool processes)."""
+    children = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            if int(stat[stat.rfind(")") + 2 :].split()[1]) == pid:
+                children.append(int(entry))
+    return children
