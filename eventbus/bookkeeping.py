@@ -1,31 +1,31 @@
-"""A delivery's Redis bookkeeping in three round trips: two before the handler, one after.
+"""A delivery's Redis bookkeeping in two round trips: one before the handler, one after.
 
-A welcome email used to cost nine Redis round trips besides its rate limit
-and breaker check (two more): the delivery count (a MULTI of INCR and EXPIRE), the
-effect lock, and after the send the lock's release, the breaker's success,
-the first-failure key, the latency histogram (a pipeline) and the delivery
-count again, each a command and a wait of its own. Each is small, and
-together they were 7% of a pool process's time in figure 1 of
-docs/benchmarks.md. Here they travel in three pipelines:
+A welcome email used to cost eleven Redis round trips: the delivery count (a
+MULTI of INCR and EXPIRE), the effect lock, the rate limit's token, the
+breaker's check, and after the send the lock's release, the breaker's
+success, the first-failure key, the latency histogram (a pipeline) and the
+delivery count again, each a command and a wait of its own. Each is small,
+and together they were a tenth of a pool process's time in figure 1 of
+docs/benchmarks.md. Here they travel in two pipelines:
 
 - ``begin``: count the start (eventbus/deliveries.py) and, for a handler
   whose effect is outside the database, take the effect lock
-  (eventbus/effectlock.py), in one round trip;
-- ``admit``: after the ledger's "not done yet", take the provider's rate
-  limit token and look at its breaker, in one round trip (the breaker's full
-  check, which may make this delivery the probe, is a second one only when
-  the breaker is not closed);
+  (eventbus/effectlock.py); for a provider with a rate limit and a circuit
+  breaker, take the token and look at the breaker; all in one round trip
+  (the breaker's full check, which may make this delivery the probe, is a
+  second one only when the breaker is not closed);
 - ``finish``: release the lock, record the breaker's success
   (eventbus/breaker.py), clear the delivery count and first failure, and add
   the latency (eventbus/latency.py), in one round trip;
 - ``finish_many``: the same for a whole batch (eventbus/batching.py), with
   its two counters (batches, events batched), in one round trip.
 
-What each command does and in what order is unchanged; only the waiting is
-shared. The lock is the one part that is not best effort: when Redis cannot
-be reached, ``begin`` raises if it was asked for a lock (the delivery is
-retried, as when the lock's own call failed), and otherwise reports a first
-start, as the delivery count always did. ``finish`` runs after the effect
+What each command does is unchanged, and so is their order but for one:
+the token is taken before the ledger is asked (``begin`` says why). The lock,
+the token and the breaker are not best effort: when Redis cannot be reached,
+``begin`` raises if it was asked for any of them (the delivery is retried, as
+when their own calls failed), and otherwise reports a first start, as the
+delivery count always did. ``finish`` runs after the effect
 and its ledger entry: a failure there is logged, never raised (the lock
 expires by itself, the breaker's next success closes it).
 
@@ -58,38 +58,6 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class Begun:
-    starts: int
-    """How many times this attempt has started, this one included (1 the first time)."""
-    token: str | None
-    """The effect lock's token; None when no lock was asked for or another delivery holds it."""
-
-
-def begin(task_id: str, retries: int, lock: tuple[str, object, float] | None = None) -> Begun:
-    """Count this start and, with ``lock=(subscriber, event id, seconds)``, take the effect lock.
-
-    Raises ``redis.RedisError`` only when a lock was asked for and Redis could not be reached.
-    """
-    pipe = client().pipeline(transaction=False)
-    deliveries.count_start(pipe, task_id, retries)
-    token = None
-    if lock is not None:
-        subscriber, event_id, seconds = lock
-        token = uuid.uuid4().hex
-        effectlock.acquire_into(pipe, subscriber, event_id, seconds, token)
-    try:
-        replies = pipe.execute()
-    except redis.RedisError as exc:
-        if lock is not None:
-            raise
-        log.warning("delivery count of task %s not kept: %s", task_id, exc)
-        return Begun(starts=1, token=None)
-    starts = int(replies[0])
-    taken = bool(replies[2]) if lock is not None else False
-    return Begun(starts=starts, token=token if taken else None)
-
-
-@dataclass(frozen=True)
 class Admission:
     token_wait: float
     """Seconds until the rate limit grants a token; 0.0 when this delivery took one (or there is no limit)."""
@@ -97,37 +65,85 @@ class Admission:
     """The breaker read as closed (or there is none): call the provider. Otherwise ask its ``before_call``."""
 
 
-def admit(limiter: Limiter | None, breaker: CircuitBreaker | None) -> Admission:
-    """Take a token from ``limiter`` and read ``breaker``'s state, in one round trip.
+OPEN_DOOR = Admission(token_wait=0.0, breaker_closed=True)
+"""No limiter and no breaker: nothing to wait for."""
 
-    The token comes first, as the limiter's own ``try_acquire`` would take it;
-    the breaker is only read. The common case, a closed breaker, needs
-    nothing more. A breaker that is open or half-open is for its
-    ``before_call`` to decide (wait, or go ahead as the probe): the caller
-    asks it only once it holds a token, so a probe never waits for one.
-    Raises ``redis.RedisError`` when Redis cannot be reached (the delivery
-    is retried), as the limiter and the breaker do.
+
+@dataclass(frozen=True)
+class Begun:
+    starts: int
+    """How many times this attempt has started, this one included (1 the first time)."""
+    token: str | None
+    """The effect lock's token; None when no lock was asked for or another delivery holds it."""
+    admission: Admission = OPEN_DOOR
+    """The rate limit's token and a look at the breaker, when a limiter or a breaker was given."""
+
+
+def begin(
+    task_id: str,
+    retries: int,
+    lock: tuple[str, object, float] | None = None,
+    *,
+    limiter: Limiter | None = None,
+    breaker: CircuitBreaker | None = None,
+) -> Begun:
+    """Count this start, and in the same round trip take what the delivery needs before its effect.
+
+    ``lock=(subscriber, event id, seconds)``: take the effect lock.
+    ``limiter``: take a rate-limit token, as its own ``try_acquire`` would.
+    ``breaker``: read its state only. A closed breaker (the common case)
+    needs nothing more; an open or half-open one is for its ``before_call``
+    to decide (wait, or go ahead as the probe), which the caller asks once it
+    holds a token, so that a probe never waits for one.
+
+    The token is taken before the ledger says whether the event is done: a
+    delivery that then turns out to be a duplicate, or finds the lock taken,
+    has spent a token without calling the provider. The limit errs towards
+    fewer calls, never more, and those cases are rare; asking for the token
+    after the ledger cost every email a round trip of its own.
+
+    Raises ``redis.RedisError`` when Redis cannot be reached and a lock, a
+    token or the breaker was asked for (the delivery is retried); a bare
+    count is best effort and reports a first start.
     """
-    if limiter is None and breaker is None:
-        return Admission(token_wait=0.0, breaker_closed=True)
     connection = client()
     pipe = connection.pipeline(transaction=False)
+    deliveries.count_start(pipe, task_id, retries)
+    token = None
+    if lock is not None:
+        subscriber, event_id, seconds = lock
+        token = uuid.uuid4().hex
+        effectlock.acquire_into(pipe, subscriber, event_id, seconds, token)
     call = limiter.acquire_call() if limiter is not None else None
+    token_reply = len(pipe)
     if call is not None:
         script, keys, args = call
         pipe.evalsha(script.sha, len(keys), *keys, *args)
     if breaker is not None:
         pipe.hget(breaker.redis_key, "state")
-    replies = pipe.execute(raise_on_error=False)
-    if call is not None and isinstance(replies[0], NoScriptError):
-        script, keys, args = call
-        replies[0] = script(keys=keys, args=args, client=connection)
-    failed = [reply for reply in replies if isinstance(reply, Exception)]
-    if failed:
-        raise failed[0]
-    token_wait = int(replies[0][0]) / 1_000_000 if call is not None else 0.0
-    state = replies[-1] if breaker is not None else None
-    return Admission(token_wait=token_wait, breaker_closed=state in (None, CLOSED))
+    needed = lock is not None or limiter is not None or breaker is not None
+    try:
+        replies = pipe.execute(raise_on_error=False)
+        if call is not None and isinstance(replies[token_reply], NoScriptError):
+            script, keys, args = call
+            replies[token_reply] = script(keys=keys, args=args, client=connection)
+        failed = [reply for reply in replies if isinstance(reply, Exception)]
+        if failed:
+            raise failed[0]
+    except redis.RedisError as exc:
+        if needed:
+            raise
+        log.warning("delivery count of task %s not kept: %s", task_id, exc)
+        return Begun(starts=1, token=None)
+    starts = int(replies[0])
+    taken = bool(replies[2]) if lock is not None else False
+    admission = OPEN_DOOR
+    if call is not None or breaker is not None:
+        admission = Admission(
+            token_wait=int(replies[token_reply][0]) / 1_000_000 if call is not None else 0.0,
+            breaker_closed=breaker is None or replies[-1] in (None, CLOSED),
+        )
+    return Begun(starts=starts, token=token if taken else None, admission=admission)
 
 
 def finish(

@@ -101,7 +101,9 @@ class ConsumerTask(Task):
         # lock, taken in the same round trip as the start is counted
         # (eventbus/bookkeeping.py); the ledger is asked once, under it.
         lock = None if subscription.transactional else (subscription.name, event.id, subscription.time_limit or 60.0)
-        begun = bookkeeping.begin(task_id, retries, lock)
+        limiter = subscription.limiter() if subscription.limiter is not None else None
+        breaker = subscription.breaker() if subscription.breaker is not None else None
+        begun = bookkeeping.begin(task_id, retries, lock, limiter=limiter, breaker=breaker)
         token = begun.token
         if begun.starts > settings.EVENTBUS_MAX_DELIVERIES:
             self._release(subscription, event, token)
@@ -116,7 +118,7 @@ class ConsumerTask(Task):
             self._reschedule(event, 1.0, "another delivery of this event is under way")
 
         try:
-            early, breaker = self._before_effect(subscription, event, raw)
+            early = self._before_effect(subscription, event, raw, begun.admission, limiter, breaker)
         except BaseException:
             self._release(subscription, event, token)
             raise
@@ -155,14 +157,20 @@ class ConsumerTask(Task):
         return {"status": "processed", "event_id": str(event.id)}
 
     def _before_effect(
-        self, subscription: registry.Subscription, event: Envelope, raw: Any
-    ) -> tuple[Result | None, CircuitBreaker | None]:
-        """The checks before the handler; returns an outcome that ends the delivery here (or None), and the breaker.
+        self,
+        subscription: registry.Subscription,
+        event: Envelope,
+        raw: Any,
+        admission: bookkeeping.Admission,
+        limiter: registry.Limiter | None,
+        breaker: CircuitBreaker | None,
+    ) -> Result | None:
+        """The checks before the handler; returns an outcome that ends the delivery here, or None.
 
         Raises Retry when the delivery must wait (a gap, a rate limit, an open breaker).
         """
         if ledger.has_processed(event.id, subscription.name):
-            return self._duplicate(subscription, event), None
+            return self._duplicate(subscription, event)
 
         if subscription.ordered:
             order = ordering.check(event, subscription)
@@ -173,29 +181,26 @@ class ConsumerTask(Task):
                 )
                 log.info("%s: event %s is stale (a later one was applied); ignored", subscription.name, event.id)
                 self._ended()
-                return {"status": "stale", "event_id": str(event.id)}, None
+                return {"status": "stale", "event_id": str(event.id)}
             if order is ordering.Order.GAP:
-                return self._wait_for_predecessor(subscription, event, raw), None
+                return self._wait_for_predecessor(subscription, event, raw)
 
-        # The token first: a probe that then waited for a token would hold the
-        # breaker's probe slot for nothing. The token and a look at the
-        # breaker share one round trip (eventbus/bookkeeping.py).
-        limiter = subscription.limiter() if subscription.limiter is not None else None
-        breaker = subscription.breaker() if subscription.breaker is not None else None
-        admitted = bookkeeping.admit(limiter, breaker)
-        if limiter is not None and admitted.token_wait > 0:
+        # The token first (taken by begin, with a look at the breaker): a
+        # probe that then waited for a token would hold the breaker's probe
+        # slot for nothing.
+        if limiter is not None and admission.token_wait > 0:
             counters.incr(counters.RATE_LIMIT_WAITS, subscription.name)
             # Many tasks wait for the same moment; spread them so that
             # they do not all come back for the one free grant at once.
-            self._reschedule(event, admitted.token_wait * random.uniform(1.0, 2.0), f"rate limit {limiter.name}")
+            self._reschedule(event, admission.token_wait * random.uniform(1.0, 2.0), f"rate limit {limiter.name}")
 
-        if breaker is not None and not admitted.breaker_closed:
+        if breaker is not None and not admission.breaker_closed:
             # Open or half-open: its own check decides, and may make this delivery the probe.
             wait = breaker.before_call()
             if wait is not None:
                 counters.incr(counters.BREAKER_WAITS, subscription.name)
                 self._reschedule(event, wait, f"circuit breaker {breaker.name} is open")
-        return None, breaker
+        return None
 
     def _outside_transaction(self, subscription: registry.Subscription, event: Envelope, started: float) -> bool:
         """Run a handler whose effect is outside the database; False when another delivery already did it.

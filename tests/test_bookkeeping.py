@@ -140,53 +140,58 @@ def test_finish_many_ends_every_attempt_and_counts_the_batch_in_one_round_trip(
         assert client().get(key("deliveries", task_id, str(retries))) is None
 
 
-def test_admit_takes_the_token_and_reads_a_closed_breaker_in_one_round_trip(
+def test_begin_also_takes_the_token_and_reads_a_closed_breaker_in_the_same_round_trip(
     redis_prefix: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     limiter = WindowLimiter("admit-test", limit=2, period=60.0)
     breaker = CircuitBreaker("admit-test", 3, 60.0)
     client().script_load(limiter.acquire_call()[0].script)
+    event_id = uuid.uuid4()
     counted = CountedCommands(monkeypatch)
 
-    first = bookkeeping.admit(limiter, breaker)
+    first = bookkeeping.begin("task-a", 0, ("sub", event_id, 30.0), limiter=limiter, breaker=breaker)
 
     assert counted.round_trips == 1
-    assert first == bookkeeping.Admission(token_wait=0.0, breaker_closed=True)
+    assert first.starts == 1 and first.token is not None
+    assert first.admission == bookkeeping.Admission(token_wait=0.0, breaker_closed=True)
     assert limiter.grants_in_window() == 1
     # the window full: a wait, and no grant taken
-    bookkeeping.admit(limiter, breaker)
-    full = bookkeeping.admit(limiter, breaker)
-    assert 59.0 < full.token_wait <= 60.0
+    bookkeeping.begin("task-b", 0, limiter=limiter, breaker=breaker)
+    full = bookkeeping.begin("task-c", 0, limiter=limiter, breaker=breaker)
+    assert 59.0 < full.admission.token_wait <= 60.0
     assert limiter.grants_in_window() == 2
 
 
-def test_admit_only_reads_a_breaker_that_is_not_closed(redis_prefix: str) -> None:
+def test_begin_only_reads_a_breaker_that_is_not_closed(redis_prefix: str) -> None:
     # given: an open breaker whose reset timeout has passed (the next before_call would probe)
     breaker = CircuitBreaker("admit-open", 1, 0.05)
     breaker.record_failure()
     time.sleep(0.1)
 
-    admitted = bookkeeping.admit(None, breaker)
+    begun = bookkeeping.begin("task-d", 0, breaker=breaker)
 
-    # then: the caller is sent to before_call; admit took no probe slot
-    assert admitted == bookkeeping.Admission(token_wait=0.0, breaker_closed=False)
+    # then: the caller is sent to before_call; begin took no probe slot
+    assert begun.admission == bookkeeping.Admission(token_wait=0.0, breaker_closed=False)
     assert breaker.state().probe_until is None
     assert breaker.before_call() is None  # this caller is the probe
     assert breaker.before_call() is not None  # and only this one
 
 
-def test_admit_loads_the_limiters_script_again_when_the_server_forgot_it(redis_prefix: str) -> None:
+def test_begin_loads_the_limiters_script_again_when_the_server_forgot_it(redis_prefix: str) -> None:
     limiter = WindowLimiter("admit-noscript", limit=5, period=60.0)
     client().script_flush()
 
-    assert bookkeeping.admit(limiter, None).token_wait == 0.0
+    assert bookkeeping.begin("task-e", 0, limiter=limiter).admission.token_wait == 0.0
     assert limiter.grants_in_window() == 1
 
 
-def test_admit_raises_when_redis_cannot_be_reached(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_begin_raises_when_redis_cannot_be_reached_and_a_token_or_the_breaker_was_asked_for(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     unreachable = redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=1)  # nothing listens there
     monkeypatch.setattr(bookkeeping, "client", lambda: unreachable)
 
     with pytest.raises(redis.RedisError):
-        bookkeeping.admit(None, CircuitBreaker("admit-down", 1, 1.0))
-    assert bookkeeping.admit(None, None) == bookkeeping.Admission(token_wait=0.0, breaker_closed=True)
+        bookkeeping.begin("task-f", 0, breaker=CircuitBreaker("admit-down", 1, 1.0))
+    with pytest.raises(redis.RedisError):
+        bookkeeping.begin("task-f", 0, limiter=WindowLimiter("admit-down", limit=1, period=1.0))
