@@ -62,6 +62,7 @@ from collections.abc import Sequence
 from queue import Empty
 from typing import Any
 
+from kombu.exceptions import BatchPublishError
 from kombu.transport import redis as kombu_redis
 from kombu.transport import virtual
 from kombu.utils.encoding import bytes_to_str
@@ -70,6 +71,8 @@ from redis import Redis
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.retry import Retry
+
+from eventbus import sentevents
 
 # At most this many messages per pop-and-record script. Redis runs a script
 # alone, so it bounds how long one fetch holds the server (a few ms for 2 kB
@@ -175,6 +178,9 @@ class FailFastChannel(kombu_redis.Channel):
         if client is None or client.connection_pool is not pool:
             client = self._sync_client = super()._create_client()
         return client
+
+    def create_publish_batch(self, max_size: int) -> Any:
+        return _ReportingPublishBatch(self, max_size)
 
     @property
     def supports_batch_publish(self) -> bool:
@@ -290,6 +296,34 @@ def _record(payload: dict[str, Any]) -> tuple[str, str] | None:
         return properties["delivery_tag"], dumps([payload, delivery["exchange"], delivery["routing_key"]])
     except (KeyError, TypeError):
         return None
+
+
+class _ReportingPublishBatch(kombu_redis.PublishBatch):
+    """kombu's publish batch, which also reports how many subscribers its ``PUBLISH``es reached.
+
+    In the project's batches (eventbus/publishing_batch.py) the ``PUBLISH``
+    commands are the messages' ``task-sent`` events; eventbus/sentevents.py
+    stops sending them while nobody subscribes. ``flush`` is kombu 5.7's,
+    but for keeping the pipeline's replies.
+    """
+
+    def flush(self) -> None:
+        self._check_usable()
+        if not self._buffered:
+            return
+        published = [n for n, (args, _) in enumerate(self.pipeline.command_stack) if args and args[0] == "PUBLISH"]
+        try:
+            replies = self.pipeline.execute()
+        except BaseException as exc:
+            self._failed = exc
+            self._buffered = 0
+            self.pipeline.reset()
+            if isinstance(exc, Exception):
+                raise BatchPublishError("Redis publish batch failed; delivery is uncertain") from exc
+            raise
+        self._buffered = 0
+        if published:
+            sentevents.heard(sum(int(replies[n]) for n in published))
 
 
 class FailFastRedisTransport(kombu_redis.Transport):

@@ -15,7 +15,8 @@ about a millisecond per message. A ``Batch`` instead:
   and sends it with ``app.amqp.send_task_message``: the same headers, body
   and properties, the ``before_task_publish`` signal (which adds the
   ``x_correlation_id`` header, eventbus/tracing.py) and the ``task-sent``
-  event when CELERY_TASK_SEND_SENT_EVENT is on;
+  event when CELERY_TASK_SEND_SENT_EVENT is on and something listens for
+  it (eventbus/sentevents.py);
 - publishes inside kombu's ``Producer.batch()``: on Redis the LPUSHes and the
   events' PUBLISHes wait in one pipeline, sent in one round trip by
   ``flush()``. Transports without batch support (RabbitMQ: publishing is
@@ -45,6 +46,8 @@ from celery.utils.saferepr import saferepr
 from kombu import Queue
 from kombu.exceptions import BatchPublishError
 from kombu.utils.uuid import uuid
+
+from eventbus import sentevents
 
 if TYPE_CHECKING:
     from eventbus.registry import Subscription
@@ -85,12 +88,9 @@ class Batch:
         self.buffers = getattr(channel, "create_publish_batch", None) is not None and bool(
             getattr(channel, "supports_batch_publish", True)
         )
-        conf = app.conf
-        self._send_sent_event = bool(conf.task_send_sent_event)
-        self._inherit_priority = bool(conf.task_inherit_parent_priority)
-        self._repr_levels = conf.task_repr_maxlevels
-        self._args_max = app.amqp.argsrepr_maxsize
-        self._kwargsrepr = _empty_kwargsrepr(app.amqp.kwargsrepr_maxsize, self._repr_levels)
+        self._send_sent_event, self._inherit_priority, self._repr_levels, self._args_max, self._kwargsrepr = _settings(
+            app
+        )
         # kombu's record of what this connection declared (common._maybe_declare reads the same set).
         self._declared = getattr(getattr(channel.connection, "client", None), "declared_entities", None)
         self._reply_to = app.thread_oid
@@ -186,7 +186,8 @@ class Batch:
             {},
             time_limit=route.time_limit,
             soft_time_limit=route.soft_time_limit,
-            create_sent_event=self._send_sent_event,
+            # While nobody listens for them, no task-sent events (eventbus/sentevents.py).
+            create_sent_event=self._send_sent_event and sentevents.wanted(),
             reply_to=self._reply_to,
             root_id=self._root_id,
             parent_id=self._parent_id,
@@ -226,9 +227,20 @@ class Batch:
 
 
 @functools.cache
-def _empty_kwargsrepr(maxsize: int, maxlevels: int) -> str:
-    """The ``kwargsrepr`` of no keyword arguments (what Celery writes for ``{}``), made once."""
-    return saferepr({}, maxsize, maxlevels=maxlevels)
+def _settings(app: Celery) -> tuple[bool, bool, int, int, str]:
+    """The settings a batch reads, once per app: each read of Celery's configuration walks its
+    chain of mappings down to Django's settings (about 6 µs), and every request that sends an
+    event makes a batch. Like the values Celery itself caches at start (``app.amqp``'s sizes),
+    they are read once; the ``kwargsrepr`` of no keyword arguments (Celery's for ``{}``) with them."""
+    conf = app.conf
+    levels = conf.task_repr_maxlevels
+    return (
+        bool(conf.task_send_sent_event),
+        bool(conf.task_inherit_parent_priority),
+        levels,
+        app.amqp.argsrepr_maxsize,
+        saferepr({}, app.amqp.kwargsrepr_maxsize, maxlevels=levels),
+    )
 
 
 @contextlib.contextmanager
