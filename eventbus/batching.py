@@ -26,19 +26,22 @@ request: retries, waits and dead letters are exactly those of a single
 delivery. A message with an ETA (a retry or a wait that comes back) is run the
 ordinary way, one task.
 
-Batches fill up to the worker's prefetch limit (``--prefetch-multiplier`` x
-concurrency; 1 x 2 by default, so batches of at most 2): start a batching pool
-with a multiplier that covers ``N``, e.g. ``-c 2 --prefetch-multiplier 100``
-for batches of 200. The buffered messages are unacknowledged and count against
-that limit; the worker does not raise it on its own. A worker with room under
-its limit keeps a ``BRPOP`` waiting on Redis, and kombu's Redis transport
-takes a message off its queue before it records it as unacknowledged: a host
-cut off from Redis while it waits can lose the next message pushed to that
-queue (the two-host test, tests/scaleout, found this when the limit was
-raised by default; the messages fetched with it in the same round trip, below,
-are popped and recorded in one atomic step and do not widen that gap). So the
-default stays 1, and a larger prefetch is an
-operator's choice for the analytics pool (docs/operations.md).
+Batches fill up to ``N``, or what came in ``FLUSH_INTERVAL``. A buffered
+message raises the worker's prefetch limit by one until it is settled, as
+Celery does for a task with an ETA (``_Buffer._make_room``): it does not hold
+one of the worker's prefetch slots (``--prefetch-multiplier`` x concurrency, 1
+x 2 by default), so batches grow past the limit with the default prefetch,
+the worker keeps fetching while a batch runs, and a worker that also consumes
+another queue (the email's) still reserves no more of those messages than its
+limit. At most ``N`` messages per pool process get this room.
+
+On Redis, a worker with room under its limit keeps a ``BRPOP`` waiting, and
+kombu's Redis transport takes a message off its queue before it records it as
+unacknowledged: a host cut off from Redis while it waits can lose the message
+that ``BRPOP`` takes (the two-host test, tests/scaleout, found this). The
+messages fetched with it in the same round trip (below) are popped and
+recorded in one atomic step and do not widen that gap, and the reconciler
+(eventbus/reconcile.py) sends a lost one again (docs/operations.md).
 
 At least once: a message is acknowledged only after its batch committed (or
 after its retry was published); when the pool process dies, every message of
@@ -78,7 +81,6 @@ from typing import Any
 from celery import Task, current_app, signals
 from celery.exceptions import Reject, Retry
 from celery.utils.imports import symbol_by_name
-from celery.worker import state as worker_state
 from celery.worker.request import create_request_cls
 from celery.worker.strategy import default as default_strategy
 from celery.worker.strategy import hybrid_to_proto2, proto1_to_proto2
@@ -291,7 +293,7 @@ def run_batch(task_name: str, items: list[Item]) -> list[str]:
 class _Held:
     """A buffered message: what the pool process gets, and how to settle the message afterwards."""
 
-    __slots__ = ("ack", "item", "message", "reject")
+    __slots__ = ("ack", "item", "message", "reject", "room")
 
     def __init__(self, message: Any, item: Item, ack: Any, reject: Any) -> None:
         self.message = message
@@ -300,6 +302,9 @@ class _Held:
         # the transport cannot acknowledge a batch at once.
         self.ack = ack
         self.reject = reject
+        # The consumer's QoS whose prefetch limit this message raised by one
+        # (_Buffer._make_room), to lower again once the message is settled.
+        self.room: Any = None
 
 
 def item_from_message(message: Any, hostname: str) -> Item:
@@ -346,6 +351,9 @@ class _Buffer:
         self.single = single
         self.pending: list[_Held] = []
         self.timer: Any = None
+        # Messages, buffered or in a running batch, that raised the prefetch limit by one each.
+        self.room = 0
+        self.most_room = subscription.batch * max(1, consumer.pool.num_processes or 1)
         eventer = consumer.event_dispatcher
         self.eventer = eventer
         self.Request = create_request_cls(
@@ -370,29 +378,47 @@ class _Buffer:
             signals.task_received.send(sender=self.consumer, request=request)
         name = item.request.get("shadow") or item.request.get("task")
         self._send_event(item.task_id, "task-received", name=name, args=item.request.get("argsrepr"), kwargs="{}")
-        self.pending.append(_Held(message, item, ack, reject))
-        # The worker fetches no more than its prefetch limit: once it holds
-        # that many messages (these and the tasks it runs or has reserved) the
-        # buffer will not grow, so it goes now. A limit of 0 means none.
-        limit = self.consumer.qos.value
-        held = len(self.pending) + len(worker_state.reserved_requests)
-        if len(self.pending) >= self._size(limit) or (limit and held >= limit):
+        held = _Held(message, item, ack, reject)
+        self._make_room(held)
+        self.pending.append(held)
+        if len(self.pending) >= self.subscription.batch:
             self.flush()
         elif self.timer is None:
             self.timer = self.consumer.timer.call_after(FLUSH_INTERVAL, self.flush)
 
-    def _size(self, limit: int) -> int:
-        """The most messages one batch takes: ``batch``, or each pool process's share of the prefetch limit.
+    def _make_room(self, held: _Held) -> None:
+        """Raise the worker's prefetch limit by one for ``held``, as Celery does for a task with an ETA.
 
-        A batch that holds the whole limit leaves the worker nothing to fetch
-        while it runs: the main process waits for the pool and the pool for the
-        main process. With a share per process (``-c 2 --prefetch-multiplier
-        100``: batches of up to 100), the next batch is fetched, and its reads
-        done, while one commits. A share of 1 (the default prefetch) keeps the
-        rule above: the batch goes when the limit is reached.
+        A buffered message would otherwise hold one of the worker's prefetch
+        slots (``--prefetch-multiplier`` x ``-c``, 1 x 2 by default) until its
+        batch is settled: batches could not grow past the limit, and while
+        one ran the worker could fetch nothing else. With the limit raised
+        per message (``kombu.common.QoS.increment_eventually``, which Celery's
+        event loop applies; lowered again when the message is settled), the
+        slots stay free for the worker's other tasks: a worker that also
+        consumes the email queue still reserves at most its prefetch limit of
+        emails. At most ``most_room`` messages (``batch`` per pool process) get
+        room; the rest take slots, as all did before, and their batch goes
+        when it is full or ``FLUSH_INTERVAL`` after its first message. None is
+        given while Celery restores a prefetch limit it lowered after a
+        connection restart (it then sets the limit itself), nor when the limit
+        is 0 (no limit).
         """
-        share = limit // max(1, self.consumer.pool.num_processes or 1) if limit else 0
-        return min(self.subscription.batch, share) if share > 1 else self.subscription.batch
+        consumer = self.consumer
+        qos = consumer.qos
+        restoring = consumer.restart_count > 0 and not consumer._maximum_prefetch_restored
+        if not qos.value or restoring or self.room >= self.most_room:
+            return
+        qos.increment_eventually()
+        held.room = qos
+        self.room += 1
+
+    def _give_room_back(self, held: _Held) -> None:
+        # The QoS the message raised, even if a connection restart has replaced it since.
+        if held.room is not None:
+            held.room.decrement_eventually()
+            held.room = None
+            self.room -= 1
 
     def _request(self, message: Any, body: Any, ack: Any, reject: Any) -> Any:
         if body is None and "args" not in message.payload:
@@ -453,6 +479,8 @@ class _Buffer:
                 requeue = outcome == REQUEUE
                 held.reject(log, errors, requeue)
                 self._send_event(held.item.task_id, "task-rejected", requeue=requeue)
+        for held in batch:
+            self._give_room_back(held)
 
     def _ack_in_bulk(self, acked: list[_Held]) -> list[_Held]:
         """Acknowledge what the transport can acknowledge at once; returns the rest, to ack one by one.

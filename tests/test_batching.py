@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import re
 import uuid
+from pathlib import Path
 from unittest import mock
 
 import pytest
+from django.contrib.auth import get_user_model
 from django.db import transaction
 
 from analytics.models import AnalyticsEvent
+from devinbox.sink import SmtpSink
 from eventbus import counters, registry
 from eventbus.deadletters import Kind
 from eventbus.models import DeadLetter, OutboxEvent, ProcessedEvent
@@ -43,6 +47,8 @@ def test_a_backlog_is_recorded_in_batches_once_each_by_a_prefork_worker(broker: 
     with worker_process(queues.ANALYTICS, name="batch", env=worker_env(CELERY_WORKER_PREFETCH_MULTIPLIER="100")):
         wait_for(lambda: AnalyticsEvent.objects.count() == 600, timeout=60, what="600 rows")
         wait_for(lambda: queue_length(queues.ANALYTICS) == 0, what="the queue drained")
+        # a batch is counted after its commit (bookkeeping.finish_many): stop the worker only then
+        wait_for(lambda: counters.read(counters.BATCHED).get(ANALYTICS, 0) == 600, what="every batch counted")
 
     # then: one row and one ledger entry per event, written in far fewer transactions than events
     assert sorted(str(e) for e in AnalyticsEvent.objects.values_list("event_id", flat=True)) == sorted(ids)
@@ -52,6 +58,40 @@ def test_a_backlog_is_recorded_in_batches_once_each_by_a_prefork_worker(broker: 
     assert batched == 600, "every event took the bulk path"
     assert 3 <= batches <= 200, f"{batches} transactions for 600 events"
     assert not counters.read(counters.DUPLICATES).get(ANALYTICS)
+    assert not DeadLetter.objects.exists()
+
+
+def test_batches_grow_past_the_default_prefetch_limit_beside_emails_that_keep_it(
+    broker: None, smtp_sink: SmtpSink
+) -> None:
+    # given: 300 sign-ups' events waiting on both subscriber queues, and a
+    # worker on both with the project's default prefetch (1 per process, 2 in all)
+    users = [
+        get_user_model().objects.create_user(username=f"roomy{n}@example.com", email=f"roomy{n}@example.com")
+        for n in range(300)
+    ]
+    with mock.patch("eventbus.publish.dispatch_after_commit"), transaction.atomic():
+        for user in users:
+            publish(UserSignedUp(user_id=user.pk), aggregate=f"user:{user.pk}")
+    relay(grace=0)
+    assert queue_length(queues.ANALYTICS) == queue_length(queues.NOTIFICATIONS) == 300
+
+    # when
+    env = worker_env(EMAIL_RATE_LIMIT="100000/s")  # the provider's limit is not what this test is about
+    with worker_process(queues.NOTIFICATIONS, queues.ANALYTICS, name="roomy", env=env) as worker:
+        wait_for(lambda: AnalyticsEvent.objects.count() == 300, timeout=90, what="300 analytics rows")
+        wait_for(lambda: len(smtp_sink.messages) == 300, timeout=90, what="300 emails")
+        wait_for(lambda: counters.read(counters.BATCHED).get(ANALYTICS, 0) == 300, what="every batch counted")
+        log = Path(worker.log_path).read_text()
+
+    # then: the analytics events went in batches larger than the prefetch limit of 2 (each buffered
+    # message raised the limit by one) ...
+    batches = counters.read(counters.BATCHES).get(ANALYTICS, 0)
+    assert batches <= 100, f"{batches} transactions for 300 events: batches no larger than the prefetch limit"
+    assert max(int(size) for size in re.findall(r"recorded in a batch of (\d+)", log)) > 2
+    # ... while the emails, one task each, were done once each, as ever
+    assert ProcessedEvent.objects.filter(subscriber="notifications.send_welcome_email").count() == 300
+    assert len({m.message_id for m in smtp_sink.messages}) == 300
     assert not DeadLetter.objects.exists()
 
 
