@@ -128,7 +128,9 @@ def send_many(
     done: list[Outcome] = []
     unflushed: list[Outcome] = []
     try:
-        with current_app.producer_or_acquire() as producer, publishing_batch.batch(current_app, producer) as batch:
+        # The app itself, not the proxy: a batch reads a dozen of its attributes per event.
+        app = current_app._get_current_object()
+        with publishing_batch.acquire_producer(app) as producer, publishing_batch.batch(app, producer) as batch:
             for wire in wires:
                 event_id = str(wire["id"])
                 unflushed.append(send(wire, producer, only.get(event_id) if only else None, batch, countdown))

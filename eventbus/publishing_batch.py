@@ -103,11 +103,12 @@ class Batch:
         self._send = app.amqp.send_task_message
 
     def _route(self, task: Task, queue: str) -> _Route:
-        key = f"{task.name}\x00{queue}"
+        name = task.name  # read once: each read through shared_task's proxy looks the task up again
+        key = f"{name}\x00{queue}"
         route = self._routes.get(key)
         if route is not None:
             return route
-        task = self.app.tasks[task.name]  # the task itself, not shared_task's proxy
+        task = self.app.tasks[name]  # the task itself, not shared_task's proxy
         exec_options = task._get_exec_options()
         # Outside a worker's task (a request's dispatch) nothing in a route
         # depends on the call: it is worked out once per process, not per
@@ -241,6 +242,21 @@ def _settings(app: Celery) -> tuple[bool, bool, int, int, str]:
         app.amqp.argsrepr_maxsize,
         saferepr({}, app.amqp.kwargsrepr_maxsize, maxlevels=levels),
     )
+
+
+@functools.cache
+def _acquire_timeout(app: Celery) -> float | None:
+    """``broker_pool_acquire_timeout``, read once per app for the same reason as ``_settings``:
+    ``app.producer_or_acquire()`` reads it on every call, about 50 µs through Celery's chain of
+    mappings, which every request that sends an event would pay."""
+    return app.conf.broker_pool_acquire_timeout
+
+
+def acquire_producer(app: Celery) -> Any:
+    """A producer from ``app``'s pool, to use in a ``with`` (which gives it back): what
+    ``app.producer_or_acquire()`` returns when given no producer, with its timeout read once."""
+    # Celery's own helper, for its error naming broker_pool_limit when the pool is exhausted.
+    return app._acquire_producer(timeout=_acquire_timeout(app))
 
 
 @contextlib.contextmanager
