@@ -128,6 +128,13 @@ def test_demo(name: str) -> None:
             assert connection.execute(sql).fetchone()[0] == expected, sql
 
 
+def _ctrl_c_as_in_a_terminal() -> None:
+    """Ctrl-C's default action, as a terminal's foreground job has it. A test runner started as a
+    background job of a shell without job control (``cmd &`` in a script) ignores SIGINT, and
+    every process it starts would inherit that: Python then installs no KeyboardInterrupt."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_stops_everything() -> None:
     # given: a demo under way, its worker running
     process = subprocess.Popen(
@@ -137,6 +144,7 @@ def test_ctrl_c_stops_everything() -> None:
         stderr=subprocess.STDOUT,
         text=True,
         start_new_session=True,
+        preexec_fn=_ctrl_c_as_in_a_terminal,
     )
     assert process.stdout is not None
     lines: list[str] = []
