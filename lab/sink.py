@@ -32,6 +32,8 @@ class LabHandler(SinkHandler):
         """Sends waiting inside the latency right now."""
         self.mail_times: list[float] = []
         """When (time.time()) each MAIL command arrived: one per send attempt that reached the provider."""
+        self.data_times: list[float] = []
+        """When (time.time()) each message was accepted (its DATA answered)."""
 
     async def handle_MAIL(
         self, server: SMTP, session: Any, envelope: Any, address: str, mail_options: list[str]
@@ -51,6 +53,13 @@ class LabHandler(SinkHandler):
             finally:
                 self.in_latency -= 1
         return await super().handle_MAIL(server, session, envelope, address, mail_options)
+
+    async def handle_DATA(self, server: SMTP, session: Any, envelope: Any) -> str:
+        reply = await super().handle_DATA(server, session, envelope)
+        if reply.startswith("250"):
+            with self._lock:
+                self.data_times.append(time.time())
+        return reply
 
     async def handle_RCPT(
         self, server: SMTP, session: Any, envelope: Any, address: str, rcpt_options: list[str]

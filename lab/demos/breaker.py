@@ -67,8 +67,12 @@ def run(stage: Stage) -> Verdict:
         return check(f"the breaker went {' -> '.join(seen)}; it never opened and closed again", False)
     in_flight = sum(opened.opened_at <= t < opened.opened_at + IN_FLIGHT_GRACE for t in times)
     while_open = sum(opened.opened_at + IN_FLIGHT_GRACE <= t < opened.half_open_at for t in times)
-    # While the probe holds its lease, every other caller is told to wait for it.
-    probe_window = (opened.half_open_at, opened.half_open_at + breaker.probe_lease)
+    # While the probe holds its lease, every other caller is told to wait for it. The window ends
+    # when the provider accepted the first message after the half-opening (the probe's, whose
+    # success closes the breaker) if that came first: sends after it meet a closed breaker.
+    accepted = [t for t in stage.sink.handler.data_times if t >= opened.half_open_at]
+    lease_end = opened.half_open_at + breaker.probe_lease
+    probe_window = (opened.half_open_at, min([lease_end, *accepted[:1]]))
     probes = sum(probe_window[0] <= t < probe_window[1] for t in times)
     waits = stage.counter("breaker_waits", WELCOME)
     if in_flight:
