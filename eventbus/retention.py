@@ -114,7 +114,7 @@ _ENTRIES: dict[str, Retention] = {}
 
 
 def register(entry: Retention) -> None:
-    """Add a table (an app calls it from its ``AppConfig.ready()``); the same name twice is a bug."""
+    """Add a table (an app calls it from its ``AppConfig.ready()``); two entries under one name are a bug."""
     if entry.table in _ENTRIES and _ENTRIES[entry.table] != entry:
         raise ValueError(f"retention for {entry.table} is registered twice")
     _ENTRIES[entry.table] = entry
