@@ -62,6 +62,26 @@ if not DEBUG and not SITE_URL.startswith(("http://", "https://")):
         "DJANGO_DEBUG is off but SITE_URL is unset or not an http(s) URL: set it to the site's public address, "
         "e.g. SITE_URL=https://example.com (the verification link in the welcome email starts with it)."
     )
+# Two production settings that are legal but almost always a mistake, refused
+# unless a setting of its own says the operator means it. "*" in ALLOWED_HOSTS
+# turns off Django's Host check (the only pattern that admits every host: a
+# leading-dot pattern admits one domain and its subdomains), so a forged Host
+# reaches password-reset links, caches and logs. An http:// SITE_URL sends the
+# verification link, a bearer secret, over plain HTTP in every welcome email.
+DJANGO_ALLOW_ANY_HOST = env_bool("DJANGO_ALLOW_ANY_HOST", False)
+SITE_URL_ALLOW_HTTP = env_bool("SITE_URL_ALLOW_HTTP", False)
+if not DEBUG and "*" in ALLOWED_HOSTS and not DJANGO_ALLOW_ANY_HOST:
+    raise ImproperlyConfigured(
+        "DJANGO_DEBUG is off but DJANGO_ALLOWED_HOSTS contains '*', which admits any Host header: list the host "
+        "names the site answers to instead, e.g. DJANGO_ALLOWED_HOSTS=example.com,www.example.com, or set "
+        "DJANGO_ALLOW_ANY_HOST=1 if a proxy in front already checks Host."
+    )
+if not DEBUG and SITE_URL.startswith("http://") and not SITE_URL_ALLOW_HTTP:
+    raise ImproperlyConfigured(
+        "DJANGO_DEBUG is off but SITE_URL starts with http://: the verification link in the welcome email would "
+        "travel unencrypted. Set SITE_URL=https://example.com (the site's public HTTPS address), or set "
+        "SITE_URL_ALLOW_HTTP=1 if plain HTTP is meant (a private test deployment)."
+    )
 
 INSTALLED_APPS = [
     "django.contrib.admin",
