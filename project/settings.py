@@ -504,6 +504,7 @@ LOGGING = {
         "context": {"()": "project.logging.ContextFilter"},
         # Signed tokens (the verification link's) never reach a log, not even in an access log line.
         "redact": {"()": "project.logging.RedactFilter"},
+        "disallowed_host": {"()": "project.logging.DisallowedHostFilter"},
     },
     "formatters": {
         "json": {"()": "project.logging.JsonFormatter"},
@@ -522,6 +523,8 @@ LOGGING = {
         # The dev SMTP sink (aiosmtpd) logs every SMTP command with its addresses at
         # INFO, and every line of a message (the verification link) at DEBUG.
         "mail.log": {"level": "WARNING"},
+        # A request with a Host not in ALLOWED_HOSTS: one WARNING line, not a traceback.
+        "django.security.DisallowedHost": {"filters": ["disallowed_host"]},
     },
 }
 
