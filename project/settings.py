@@ -266,6 +266,13 @@ SIGNUPS_VERIFICATION_MAX_AGE = env_int("SIGNUPS_VERIFICATION_MAX_AGE", 3 * 24 * 
 # ("10/m") and a burst (a household or an office behind one address).
 SIGNUP_RATE_LIMIT = env_str("SIGNUP_RATE_LIMIT", "10/m")
 SIGNUP_RATE_BURST = env_int("SIGNUP_RATE_BURST", 5, minimum=1)
+# Requests for a new verification link (signups/resend_limits.py). Per client
+# IP, over it 429: a person needs one or two, a script trying addresses many.
+SIGNUPS_RESEND_RATE_LIMIT = env_str("SIGNUPS_RESEND_RATE_LIMIT", "10/h")
+SIGNUPS_RESEND_RATE_BURST = env_int("SIGNUPS_RESEND_RATE_BURST", 5, minimum=1)
+# Per address, over it nothing is sent (and the page says the same): one email
+# per address per 20 minutes, so nobody can flood a mailbox through this form.
+SIGNUPS_RESEND_ADDRESS_LIMIT = env_str("SIGNUPS_RESEND_ADDRESS_LIMIT", "3/h")
 
 # --- Telemetry ---------------------------------------------------------------
 
@@ -541,6 +548,8 @@ from eventbus.ratelimit import parse_rate  # noqa: E402
 EMAIL_RATE_LIMIT = env_str("EMAIL_RATE_LIMIT", "10/s")
 _EMAIL_RATE = parse_rate(EMAIL_RATE_LIMIT, setting="EMAIL_RATE_LIMIT")
 parse_rate(TELEMETRY_DEVICE_RATE, setting="TELEMETRY_DEVICE_RATE")
+parse_rate(SIGNUPS_RESEND_RATE_LIMIT, setting="SIGNUPS_RESEND_RATE_LIMIT")
+parse_rate(SIGNUPS_RESEND_ADDRESS_LIMIT, setting="SIGNUPS_RESEND_ADDRESS_LIMIT")
 # The limit is enforced over a window this much longer than its period: the
 # provider counts arrivals, some time after the grant, and that delay varies.
 # 0.1 s was too little on the 2-core machine: in the fault test (5/s, four
