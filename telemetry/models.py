@@ -26,8 +26,8 @@ class DeviceMetric(models.Model):
     """A metric name a device has used: at most TELEMETRY_MAX_METRICS_PER_DEVICE of them (telemetry/metric_names.py).
 
     A name is recorded with the first batch that uses it and kept as long as
-    its device: the rollups under that name are kept too. Counting these rows
-    (one index range, as long as the limit) is what keeps the check cheap.
+    its device (the table holds at most the limit per device). Counting these
+    rows (one index range, no longer than the limit) keeps the check cheap.
     """
 
     device = models.ForeignKey(Device, on_delete=models.CASCADE, related_name="metrics")
