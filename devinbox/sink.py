@@ -6,8 +6,11 @@ time it arrived. The run command starts one for the dev inbox; tests start
 their own on a free port.
 
 Fault tests can make it refuse for a while, as a provider in trouble does:
-``sink.refuse("MAIL")`` (or ``"DATA"``) answers 451 to that command until
-``sink.accept()``; ``sink.refusals`` counts the refused commands.
+``sink.refuse("MAIL")`` (or ``"RCPT"``, ``"DATA"``) answers 451 to that
+command until ``sink.accept()``; ``sink.refuse("RCPT", "550 5.1.1 no such
+user", times=1)`` answers the reply of one's choice to the next ``times`` of
+them only; ``sink.refusals`` counts the refused commands. ``sink.pipelining =
+False`` stops offering PIPELINING, so that clients talk one command at a time.
 """
 
 from __future__ import annotations
@@ -44,25 +47,43 @@ class Received:
 REFUSAL = "451 4.3.0 Temporarily unable to accept mail, try again later"
 """A transient refusal: smtplib raises it as an SMTPResponseException with code 451."""
 
+REFUSABLE = ("MAIL", "RCPT", "DATA")
+
+
+@dataclass
+class Refusal:
+    """Answer ``reply`` to ``command``, ``left`` more times (None: until told to accept)."""
+
+    command: str
+    reply: str
+    left: int | None
+
 
 class SinkHandler:
     def __init__(self, directory: Path | None = None) -> None:
         self.directory = directory
         self.received: list[Received] = []
         self.connections = 0
-        # "MAIL" or "DATA": the command answered with 451 (REFUSAL); None accepts all.
-        self.refusing: str | None = None
+        # The command refused, and how; None accepts all.
+        self.refusing: Refusal | None = None
         self.refusals = 0
+        self.pipelining = True
         self._lock = threading.Lock()
         if directory is not None:
             directory.mkdir(parents=True, exist_ok=True)
 
-    def _refuses(self, command: str) -> bool:
+    def _refusal(self, command: str) -> str | None:
+        """The reply to refuse ``command`` with now, or None to take it."""
         with self._lock:
-            if self.refusing != command:
-                return False
+            refusal = self.refusing
+            if refusal is None or refusal.command != command:
+                return None
             self.refusals += 1
-            return True
+            if refusal.left is not None:
+                refusal.left -= 1
+                if refusal.left <= 0:
+                    self.refusing = None
+            return refusal.reply
 
     async def handle_EHLO(
         self, server: SMTP, session: Any, envelope: Any, hostname: str, responses: list[str]
@@ -74,21 +95,36 @@ class SinkHandler:
         write (notifications/pipelining.py).
         """
         session.host_name = hostname
+        if not self.pipelining:
+            return responses
         return [*responses[:-1], "250-PIPELINING", responses[-1]]
 
     async def handle_MAIL(
         self, server: SMTP, session: Any, envelope: Any, address: str, mail_options: list[str]
     ) -> str:
-        if self._refuses("MAIL"):
-            return REFUSAL
+        refusal = self._refusal("MAIL")
+        if refusal is not None:
+            return refusal
         # What aiosmtpd does itself when a handler has no handle_MAIL.
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
         return "250 OK"
 
+    async def handle_RCPT(
+        self, server: SMTP, session: Any, envelope: Any, address: str, rcpt_options: list[str]
+    ) -> str:
+        refusal = self._refusal("RCPT")
+        if refusal is not None:
+            return refusal
+        # What aiosmtpd does itself when a handler has no handle_RCPT.
+        envelope.rcpt_tos.append(address)
+        envelope.rcpt_options.extend(rcpt_options)
+        return "250 OK"
+
     async def handle_DATA(self, server: SMTP, session: Any, envelope: Any) -> str:
-        if self._refuses("DATA"):
-            return REFUSAL
+        refusal = self._refusal("DATA")
+        if refusal is not None:
+            return refusal
         raw: bytes = envelope.original_content or envelope.content
         item = Received(time.time(), envelope.mail_from, tuple(envelope.rcpt_tos), raw)
         if self.directory is not None:
@@ -132,15 +168,29 @@ class SmtpSink(Controller):
 
     @property
     def refusals(self) -> int:
-        """Commands answered with 451 while refusing."""
+        """Commands refused (see :meth:`refuse`)."""
         return self.handler.refusals
 
-    def refuse(self, command: str = "MAIL") -> None:
-        """Answer 451 to every ``command`` ("MAIL" or "DATA") until :meth:`accept`."""
-        if command not in ("MAIL", "DATA"):
-            raise ValueError(f"can refuse MAIL or DATA, not {command!r}")
+    def refuse(self, command: str = "MAIL", reply: str = REFUSAL, times: int | None = None) -> None:
+        """Answer ``reply`` to ``command`` ("MAIL", "RCPT" or "DATA"): the next ``times`` ones, or all until
+        :meth:`accept`. ``reply`` is a 4yz or 5yz code and its text."""
+        if command not in REFUSABLE:
+            raise ValueError(f"can refuse {', '.join(REFUSABLE)}, not {command!r}")
+        if not (reply[:1] in ("4", "5") and reply[:3].isdigit() and reply[3:4] == " "):
+            raise ValueError(f"a refusal is a 4yz or 5yz code and a text, not {reply!r}")
+        if times is not None and times < 1:
+            raise ValueError(f"times must be at least 1 (or None for until accept()), not {times}")
         with self.handler._lock:
-            self.handler.refusing = command
+            self.handler.refusing = Refusal(command, reply, times)
+
+    @property
+    def pipelining(self) -> bool:
+        """Whether the EHLO reply offers PIPELINING (it does by default)."""
+        return self.handler.pipelining
+
+    @pipelining.setter
+    def pipelining(self, offered: bool) -> None:
+        self.handler.pipelining = offered
 
     def accept(self) -> None:
         """Stop refusing: take mail again."""

@@ -1,8 +1,11 @@
-"""The welcome email: rendered here, built (notifications/mime.py) and sent over SMTP (notifications/smtp.py)."""
+"""The welcome email: rendered here, built (notifications/mime.py) and sent over SMTP (notifications/smtp.py).
+
+A failed send raises ``replies.TransientEmailError`` (retry later) or ``PermanentError``
+(dead letter now), decided by the server's reply code (notifications/replies.py).
+"""
 
 from __future__ import annotations
 
-import smtplib
 import uuid
 from urllib.parse import urlsplit
 
@@ -10,15 +13,10 @@ from django.conf import settings
 from django.core.mail import EmailMultiAlternatives
 from django.template.loader import render_to_string
 
-from eventbus.errors import PermanentError
-from notifications import mime, smtp
+from notifications import mime, replies, smtp
 from signups.verification import verification_url
 
 WELCOME_SUBJECT = "Welcome! Please verify your email address"
-
-
-class TransientEmailError(Exception):
-    """The provider could not take the message now (connection trouble, a 4xx answer): retry later."""
 
 
 def message_id_for(event_id: uuid.UUID, kind: str) -> str:
@@ -51,19 +49,17 @@ def send_welcome_email(user_id: int, email: str, *, event_id: uuid.UUID) -> str:
         )
     try:
         if raw is not None:
-            smtp.send_raw(settings.DEFAULT_FROM_EMAIL, [email], raw)
+            refused = smtp.send_raw(settings.DEFAULT_FROM_EMAIL, [email], raw)
+            if refused:
+                replies.note_partly_refused(refused, recipients=1)
         else:
             message = EmailMultiAlternatives(
                 subject=WELCOME_SUBJECT, body=text, from_email=settings.DEFAULT_FROM_EMAIL, to=[email], headers=headers
             )
             message.attach_alternative(html, "text/html")
             smtp.send(message)
-    except smtplib.SMTPResponseException as exc:
-        if 400 <= exc.smtp_code < 500:
-            raise TransientEmailError(f"SMTP {exc.smtp_code}: {exc.smtp_error!r}") from exc
-        raise PermanentError(f"SMTP {exc.smtp_code}: {exc.smtp_error!r}") from exc
-    except smtplib.SMTPRecipientsRefused as exc:
-        raise PermanentError(f"recipient refused: {exc.recipients!r}") from exc
-    except (smtplib.SMTPServerDisconnected, smtplib.SMTPConnectError, OSError) as exc:
-        raise TransientEmailError(f"{type(exc).__name__}: {exc}") from exc
+    except OSError as exc:
+        # smtplib's errors are OSErrors too: every failed send is classified
+        # by its reply code, in one place (notifications/replies.py).
+        raise replies.failure(exc) from exc
     return message_id

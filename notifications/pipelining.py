@@ -13,7 +13,8 @@ The outcome is ``sendmail``'s: the same commands and options (SIZE when
 offered), the same exceptions for the same answers (``SMTPSenderRefused``,
 ``SMTPRecipientsRefused``, ``SMTPDataError``), RSET after a refusal, and the
 connection closed after a 421. A server without PIPELINING gets plain
-``sendmail``.
+``sendmail``. What each answer means for the email (retry or dead letter, by
+its code) is decided in one place for both paths: notifications/replies.py.
 """
 
 from __future__ import annotations
@@ -23,8 +24,11 @@ import smtplib
 
 CRLF = b"\r\n"
 
+Refusals = dict[str, tuple[int, bytes]]
+"""smtplib's refused recipients: address -> (code, the server's text)."""
 
-def sendmail(smtp: smtplib.SMTP, from_addr: str, to_addrs: list[str], msg: bytes) -> dict[str, tuple[int, bytes]]:
+
+def sendmail(smtp: smtplib.SMTP, from_addr: str, to_addrs: list[str], msg: bytes) -> Refusals:
     """Send ``msg`` as ``smtp.sendmail`` would; returns the refused recipients, as it does."""
     smtp.ehlo_or_helo_if_needed()
     if not smtp.has_extn("pipelining"):

@@ -17,6 +17,7 @@ import os
 import smtplib
 import threading
 from collections.abc import Callable
+from typing import TypeVar
 
 from django.conf import settings
 from django.core.mail import EmailMessage, get_connection
@@ -25,6 +26,7 @@ from django.core.mail.backends.base import BaseEmailBackend
 from notifications import pipelining
 
 _local = threading.local()
+T = TypeVar("T")
 
 SMTP_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
 
@@ -44,33 +46,40 @@ def sends_over_smtp() -> bool:
     return settings.EMAIL_BACKEND == SMTP_BACKEND
 
 
-def send_raw(from_email: str, to: list[str], message: bytes) -> None:
+def send_raw(from_email: str, to: list[str], message: bytes) -> pipelining.Refusals:
     """Send a message already serialized (notifications/mime.py) over this thread's open SMTP connection.
 
     What Django's SMTP backend does with a message, after serializing it:
     ``sendmail`` on its ``smtplib.SMTP``, opened (and reopened) the same way
     as ``send``'s; pipelined (notifications/pipelining.py) when the server
-    offers it. Raises smtplib's errors, as that backend does.
+    offers it. Raises smtplib's errors, as that backend does; returns the
+    recipients refused while others were accepted (``sendmail``'s answer),
+    which Django's backend drops.
     """
-    _over_open_connection(
+    return _over_open_connection(
         lambda connection: pipelining.sendmail(connection.connection, from_email, to, message)  # type: ignore[attr-defined]
     )
 
 
-def _over_open_connection(deliver: Callable[[BaseEmailBackend], object]) -> None:
+def _over_open_connection(deliver: Callable[[BaseEmailBackend], T]) -> T:
     """Run ``deliver`` on this thread's connection; once more on a fresh one if the reused one had gone stale."""
-    for attempt in (1, 2):
-        connection, reused = _connection()
-        try:
-            deliver(connection)
-            return
-        except smtplib.SMTPServerDisconnected:
-            discard()
-            if not reused or attempt == 2:
-                raise
-        except BaseException:
-            discard()
+    connection, reused = _connection()
+    try:
+        return deliver(connection)
+    except smtplib.SMTPServerDisconnected:
+        discard()
+        if not reused:
             raise
+    except BaseException:
+        discard()
+        raise
+    # The reused connection had gone stale (closed by the server meanwhile): once more, on a fresh one.
+    connection, _ = _connection()
+    try:
+        return deliver(connection)
+    except BaseException:
+        discard()
+        raise
 
 
 def discard() -> None:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import logging
 
 from eventbus import Envelope, RetryPolicy, subscriber
-from notifications.emails import TransientEmailError
 from notifications.emails import send_welcome_email as send_email
 from notifications.provider import email_breaker, email_limiter
 from notifications.recipients import address_of
+from notifications.replies import TransientEmailError
 from project import queues
 
 log = logging.getLogger(__name__)

@@ -284,6 +284,11 @@ TELEMETRY_DEVICE_RATE = env_str("TELEMETRY_DEVICE_RATE", "50/s")
 # Raw readings are kept this long, then deleted by beat in bounded batches
 # (the per-minute rollups stay TELEMETRY_ROLLUP_RETENTION_DAYS, under Retention below).
 TELEMETRY_RETENTION_DAYS = env_int("TELEMETRY_RETENTION_DAYS", 7, minimum=1)
+# Distinct metric names one device may use (telemetry/metric_names.py): a
+# device reports a few dozen signals, a gateway for its sensors a few hundred;
+# each name is a rollup row per minute and a dashboard series, so a device
+# that invents names is refused (409) instead of growing them for ever.
+TELEMETRY_MAX_METRICS_PER_DEVICE = env_int("TELEMETRY_MAX_METRICS_PER_DEVICE", 1000, minimum=1)
 
 # --- Redis, Celery and the event bus ----------------------------------------
 

@@ -2,8 +2,15 @@
 
 ``POST /api/v1/readings`` answers 202 with the counts of accepted and
 duplicate readings once the batch is committed; 400 lists every malformed
-reading (index, field, message) and accepts none of the request; 401, 413,
+reading (index, field, message) and accepts none of the request; 409 lists
+the new metric names that would take the device past
+TELEMETRY_MAX_METRICS_PER_DEVICE and accepts none of it either; 401, 413,
 415 and 429 come from the door (telemetry/door.py) before the body is parsed.
+
+Why 409 for the metric names: nothing in the request is malformed (400),
+and waiting does not help (429); the device's own state, the names it
+already has, conflicts with the request, which goes through unchanged once
+the operator raises the limit.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ from ninja.security.base import AuthBase
 
 from telemetry import ingest
 from telemetry.door import DoorRefusal, admit
+from telemetry.metric_names import TooManyMetrics
 from telemetry.models import Device
 from telemetry.schemas import Accepted, Invalid, ItemError, ReadingBatch, Refused, Throttled
 
@@ -32,6 +40,7 @@ api = NinjaAPI(
 
 
 REFUSED = "nothing of this request was accepted; fix these readings and send it again"
+REFUSED_NAMES = "nothing of this request was accepted; send readings of the names it has, or have the limit raised"
 
 
 class DeviceToken(AuthBase):
@@ -98,7 +107,7 @@ def _item_error(error: dict[str, Any]) -> ItemError:
 @api.post(
     "/readings",
     auth=DeviceToken(),
-    response={202: Accepted, 400: Invalid, 401: Refused, 413: Refused, 415: Refused, 429: Throttled},
+    response={202: Accepted, 400: Invalid, 401: Refused, 409: Invalid, 413: Refused, 415: Refused, 429: Throttled},
     summary="Send a batch of readings",
     openapi_extra={
         "responses": {
@@ -112,8 +121,20 @@ def post_readings(request: HttpRequest, batch: ReadingBatch) -> Status[Accepted 
     errors = _repeated_seqs(batch)
     if errors:
         return Status(400, Invalid(detail=REFUSED, errors=errors))
-    outcome = ingest.accept(request.auth, batch.readings)  # type: ignore[attr-defined]
+    try:
+        outcome = ingest.accept(request.auth, batch.readings)  # type: ignore[attr-defined]
+    except TooManyMetrics as exc:
+        return Status(409, Invalid(detail=f"{exc}; {REFUSED_NAMES}", errors=_new_names(batch, exc)))
     return Status(202, Accepted(accepted=outcome.accepted, duplicates=outcome.duplicates))
+
+
+def _new_names(batch: ReadingBatch, exc: TooManyMetrics) -> list[ItemError]:
+    """The first reading of each new name."""
+    first: dict[str, int] = {}
+    for index, reading in enumerate(batch.readings):
+        first.setdefault(reading.metric, index)
+    message = f"a new metric name, beyond this device's limit of {exc.limit}"
+    return [ItemError(index=first[name], field="metric", message=message) for name in exc.new]
 
 
 def _repeated_seqs(batch: ReadingBatch) -> list[ItemError]:

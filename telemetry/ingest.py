@@ -5,6 +5,8 @@ row commit together or not at all), a committed batch is never lost (the
 outbox keeps it until the broker takes it), and a reading is never recorded
 twice (unique (device, seq): readings already recorded count as duplicates
 and are left out of the event). A batch with no new reading publishes nothing.
+A batch whose new metric names would take the device past its limit is
+refused whole (telemetry/metric_names.py raises TooManyMetrics).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from eventbus.publish import publish
+from telemetry import metric_names
 from telemetry.events import ReadingsReceived
 from telemetry.models import Device, Reading
 from telemetry.schemas import ReadingIn
@@ -46,6 +49,7 @@ def _accept(device: Device, readings: list[ReadingIn]) -> Outcome:
         )
         new = [r for r in readings if r.seq not in known]
         if new:
+            metric_names.admit(device, {r.metric for r in new})
             _insert(device.pk, new, received_at)
             publish(
                 ReadingsReceived(

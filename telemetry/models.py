@@ -22,6 +22,25 @@ class Device(models.Model):
         return self.name
 
 
+class DeviceMetric(models.Model):
+    """A metric name a device has used: at most TELEMETRY_MAX_METRICS_PER_DEVICE of them (telemetry/metric_names.py).
+
+    A name is recorded with the first batch that uses it and kept as long as
+    its device (the table holds at most the limit per device). Counting these
+    rows (one index range, no longer than the limit) keeps the check cheap.
+    """
+
+    device = models.ForeignKey(Device, on_delete=models.CASCADE, related_name="metrics")
+    name = models.CharField(max_length=64)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["device", "name"], name="telemetry_devicemetric_name")]
+
+    def __str__(self) -> str:
+        return f"{self.device_id} {self.name}"
+
+
 class Reading(models.Model):
     """One accepted reading, kept for TELEMETRY_RETENTION_DAYS.
 

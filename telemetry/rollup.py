@@ -6,10 +6,19 @@ into the same bucket at once both count (the database serializes the rows).
 Folding an event twice would count it twice; the ledger (one entry per event
 and subscriber, in the same transaction) is what keeps it to once, and the
 API's unique (device, seq) keeps a reading in one event only.
+
+The arithmetic stays finite: the API refuses a value beyond MAX_ABS_VALUE
+(telemetry/schemas.py), a reading beyond it that was accepted before that
+bound existed is folded as the bound itself (saturated, and logged), and a
+stored total beyond TOTAL_CEILING (only an older row can hold one) is brought
+back to it before anything is added. So no sum reaches float64's end (1.8e308,
+PostgreSQL's double precision too): no inf, no Inf + -Inf = NaN, and no
+"value out of range" from PostgreSQL.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -21,9 +30,15 @@ from django.utils import timezone
 
 from eventbus import Envelope
 from eventbus.errors import PoisonMessage
+from telemetry.schemas import MAX_ABS_VALUE
+
+log = logging.getLogger(__name__)
 
 # 8 parameters per row: 100 rows stay far below SQLite's and PostgreSQL's limits.
 CHUNK = 100
+TOTAL_CEILING = 1e300
+"""No sum of bounded readings comes near it (that would take 1e285 readings in one minute), and adding one
+chunk's bucket to a total held at it stays far below 1.8e308."""
 
 
 @dataclass
@@ -69,7 +84,14 @@ def _parse(event: Envelope, reading: Any) -> tuple[str, datetime, float]:
             raise ValueError(f"value {value!r} is not a finite number")
     except (KeyError, TypeError, ValueError) as exc:
         raise PoisonMessage(f"event {event.id}: reading {reading!r} cannot be folded: {exc}") from exc
-    return metric, at.replace(second=0, microsecond=0), float(value)
+    value = float(value)
+    if abs(value) > MAX_ABS_VALUE:
+        # Accepted before the API had its bound: the rest of its event is good,
+        # so this one is folded as "at least the bound" rather than refused.
+        saturated = math.copysign(MAX_ABS_VALUE, value)
+        log.warning("event %s: value %r beyond MAX_ABS_VALUE folded as %r", event.id, value, saturated)
+        value = saturated
+    return metric, at.replace(second=0, microsecond=0), value
 
 
 def fold(events: list[Envelope]) -> int:
@@ -79,6 +101,7 @@ def fold(events: list[Envelope]) -> int:
         return 0
     table = "telemetry_rollup"
     least, greatest = ("MIN", "MAX") if connection.vendor == "sqlite" else ("LEAST", "GREATEST")
+    stored_total = f"{greatest}({least}({table}.total, {TOTAL_CEILING!r}), {-TOTAL_CEILING!r})"
     # Stored as the ORM stores them (naive UTC text on SQLite), so that the
     # ORM's filters and the unique index see the same values.
     adapt = connection.ops.adapt_datetimefield_value
@@ -95,7 +118,7 @@ def fold(events: list[Envelope]) -> int:
                 f"INSERT INTO {table} (device_id, metric, minute, count, total, minimum, maximum, updated_at) "
                 f"VALUES {placeholders} "
                 "ON CONFLICT (device_id, metric, minute) DO UPDATE SET "
-                f"count = {table}.count + excluded.count, total = {table}.total + excluded.total, "
+                f"count = {table}.count + excluded.count, total = {stored_total} + excluded.total, "
                 f"minimum = {least}({table}.minimum, excluded.minimum), "
                 f"maximum = {greatest}({table}.maximum, excluded.maximum), updated_at = excluded.updated_at",
                 params,

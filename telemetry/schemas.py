@@ -1,7 +1,8 @@
 """The API's request and response shapes (pydantic, so the OpenAPI description comes from the same code).
 
 Validation is strict where JSON is loose: ``true`` is not a number, ``"12"``
-is not a seq, a time must say its UTC offset, NaN and infinities are refused.
+is not a seq, a time must say its UTC offset, NaN and infinities are refused,
+and so is a value beyond MAX_ABS_VALUE.
 """
 
 from __future__ import annotations
@@ -20,6 +21,13 @@ MAX_BODY_BYTES = 1024 * 1024
 """Request bodies above 1 MiB are refused with 413 before they are parsed."""
 MAX_FUTURE = timedelta(minutes=5)
 """A reading may be this far ahead of the server's clock (device clocks drift); further is a wrong clock."""
+MAX_ABS_VALUE = 1e15
+"""The largest magnitude of a reading. Every integer up to it is exact in a float64 (2**53 is 9.007e15),
+and a minute's sum stays finite in float64 and in PostgreSQL's double precision (both end at 1.8e308)
+however many readings it holds: a bucket would need 1e293 of them. Part of the API's contract (its
+OpenAPI description), like MAX_READINGS: the rollups' arithmetic relies on it (telemetry/rollup.py)."""
+BOUND = f"{MAX_ABS_VALUE:.0e}".replace("e+", "e")
+"""MAX_ABS_VALUE as people write it: 1e15."""
 METRIC_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.:-]{0,63}$"
 SEQ_MAX = 2**63 - 1
 
@@ -32,7 +40,16 @@ class ReadingIn(BaseModel):
     metric: Annotated[
         str, Field(pattern=METRIC_PATTERN, description="A name: letters, digits, _ . : - ; at most 64 characters.")
     ]
-    value: Annotated[float, Field(strict=True, allow_inf_nan=False, description="A finite number.")]
+    value: Annotated[
+        float,
+        Field(
+            strict=True,
+            allow_inf_nan=False,
+            ge=-MAX_ABS_VALUE,
+            le=MAX_ABS_VALUE,
+            description=f"A finite number between -{BOUND} and {BOUND}, so that sums of readings stay finite.",
+        ),
+    ]
 
     @field_validator("at", mode="before")
     @classmethod
@@ -61,6 +78,10 @@ class ReadingIn(BaseModel):
         # Python's json module reads NaN and Infinity, which JSON does not have.
         if isinstance(value, float) and not math.isfinite(value):
             raise ValueError("must be a finite number")
+        # Checked here too (not only by le/ge) to name the bound in the answer, and
+        # before an integer of 400 digits meets float().
+        if isinstance(value, int | float) and not isinstance(value, bool) and abs(value) > MAX_ABS_VALUE:
+            raise ValueError(f"must be between -{BOUND} and {BOUND}")
         return value
 
 

@@ -15,7 +15,7 @@ from django.test import Client
 from eventbus import counters
 from eventbus.models import OutboxEvent
 from telemetry import door, tokens
-from telemetry.models import Device, Reading
+from telemetry.models import Reading
 from tests.telemetry.helpers import URL, batch, body, device, reading
 
 pytestmark = [pytest.mark.django_db]
@@ -255,19 +255,3 @@ def test_a_logged_in_session_is_no_credential_for_the_api(client: Client, django
     response = client.post(URL, data=body(batch(1, 1)), content_type="application/json")
     assert response.status_code == 401
     assert not Reading.objects.exists()
-
-
-def test_a_device_added_in_admin_shows_its_token_once(client: Client, django_user_model: Any) -> None:
-    # given: an operator in Django admin
-    client.force_login(django_user_model.objects.create_superuser("op", "op@example.com", "x"))
-
-    # when: they add a device
-    response = client.post("/admin/telemetry/device/add/", {"name": "boiler-1", "active": "on"}, follow=True)
-
-    # then: the page shows the token once; it works; only its hash is stored
-    shown = [str(m) for m in response.context["messages"] if "API token of boiler-1" in str(m)]
-    assert len(shown) == 1
-    token = shown[0].rsplit(" ", 1)[-1]
-    assert post(client, token, batch(1, 1)).status_code == 202
-    assert tokens.hash_token(token) == Device.objects.get(name="boiler-1").token_hash
-    assert token not in client.get("/admin/telemetry/device/").content.decode()
