@@ -118,7 +118,7 @@ class FailFast:
             log.info("%s answers again on the request path", self.service)
 
 
-REDIS = FailFast("redis", (redis.RedisError, OSError))
+REDIS = FailFast("redis", (redis.RedisError,))
 """The Redis of the limits and counters (REDIS_URL): sign-up throttle, device budget, 429 counters."""
 
 BROKER = FailFast("broker", (Exception,))
