@@ -10,7 +10,8 @@ import logging
 
 import redis
 
-from eventbus.redis import client, key
+from eventbus import failfast
+from eventbus.redis import client, key, request_client
 
 log = logging.getLogger(__name__)
 
@@ -44,10 +45,16 @@ REDELIVERED = "redelivered"
 """Deliveries the reconciler sent again: the broker took them and the ledger never saw them end."""
 
 
-def incr(name: str, label: str, amount: int = 1) -> None:
+def incr(name: str, label: str, amount: int = 1, *, request_path: bool = False) -> None:
+    """Add ``amount``. ``request_path``: counted from a request, with the request path's short timeout and
+    through its fail-fast gate (eventbus/failfast.py), so that a hung Redis costs the request little."""
     try:
-        client().hincrby(key("counters", name), label, amount)
-    except redis.RedisError as exc:
+        if request_path:
+            with failfast.REDIS.attempt():
+                request_client().hincrby(key("counters", name), label, amount)
+        else:
+            client().hincrby(key("counters", name), label, amount)
+    except (redis.RedisError, failfast.Unavailable) as exc:
         log.warning("could not count %s for %s: %s", name, label, exc)
 
 

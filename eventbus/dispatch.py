@@ -25,7 +25,7 @@ from django.db import IntegrityError
 from django.db.models import F
 from django.utils import timezone
 
-from eventbus import backpressure, counters, marks, publishing_batch, registry, statements, timeline
+from eventbus import backpressure, counters, failfast, marks, publishing_batch, registry, statements, timeline
 from eventbus.envelope import args_summary
 from eventbus.models import OutboxEvent, ProcessedEvent
 from eventbus.publishing_batch import Batch
@@ -117,12 +117,15 @@ def send_many(
     *,
     flush_every: int | None = None,
     countdown: float | None = None,
+    request_path: bool = False,
 ) -> list[Outcome]:
     """Send several events over one producer connection, ``flush_every`` events per round trip.
 
     ``only`` maps an event id to the subscribers it still has to reach.
     Raises DispatchError at the first failure, naming the events whose
     messages the broker took (those of the flushes that succeeded).
+    ``request_path``: from the request path's producer pool, whose every
+    socket operation is bounded by EVENTBUS_REQUEST_TIMEOUT (the relay's may wait longer).
     """
     flush_every = flush_every or FLUSH_EVERY
     done: list[Outcome] = []
@@ -130,7 +133,8 @@ def send_many(
     try:
         # The app itself, not the proxy: a batch reads a dozen of its attributes per event.
         app = current_app._get_current_object()
-        with publishing_batch.acquire_producer(app) as producer, publishing_batch.batch(app, producer) as batch:
+        acquire = publishing_batch.request_producer if request_path else publishing_batch.acquire_producer
+        with acquire(app) as producer, publishing_batch.batch(app, producer) as batch:
             for wire in wires:
                 event_id = str(wire["id"])
                 unflushed.append(send(wire, producer, only.get(event_id) if only else None, batch, countdown))
@@ -145,8 +149,11 @@ def send_many(
     return done
 
 
-def settle(outcomes: Sequence[Outcome]) -> None:
+def settle(outcomes: Sequence[Outcome], *, request_path: bool = False) -> None:
     """Record in the outbox (and the ledger, for shed events) what dispatch did.
+
+    ``request_path``: settled inside a request; its counters are then written
+    with the request path's bound (eventbus/counters.py).
 
     A row also records which subscribers' messages the broker took
     (``sent_to``) and when (``last_sent_at``): the deliveries the reconciler
@@ -166,15 +173,15 @@ def settle(outcomes: Sequence[Outcome]) -> None:
         statements.mark_dispatched(complete, list(sent), now)
     for outcome in outcomes:
         if outcome.partial or outcome.deferred:
-            _settle_partly(outcome, now)
+            _settle_partly(outcome, now, request_path)
         for name in outcome.shed:
             _record_shed(outcome.event_id, name)
-            counters.incr(counters.SHED, name)
+            counters.incr(counters.SHED, name, request_path=request_path)
             timeline.note(outcome.event_id, name, timeline.Step.SHED, outcome.reasons.get(name, ""))
             log.warning("event %s shed for %s: %s", outcome.event_id, name, outcome.reasons.get(name, ""))
 
 
-def _settle_partly(outcome: Outcome, now: datetime) -> None:
+def _settle_partly(outcome: Outcome, now: datetime, request_path: bool = False) -> None:
     """A row some of whose subscribers got their message now, and some wait (deferred) or were sent before."""
     row = OutboxEvent.objects.filter(id=outcome.event_id).values("sent_to", "status").first()
     if row is None:
@@ -200,7 +207,7 @@ def _settle_partly(outcome: Outcome, now: datetime) -> None:
     OutboxEvent.objects.filter(id=outcome.event_id).update(**changes)
     if outcome.deferred:
         for name in outcome.deferred:
-            counters.incr(counters.DEFERRED, name)
+            counters.incr(counters.DEFERRED, name, request_path=request_path)
             timeline.note(outcome.event_id, name, timeline.Step.DEFERRED, outcome.reasons.get(name, ""))
         log.warning("event %s held in the outbox for %s: %s", outcome.event_id, outcome.deferred, outcome.reasons)
 
@@ -231,14 +238,23 @@ def record_failure(event_ids: list[str], error: BaseException) -> None:
 
 
 def dispatch_after_commit(wire: Wire) -> None:
-    """Runs after the producer's commit. Never raises: a failure leaves the row to the relay."""
+    """Runs after the producer's commit. Never raises: a failure leaves the row to the relay.
+
+    The request's wait is bounded: the request path's producer (short
+    timeouts), through the broker's fail-fast gate (eventbus/failfast.py), so
+    that after a failure the following requests do not ask for a while. A
+    send that timed out may still have reached the broker (its reply lost):
+    the row stays pending all the same, the relay sends it again, and the
+    consumers' ledger skips the duplicate. Never a loss, at worst a duplicate.
+    """
     event_id = str(wire["id"])
     try:
-        outcomes = send_many([wire])
-    except DispatchError as exc:
+        with failfast.BROKER.attempt():
+            outcomes = send_many([wire], request_path=True)
+    except (DispatchError, failfast.Unavailable) as exc:
         log.warning("event %s (%s) left pending for the relay: %s", event_id, wire["type"], exc)
         try:
-            record_failure([event_id], exc.cause)
+            record_failure([event_id], exc.cause if isinstance(exc, DispatchError) else exc)
         except Exception:
             log.exception("could not record the dispatch failure of event %s", event_id)
         return
@@ -248,7 +264,7 @@ def dispatch_after_commit(wire: Wire) -> None:
         marks.MARKER.defer(outcomes, batch_seconds)
         return
     try:
-        settle(outcomes)
+        settle(outcomes, request_path=True)
     except Exception:
         # Sent, but not marked: the relay will send it again and the ledger
         # will skip the duplicates. The request must not fail for it.

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -43,7 +44,8 @@ from typing import TYPE_CHECKING, Any
 from celery import Celery
 from celery.app.task import Task
 from celery.utils.saferepr import saferepr
-from kombu import Queue
+from django.conf import settings
+from kombu import Queue, pools
 from kombu.exceptions import BatchPublishError
 from kombu.utils.uuid import uuid
 
@@ -257,6 +259,37 @@ def acquire_producer(app: Celery) -> Any:
     ``app.producer_or_acquire()`` returns when given no producer, with its timeout read once."""
     # Celery's own helper, for its error naming broker_pool_limit when the pool is exhausted.
     return app._acquire_producer(timeout=_acquire_timeout(app))
+
+
+#: The request path's producer pools, per app and broker URL (a test may point the app elsewhere).
+_REQUEST_POOLS: dict[tuple[Celery, str], Any] = {}
+# A forked child must not share its parent's sockets: kombu drops its own pools after a fork, and so do we.
+os.register_at_fork(after_in_child=_REQUEST_POOLS.clear)
+
+
+def request_producer(app: Celery) -> Any:
+    """A producer for the request path (a sign-up's or a telemetry post's dispatch, the door's depth read).
+
+    Like ``acquire_producer``, but from a pool of its own whose connections
+    carry the request path's short timeouts (EVENTBUS_REQUEST_TRANSPORT_OPTIONS,
+    EVENTBUS_REQUEST_TIMEOUT to connect): a broker that hangs costs a request
+    that much, not the 5 s the workers' and the relay's connections wait.
+    Callers go through ``eventbus.failfast.BROKER``.
+    """
+    url = app.conf.broker_write_url
+    pool = _REQUEST_POOLS.get((app, url))
+    if pool is None:
+        connection = app.connection_for_write(
+            url,
+            transport_options=settings.EVENTBUS_REQUEST_TRANSPORT_OPTIONS,
+            connect_timeout=settings.EVENTBUS_REQUEST_TIMEOUT,
+        )
+        # kombu keeps one pool per connection's settings, shared process-wide, as it does for Celery's own.
+        pool = pools.producers[connection]
+        pool.limit = app.pool.limit
+        _REQUEST_POOLS[(app, url)] = pool
+    # Waiting for a free producer (all of them busy with a slow broker) is bounded too.
+    return pool.acquire(block=True, timeout=_acquire_timeout(app) or settings.EVENTBUS_REQUEST_TIMEOUT)
 
 
 @contextlib.contextmanager

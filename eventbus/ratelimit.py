@@ -173,11 +173,14 @@ class TokenBucket:
         # Read on each use, not stored: the key prefix is a setting that tests override.
         return key("ratelimit", self.name)
 
-    def decide(self, tokens: int = 1) -> Decision:
-        """Take ``tokens`` if the bucket holds them; else take nothing and say how long until it will."""
+    def decide(self, tokens: int = 1, connection: redis.Redis | None = None) -> Decision:
+        """Take ``tokens`` if the bucket holds them; else take nothing and say how long until it will.
+
+        ``connection``: the client to ask (the request path's, eventbus/redis.py), the bus's by default.
+        """
         if not 1 <= tokens <= self.rate.capacity:
             raise ValueError(f"{self!r} can grant 1 to {self.rate.capacity:g} tokens at once, not {tokens}")
-        connection = client()
+        connection = connection or client()
         script, keys, args = self.acquire_call(tokens)
         wait_us, now_us = script(keys=keys, args=args, client=connection)
         return Decision(wait=int(wait_us) / 1_000_000, at=int(now_us) / 1_000_000)
@@ -188,11 +191,11 @@ class TokenBucket:
         args: list[object] = [self.rate.tokens_per_second, self.rate.capacity, tokens, self._ttl_ms]
         return _acquire_script(client()), [self.redis_key], args
 
-    def try_acquire(self, tokens: int = 1) -> float:
+    def try_acquire(self, tokens: int = 1, connection: redis.Redis | None = None) -> float:
         """Take ``tokens`` and return 0.0, or take nothing and return the seconds until they will exist.
 
         The wait is exact for a caller who is alone: others may take the token
         first, so try again after it rather than assuming a grant. For one
         token it is never more than ``1 / tokens_per_second``.
         """
-        return self.decide(tokens).wait
+        return self.decide(tokens, connection).wait

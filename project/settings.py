@@ -342,9 +342,35 @@ EVENTBUS_VISIBILITY_TIMEOUT = env_int("CELERY_VISIBILITY_TIMEOUT", 3600, minimum
 # Publishing happens inside a request: a broker that does not answer must cost
 # a bounded, small time there. The outbox relay does the waiting instead.
 EVENTBUS_PUBLISH_TIMEOUT = env_float("EVENTBUS_PUBLISH_TIMEOUT", 1.0, minimum=0.05)
+# --- The request path's bound (a sign-up, a telemetry post) ---
+# A request asks at most two side services, the Redis of the limits (REDIS_URL)
+# and the broker, each at most once before eventbus/failfast.py stops asking:
+# each gets half of EVENTBUS_PUBLISH_TIMEOUT per socket operation (connect, and
+# each reply), so that a hang of both costs a request about
+# EVENTBUS_PUBLISH_TIMEOUT in all. These short timeouts apply only to the
+# request path's own Redis client (eventbus/redis.py request_client) and
+# producer pool (eventbus/publishing_batch.py request_producer); workers, beat
+# and the relay keep the longer ones below.
+EVENTBUS_REQUEST_TIMEOUT = EVENTBUS_PUBLISH_TIMEOUT / 2
+EVENTBUS_REQUEST_TRANSPORT_OPTIONS = {
+    # Redis (kombu's redis transport, redis-py).
+    "socket_connect_timeout": EVENTBUS_REQUEST_TIMEOUT,
+    "socket_timeout": EVENTBUS_REQUEST_TIMEOUT,
+    # RabbitMQ (py-amqp): a passive declare's reply, a publish's write.
+    "read_timeout": EVENTBUS_REQUEST_TIMEOUT,
+    "write_timeout": EVENTBUS_REQUEST_TIMEOUT,
+}
+# After a request-path call to Redis or the broker failed (refused or timed out),
+# the process does not ask that service again for this many seconds: the requests
+# meanwhile pay nothing for it. Then one request asks again. 0 always asks.
+EVENTBUS_FAILFAST_SECONDS = env_float("EVENTBUS_FAILFAST_SECONDS", 5.0, minimum=0.0)
+# --- end of the request path's bound ---
 CELERY_BROKER_TRANSPORT_OPTIONS = {
     "visibility_timeout": EVENTBUS_VISIBILITY_TIMEOUT,
     "socket_connect_timeout": EVENTBUS_PUBLISH_TIMEOUT,
+    # Workers' and the relay's commands (a batch of 200 events, a Lua fetch of
+    # many) may take longer than a request's share; a BRPOP is not bound by it
+    # (kombu reads its reply once the socket is readable, brpop_timeout 1 s).
     "socket_timeout": max(EVENTBUS_PUBLISH_TIMEOUT, 5.0),
     "retry_on_timeout": False,
     # Opening a channel for publishing tries once: no sleep-and-retry on the

@@ -9,7 +9,10 @@ counted per device in Redis (``telemetry_throttled_total`` in /metrics).
 The protective side systems must not turn into a single point of failure:
 when Redis cannot be asked for the device's budget, or the broker for the
 queue's depth, the request goes on (logged). The outbox then holds what the
-broker cannot take, which is its purpose.
+broker cannot take, which is its purpose. Nor may they stall the request:
+both are asked with the request path's short timeouts (EVENTBUS_REQUEST_TIMEOUT)
+through their fail-fast gates (eventbus/failfast.py), so that after one
+failure the following requests do not ask for a few seconds.
 """
 
 from __future__ import annotations
@@ -24,8 +27,9 @@ from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest
 
-from eventbus import backpressure, counters
+from eventbus import backpressure, counters, failfast, publishing_batch
 from eventbus.ratelimit import TokenBucket, parse_rate
+from eventbus.redis import request_client
 from project import queues
 from telemetry import tokens
 from telemetry.models import Device
@@ -82,26 +86,32 @@ def admit(request: HttpRequest) -> Device:
 def _check_rate(device: Device) -> None:
     rate = parse_rate(settings.TELEMETRY_DEVICE_RATE, setting="TELEMETRY_DEVICE_RATE")
     try:
-        wait = TokenBucket(f"telemetry-device:{device.pk}", rate).try_acquire()
+        with failfast.REDIS.attempt():
+            wait = TokenBucket(f"telemetry-device:{device.pk}", rate).try_acquire(connection=request_client())
+    except failfast.Unavailable:
+        return  # logged once, when Redis failed
     except redis.RedisError as exc:
         log.warning("telemetry: rate of device %s not checked (Redis: %s)", device.name, exc)
         return
     if wait > 0:
-        counters.incr(THROTTLED, f"{device.name}|{RATE}")
+        counters.incr(THROTTLED, f"{device.name}|{RATE}", request_path=True)
         raise DoorRefusal(
             429, f"this device sends more than {settings.TELEMETRY_DEVICE_RATE} requests", max(1, math.ceil(wait))
         )
 
 
 def _check_pressure(device: Device) -> None:
+    app = current_app._get_current_object()
     try:
-        with current_app.producer_or_acquire() as producer:
+        with failfast.BROKER.attempt(), publishing_batch.request_producer(app) as producer:
             pressure = backpressure.pressure(producer.channel, queues.TELEMETRY)
+    except failfast.Unavailable:
+        return  # logged once, when the broker failed
     except Exception as exc:  # the broker's errors are many and transport-specific
         log.warning("telemetry: depth of the %s queue not read (%s); accepting", queues.TELEMETRY, exc)
         return
     if pressure.above:
-        counters.incr(THROTTLED, f"{device.name}|{PRESSURE}")
+        counters.incr(THROTTLED, f"{device.name}|{PRESSURE}", request_path=True)
         raise DoorRefusal(
             429,
             f"ingestion is saturated ({pressure.describe()}); try again later",

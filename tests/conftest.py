@@ -20,7 +20,7 @@ from django.dispatch import receiver
 from kombu.message import Message as KombuMessage
 
 from devinbox.sink import SmtpSink
-from eventbus import sentevents
+from eventbus import failfast, sentevents
 from eventbus.redis import client as redis_client
 from project import queues
 from project.celery import app as celery_app
@@ -122,6 +122,14 @@ def _task_sent_events_wanted() -> None:
     """Each test starts as a fresh process does: sending ``task-sent`` events until one batch of them
     reaches no subscriber (eventbus/sentevents.py), whatever the tests before it left."""
     sentevents._quiet_until = 0.0
+
+
+@pytest.fixture(autouse=True)
+def _failfast_gates_closed() -> None:
+    """Each test starts as a fresh process does: asking Redis and the broker on the request path
+    (eventbus/failfast.py), whatever service a test before it stopped or hung."""
+    failfast.REDIS.reset()
+    failfast.BROKER.reset()
 
 
 @pytest.fixture
