@@ -11,10 +11,11 @@ Two token buckets in Redis (eventbus/ratelimit.py), shared by every web process:
   The bucket is kept for every address asked for, existing or not, under a
   hash of it (Redis holds no addresses).
 
-When Redis cannot be reached neither limit is applied and the failure is
-logged, as for the sign-up limit (signups/throttle.py): asking for a link
-must not fail because a protective side system is down; the email
-provider's own limit (notifications/provider.py) still holds.
+When Redis cannot be reached, or does not answer within the request path's
+bound, neither limit is applied and the failure is logged, as for the sign-up
+limit (signups/throttle.py, through the same fail-fast gate): asking for a
+link must not fail or hang because a protective side system is down; the
+email provider's own limit (notifications/provider.py) still holds.
 """
 
 from __future__ import annotations
@@ -27,8 +28,11 @@ import redis
 from django.conf import settings
 from django.http import HttpRequest
 
+from eventbus import failfast
 from eventbus.ratelimit import Rate, TokenBucket, parse_rate
+from eventbus.redis import request_client
 from signups.services import normalize_email
+from signups.throttle import client_key
 
 log = logging.getLogger(__name__)
 
@@ -48,14 +52,22 @@ def _address_bucket(email: str) -> TokenBucket:
     return TokenBucket(f"verify-resend-address:{digest}", Rate(rate.tokens_per_second, 1.0))
 
 
-def client_wait(request: HttpRequest) -> int:
-    """Take a token for the request's client IP: 0, or the whole seconds it must wait."""
-    ip = request.META.get("REMOTE_ADDR", "") or "unknown"
+def _wait(bucket: TokenBucket, what: str) -> float:
+    """Take a token, bounded like every request-path call; 0 (no limit applied) when Redis fails."""
     try:
-        wait = _ip_bucket(ip).try_acquire()
+        with failfast.REDIS.attempt():
+            return bucket.try_acquire(connection=request_client())
+    except failfast.Unavailable:
+        return 0  # logged once, when Redis failed
     except redis.RedisError as exc:
-        log.warning("verification link limit per IP not applied (Redis: %s)", exc)
+        log.warning("verification link limit %s not applied (Redis: %s)", what, exc)
         return 0
+
+
+def client_wait(request: HttpRequest) -> int:
+    """Take a token for the request's client (IPv4 address, IPv6 /64): 0, or the whole seconds it must wait."""
+    ip = client_key(request.META.get("REMOTE_ADDR", ""))
+    wait = _wait(_ip_bucket(ip), "per client")
     if wait <= 0:
         return 0
     retry_after = max(1, math.ceil(wait))
@@ -65,11 +77,7 @@ def client_wait(request: HttpRequest) -> int:
 
 def address_allowed(email: str) -> bool:
     """Take a token for this address (existing or not); False when it has had its share."""
-    try:
-        return _address_bucket(email).try_acquire() <= 0
-    except redis.RedisError as exc:
-        log.warning("verification link limit per address not applied (Redis: %s)", exc)
-        return True
+    return _wait(_address_bucket(email), "per address") <= 0
 
 
 def address_interval_minutes() -> int:
