@@ -155,6 +155,8 @@ def _under_way(task_id: str) -> bool:
 def _waiting_on_locks() -> int:
     """Other sessions of this database waiting for a lock (PostgreSQL)."""
     with connection.cursor() as cursor:
+        # Inside a transaction, PostgreSQL serves the activity view from one snapshot unless told to drop it.
+        cursor.execute("SELECT pg_stat_clear_snapshot()")
         cursor.execute(
             "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
             "AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()"
