@@ -10,15 +10,18 @@ indexes for a database effect (eventbus/ledger.py, analytics' event id).
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import pytest
 from django.db import connection, transaction
 from django.test import Client
+from django.utils import timezone
 
 from analytics.models import AnalyticsEvent
 from eventbus import counters
 from eventbus import redis as eventbus_redis
 from eventbus.models import OutboxEvent, ProcessedEvent
+from eventbus.reconcile import reconcile
 from project import queues
 from project.celery import app as celery_app
 from tests.conftest import wait_for
@@ -41,6 +44,9 @@ SLOW_ENV = {
     "EVENTBUS_TIME_LIMIT": str(HOLD * 2 + 5),
     "CELERY_VISIBILITY_TIMEOUT": str(int(HOLD * 4)),
 }
+# The redelivery age of the reconciler the test runs: short, so that the held send outlives it.
+# (Workers keep the default: settings refuse an age not above their time limit.)
+REDELIVER_AFTER = 1.0
 # Declared queues (Celery refuses others) that nothing else uses in these tests, one worker
 # each: each copy reaches the process the test meant it for. A task runs whatever queue its
 # message came from, and a delivery that waits is scheduled again on that same queue.
@@ -162,3 +168,52 @@ def _waiting_on_locks() -> int:
             "AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()"
         )
         return int(cursor.fetchone()[0])
+
+
+def test_a_send_still_under_way_when_the_reconciler_sends_it_again_has_one_effect(
+    workers: Workers, sink: ProviderSink, settings: Any
+) -> None:
+    """The reconciler sends again a delivery with no end ``EVENTBUS_REDELIVER_AFTER`` after it was sent
+    (eventbus/reconcile.py). One that is still running by then (it waited in its queue, or its provider
+    is slow) meets its own redelivered copy: the copy waits on the effect lock, then finds it done."""
+    # given: a provider that holds its reply to DATA; two workers compete on the email queue
+    sink.hold_data(at_most=HOLD)
+    first = workers.spawn("first", queues.NOTIFICATIONS, concurrency=1, **SLOW_ENV)
+    second = workers.spawn("second", queues.NOTIFICATIONS, concurrency=1, **SLOW_ENV)
+    rest = workers.spawn("rest", queues.ANALYTICS, queues.DEAD_LETTER, concurrency=1, **SLOW_ENV)
+    workers.wait_ready(first, second, rest)
+
+    # when: a sign-up's welcome email is inside its send, its analytics delivery done
+    assert [r.status_code for r in sign_up_many(1, Client())] == [302]
+    row = OutboxEvent.objects.get(type="user.signed_up")
+    message_id = welcome_id(row.id)
+    wait_for(lambda: sink.data_begun(message_id), timeout=HOLD, what="the send's DATA at the provider")
+    wait_for(lambda: AnalyticsEvent.objects.filter(event_id=row.id).exists(), timeout=HOLD, what="analytics done")
+    # and: the send outlives the redelivery age (short here, for the test process's reconciler)
+    settings.EVENTBUS_REDELIVER_AFTER = REDELIVER_AFTER
+    wait_for(lambda: _sent_longer_ago_than(row.id, REDELIVER_AFTER), timeout=HOLD, what="the delivery due")
+    result = reconcile()
+
+    # then: the email delivery, and only it, was sent again, while the first was still in its send
+    assert result.redelivered == 1 and [m.subscribers for m in result.missing] == [(WELCOME,)]
+    wait_for(
+        lambda: counters.read(counters.EFFECT_WAITS).get(WELCOME, 0) > 0,
+        timeout=HOLD,
+        what="the redelivered copy waiting on the effect lock",
+    )
+    assert not sink.data_answered(message_id), "the first send had ended: the copy did not meet it"
+
+    # when: the provider answers
+    sink.answer_data()
+
+    # then: the copy was a duplicate; one email
+    wait_for(lambda: counters.read(counters.DUPLICATES).get(WELCOME) == 1, timeout=HOLD, what="the copy a duplicate")
+    assert len(sink.data_begun(message_id)) == 1
+    wait_for(lambda: len(sink.messages) == 1, timeout=HOLD, what="the one email stored")
+    tally = check_invariant(sink, "redelivered while running", committed=1)
+    assert tally.redelivered == 1
+
+
+def _sent_longer_ago_than(event_id: object, seconds: float) -> bool:
+    sent = OutboxEvent.objects.get(pk=event_id).last_sent_at
+    return sent is not None and (timezone.now() - sent).total_seconds() > seconds
