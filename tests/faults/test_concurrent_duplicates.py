@@ -96,10 +96,14 @@ def test_a_second_email_delivery_during_the_first_send_waits_on_the_effect_lock(
 def test_a_second_analytics_delivery_during_the_first_transaction_waits_on_the_unique_index(
     workers: Workers, sink: ProviderSink
 ) -> None:
-    """Both copies are past the ledger's "done already?" check and inside (or at the door of) their
-    transaction at once; the test holds the first there. On PostgreSQL the first waits on the
-    ledger row the test inserted and the second on the first's analytics row (unique event id);
-    on SQLite, whose writer lock lets one transaction in at a time, both wait for that lock."""
+    """Two copies under way at once, the test holding the first inside its transaction.
+
+    On PostgreSQL the overlap is seen in the database: the first waits on the ledger row the
+    test inserted, the second on the first's uncommitted analytics row (unique event id).
+    SQLite lets one writer in at a time and shows nobody who waits: there, both deliveries
+    are seen started and not ended while the test holds the writer lock, so no ledger row
+    can have committed; the second meets the first's rows at its ledger check or at the index.
+    """
     # given: a sign-up whose email went out, and two idle workers with a queue each; the
     # sign-up's own analytics message stays in its queue, which nobody consumes here: the
     # test sends the two copies itself, one to each worker.
