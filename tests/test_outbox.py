@@ -5,19 +5,23 @@ from __future__ import annotations
 import json
 import threading
 import time
+from pathlib import Path
 
 import pytest
+import redis
 from django.core.management import call_command
 from django.db import transaction
-from django.test import Client
+from django.test import Client, override_settings
 
-from eventbus.models import OutboxEvent
+from devinbox.sink import SmtpSink, free_port
+from eventbus.models import OutboxEvent, ProcessedEvent
 from eventbus.publish import publish
 from eventbus.relay import relay
 from project import queues
 from signups.events import UserSignedUp
 from tests.brokers import dead_broker_url, using_broker
-from tests.conftest import broker_is_redis, drain_messages, prefixed_keys, queue_length
+from tests.conftest import broker_is_redis, drain_messages, queue_length, running_worker, wait_for
+from tests.environment import start_redis_server
 from tests.factories import sign_up_via_client
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.integration, pytest.mark.usefixtures("broker")]
@@ -128,10 +132,35 @@ def test_sequences_increase_per_aggregate() -> None:
 
 
 @pytest.mark.skipif(not broker_is_redis(), reason="key prefixes apply to a Redis broker")
-def test_this_run_writes_only_under_its_own_key_prefix() -> None:
+def test_this_run_writes_only_under_its_own_key_prefix(smtp_sink: SmtpSink, tmp_path: Path) -> None:
+    """On a Redis of its own (the shared one has other runs' keys), a sign-up's whole round trip
+    (the outbox's publish, a worker's delivery of both messages, its bookkeeping) leaves no key
+    outside this run's prefix."""
     from django.conf import settings
 
-    publish(UserSignedUp(user_id=11), aggregate="user:11")
+    prefix = settings.REDIS_KEY_PREFIX
+    assert prefix.startswith("test-")
+    port = free_port()
+    server = start_redis_server(port, tmp_path / "redis")
+    url = f"redis://127.0.0.1:{port}/0"
+    try:
+        with override_settings(REDIS_URL=url), using_broker(url):
+            own = redis.Redis.from_url(url, decode_responses=True)
+            assert own.dbsize() == 0
+            # when: an event is published and both its deliveries are done by a worker
+            with running_worker(queues.NOTIFICATIONS, queues.ANALYTICS):
+                with transaction.atomic():
+                    publish(UserSignedUp(user_id=11), aggregate="user:11")
+                wait_for(lambda: ProcessedEvent.objects.count() == 2, what="both deliveries")
+            keys = sorted(own.scan_iter(count=500))
+    finally:
+        server.kill()
+        server.wait(timeout=15)
 
-    assert settings.REDIS_KEY_PREFIX.startswith("test-")
-    assert any(k == settings.REDIS_KEY_PREFIX + queues.NOTIFICATIONS for k in prefixed_keys())
+    # then: no key outside the prefix
+    print(f"keys in the private Redis: {keys}")
+    outside = [k for k in keys if not k.startswith(prefix)]
+    assert not outside, f"keys outside the run's prefix {prefix!r}: {outside}"
+    # and: keys were written under it, by the broker (its bindings) and by the bus (its bookkeeping)
+    assert any(k.startswith(prefix + "_kombu.binding") for k in keys)
+    assert any(k.startswith(prefix + "eventbus:") for k in keys)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import pickle
 import re
+import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,10 +20,10 @@ from devinbox.sink import SmtpSink
 from eventbus import counters, registry
 from eventbus.decorators import subscriber
 from eventbus.dispatch import send_many
-from eventbus.models import OutboxEvent, ProcessedEvent
+from eventbus.models import DeadLetter, OutboxEvent, ProcessedEvent
 from project import queues
 from project.celery import app as celery_app
-from tests.conftest import queue_length, wait_for
+from tests.conftest import queue_length, running_worker, wait_for
 from tests.factories import PASSWORD, sign_up_via_client
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.integration]
@@ -145,28 +147,63 @@ def test_results_are_stored_with_name_queue_and_arguments_without_secrets(
     assert recorded.task_id and recorded.worker and recorded.runtime_ms is not None
 
 
-def test_a_pickled_message_is_refused(worker: Any, smtp_sink: SmtpSink, caplog: pytest.LogCaptureFixture) -> None:
-    # given: a message a malicious or misconfigured producer pickled
-    wire = {"id": "00000000-0000-0000-0000-000000000001", "type": "user.signed_up"}
-    with Connection(celery_app.conf.broker_url, transport_options=celery_app.conf.broker_transport_options) as conn:
-        producer = conn.Producer()
-        producer.publish(
-            pickle.dumps([[wire], {}, {}]),
-            content_encoding="binary",
-            exchange=queues.ANALYTICS,
-            routing_key=queues.ANALYTICS,
-            headers={
-                "task": "analytics.record_event",
-                "id": "pickled-1",
-                "lang": "py",
-                "argsrepr": "",
-                "kwargsrepr": "",
-            },
-            content_type="application/x-python-serialize",
-        )
+class _TouchOnUnpickle:
+    """Unpickled, this creates ``path``: the proof that a worker ran code from a message's body."""
 
-    # then: the worker takes it off the queue and never runs it
-    wait_for(lambda: "pickle" in caplog.text and queue_length(queues.ANALYTICS) == 0, what="the refusal")
-    assert "untrusted content" in caplog.text or "ContentDisallowed" in caplog.text
-    assert not TaskResult.objects.filter(task_id="pickled-1").exists()
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        return (Path.touch, (self.path,))
+
+
+def test_a_pickled_message_is_refused(broker: None, smtp_sink: SmtpSink, tmp_path: Path) -> None:
+    # given: a message a malicious or misconfigured producer pickled: a valid analytics
+    # event, and beside it an object whose unpickling creates a file
+    marker = tmp_path / "unpickled"
+    event_id = str(uuid.uuid4())
+    wire = {
+        "id": event_id,
+        "type": "user.signed_up",
+        "version": 1,
+        "occurred_at": "2026-01-01T00:00:00Z",
+        "aggregate": "user:424242",
+        "sequence": 1,
+        "correlation_id": "pickled",
+        "causation_id": None,
+        "payload": {"user_id": 424242},
+    }
+    embed = {"callbacks": None, "errbacks": None, "chain": None, "chord": None, "unpickled": _TouchOnUnpickle(marker)}
+    with running_worker(queues.NOTIFICATIONS, queues.ANALYTICS, queues.DEAD_LETTER):
+        with Connection(celery_app.conf.broker_url, transport_options=celery_app.conf.broker_transport_options) as conn:
+            producer = conn.Producer()
+            producer.publish(
+                pickle.dumps([[wire], {}, embed]),
+                content_encoding="binary",
+                exchange=queues.ANALYTICS,
+                routing_key=queues.ANALYTICS,
+                headers={
+                    "task": "analytics.record_event",
+                    "id": "pickled-1",
+                    "lang": "py",
+                    "argsrepr": "",
+                    "kwargsrepr": "",
+                },
+                content_type="application/x-python-serialize",
+            )
+
+        # then: the worker dealt with it, one way or the other (refused, or ran it)
+        wait_for(
+            lambda: DeadLetter.objects.exists() or AnalyticsEvent.objects.filter(event_id=event_id).exists(),
+            what="the worker done with the message",
+        )
+    # and: nothing in the body ran, and the task never ran on the event it carried
+    assert not marker.exists(), "the worker unpickled the message: code from its body ran"
+    assert not AnalyticsEvent.objects.filter(event_id=event_id).exists(), "the pickled task ran"
     assert not ProcessedEvent.objects.exists()
+    assert not TaskResult.objects.filter(task_id="pickled-1").exists()
+    # and: it was set aside as a poison dead letter, saying why, not left in the queue
+    letter = DeadLetter.objects.get()
+    assert letter.kind == "poison"
+    assert "application/x-python-serialize" in letter.reason and "not accepted" in letter.reason
+    assert queue_length(queues.ANALYTICS) == 0

@@ -25,9 +25,11 @@ def test_each_event_delivered_three_times_has_one_effect_and_two_counted_duplica
     workers: Workers, sink: SmtpSink
 ) -> None:
     """Three copies of every event reach each subscriber: the on-commit dispatch, a second
-    publish of the same wire while the first is still being handled (racing it on another
-    worker), and a relay of rows that look undispatched (a relay that died after sending,
-    before marking). The ledger lets one through per (event, subscriber)."""
+    publish of the same wire right after it (two workers compete for the copies; whether a
+    pair overlaps is left to chance here), and a relay of rows that look undispatched (a
+    relay that died after sending, before marking). The ledger lets one through per
+    (event, subscriber). Copies proven to overlap, and what keeps them apart then (the
+    effect lock, the unique indexes), are in test_concurrent_duplicates.py."""
     # given: two workers competing on both queues
     both = (queues.NOTIFICATIONS, queues.ANALYTICS, queues.DEAD_LETTER)
     workers.wait_ready(workers.spawn("dup-a", *both), workers.spawn("dup-b", *both))
