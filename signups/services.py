@@ -48,6 +48,7 @@ def sign_up(email: str, password: str) -> AbstractBaseUser:
     """
     User = get_user_model()
     email = normalize_email(email)
+    user = None
     try:
         with transaction.atomic():
             if email_taken(email):
@@ -57,6 +58,8 @@ def sign_up(email: str, password: str) -> AbstractBaseUser:
             Account.objects.create(user=user)
             publish(UserSignedUp(user_id=user.pk), aggregate=aggregate_of(user.pk))
     except IntegrityError as exc:
+        if user is not None:
+            raise  # the user's row went in: this is another table's failure (the outbox's), not the address
         raise EmailTaken(email) from exc
     return user
 
