@@ -14,10 +14,11 @@ import pytest
 from django.test import Client
 
 from eventbus.models import DeadLetter, DeadLetterReplay
+from ops.status import queue_depths
 from ops.views.access import PURGE_DEAD_LETTERS, REPLAY_DEAD_LETTERS, VIEW_DEAD_LETTERS, VIEW_EVENTS
 from project import queues
 from tests.ops_users import EVERY_OPS_PERMISSION, staff_client, staff_user
-from tests.test_deadletters import ANALYTICS, dead_letter, queued
+from tests.test_deadletters import dead_letter
 from tests.test_timeline import signed_up
 
 pytestmark = pytest.mark.django_db
@@ -32,6 +33,11 @@ PAGES = {
     "overview": (VIEW_EVENTS, lambda dl, event: "/ops/"),
     "overview json": (VIEW_EVENTS, lambda dl, event: "/ops/overview.json"),
 }
+
+
+def depth(queue: str) -> int:
+    """Messages waiting in ``queue``, asked of the broker (Redis or RabbitMQ)."""
+    return queue_depths()[queue]
 
 
 def all_but(permission: str) -> list[str]:
@@ -63,7 +69,7 @@ def test_a_replay_without_the_change_permission_sends_nothing(django_user_model:
     response = client.post("/ops/deadletters/replay/", {"ids": [str(row.pk)]})
 
     assert response.status_code == 403
-    assert queued(queues.ANALYTICS) == []
+    assert depth(queues.ANALYTICS) == 0
     assert not DeadLetterReplay.objects.exists()
 
 
@@ -74,7 +80,7 @@ def test_a_replay_with_the_change_permission_sends(django_user_model: Any, broke
     response = client.post("/ops/deadletters/replay/", {"ids": [str(row.pk)]})
 
     assert response.status_code == 302
-    assert [m["headers"]["task"] for m in queued(queues.ANALYTICS)] == [ANALYTICS]
+    assert depth(queues.ANALYTICS) == 1
     assert DeadLetterReplay.objects.get().replayed_by == "olga"
 
 
