@@ -27,16 +27,21 @@ in place of ``"django-db"``; every other result setting applies unchanged.
 
 from __future__ import annotations
 
+import logging
+from datetime import timedelta
 from typing import Any
 
 from celery import states
 from django.conf import settings
 from django.db import router
+from django.utils import timezone
 from django_celery_results.backends.database import DatabaseBackend
 from django_celery_results.models import TaskResult
 
 from eventbus.gatherer import Gatherer
 from eventbus.inserts import Insert
+
+log = logging.getLogger(__name__)
 
 # What a later state of the same task replaces; date_created stays the first write's.
 _UPDATED = [
@@ -122,3 +127,23 @@ class UpsertDatabaseBackend(DatabaseBackend):
         else:
             _UPSERT.row(values, using=database)
         return result
+
+    def cleanup(self) -> None:
+        """``celery.backend_cleanup``: delete the rows older than ``result_expires``, in bounded chunks.
+
+        django-celery-results deletes every expired row in one DELETE inside one
+        transaction: a day of results (a row per delivery) at once, holding its
+        locks as long as that takes. Here it is eventbus/retention.py's bounded
+        purge (``CHUNK`` rows a transaction, ``MAX_CHUNKS`` a run); beat runs
+        this every ten minutes (project/settings.py), so each run has little to do.
+        """
+        if not self.expires:
+            return
+        from eventbus.retention import delete_in_chunks
+
+        expires = timedelta(seconds=self.expires)  # seconds: Celery's prepare_expires turned a timedelta into them
+        deleted = delete_in_chunks(lambda: TaskResult.objects.filter(date_done__lt=timezone.now() - expires))
+        # Group results: the project makes none; Celery's own expiry for any there are.
+        self.GroupModel._default_manager.delete_expired(self.expires)
+        if deleted:
+            log.info("celery.backend_cleanup: deleted %d result rows older than %s", deleted, expires)

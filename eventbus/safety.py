@@ -9,7 +9,9 @@ Checked when a worker starts (``worker_init``) and by ``manage.py check``:
   runs or waits (kombu#337);
 - no serializer but JSON may be accepted: a pickled message runs code;
 - the reconciler's ``EVENTBUS_REDELIVER_AFTER`` must exceed every task time
-  limit, or it sends again deliveries that are still running.
+  limit, or it sends again deliveries that are still running;
+- the ledger must be kept longer than a late copy of a delivery can still
+  arrive, or that copy takes effect twice (eventbus/retention.py).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import Any
 
 from django.conf import settings
 
-from eventbus import registry
+from eventbus import registry, retention
 
 
 def problems(conf: Any) -> list[str]:
@@ -70,6 +72,7 @@ def problems(conf: Any) -> list[str]:
                 f"({settings.EVENTBUS_REDELIVER_AFTER:g}s): the reconciler would send again deliveries still "
                 "running; raise EVENTBUS_REDELIVER_AFTER"
             )
+    found += retention.problems(visibility)
     return found
 
 

@@ -82,3 +82,14 @@ def purge_dead_letters() -> int:
     from eventbus.deadletters.operations import purge_older_than
 
     return purge_older_than(settings.EVENTBUS_DEADLETTER_RETENTION_DAYS)
+
+
+# --- Retention ----------------------------------------------------------------
+
+
+@shared_task(name="eventbus.purge_expired", ignore_result=True)
+def purge_expired() -> int:
+    """Delete the rows every registered table keeps no longer (eventbus/retention.py), bounded; returns how many."""
+    from eventbus import retention
+
+    return sum(retention.purge_expired().values())

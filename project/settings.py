@@ -255,7 +255,7 @@ SIGNUP_RATE_BURST = env_int("SIGNUP_RATE_BURST", 5, minimum=1)
 # EMAIL_RATE_LIMIT below, so that a typo stops the process.
 TELEMETRY_DEVICE_RATE = env_str("TELEMETRY_DEVICE_RATE", "50/s")
 # Raw readings are kept this long, then deleted by beat in bounded batches
-# (the per-minute rollups stay).
+# (the per-minute rollups stay TELEMETRY_ROLLUP_RETENTION_DAYS, under Retention below).
 TELEMETRY_RETENTION_DAYS = env_int("TELEMETRY_RETENTION_DAYS", 7, minimum=1)
 
 # --- Redis, Celery and the event bus ----------------------------------------
@@ -590,3 +590,42 @@ if METRICS_TOKEN_FILE:
         raise ImproperlyConfigured(f"METRICS_TOKEN_FILE={METRICS_TOKEN_FILE!r} cannot be read: {exc}") from exc
     if not METRICS_TOKEN:
         raise ImproperlyConfigured(f"METRICS_TOKEN_FILE={METRICS_TOKEN_FILE!r} is empty: write the token into it.")
+
+# --- Retention ----------------------------------------------------------------
+
+# How long each growing table keeps its rows (docs/operations.md, "Retention").
+# Beat's eventbus.purge_expired deletes older ones every ten minutes in bounded
+# chunks (eventbus/retention.py); dead letters and raw readings keep their tasks above.
+# Dispatched, settled outbox rows (pending, deferred and unsettled ones stay):
+# as long as raw readings, so that a telemetry batch's payload (~45 KB for 500
+# readings) does not outlive the readings it carried.
+EVENTBUS_OUTBOX_RETENTION_DAYS = env_int("EVENTBUS_OUTBOX_RETENTION_DAYS", 7, minimum=1)
+# A ledger row goes only once its event's outbox row and dead letters are gone,
+# and not before this age, which the start check (eventbus/safety.py) requires
+# to exceed the longest a late copy of a delivery can still arrive (~7 h by default).
+# 30 days: who did what and when stays as long as a dead letter does.
+EVENTBUS_LEDGER_RETENTION_DAYS = env_int("EVENTBUS_LEDGER_RETENTION_DAYS", 30, minimum=1)
+# Timeline steps (retries, waits, dead letters, replays): as long as dead letters,
+# so the steps that explain a failure stay while it can be replayed.
+EVENTBUS_TIMELINE_RETENTION_DAYS = env_int("EVENTBUS_TIMELINE_RETENTION_DAYS", 30, minimum=1)
+# Analytics records, by the event's time: the page charts 14 days; a year
+# leaves a year-over-year comparison possible, at one small row per event.
+ANALYTICS_RETENTION_DAYS = env_int("ANALYTICS_RETENTION_DAYS", 365, minimum=1)
+# Per-minute rollups: one row per device, metric and minute, 60 times fewer
+# than raw readings at one a second; three months of history for the charts.
+TELEMETRY_ROLLUP_RETENTION_DAYS = env_int("TELEMETRY_ROLLUP_RETENTION_DAYS", 90, minimum=1)
+CELERY_BEAT_SCHEDULE["eventbus.purge_expired"] = {
+    "task": "eventbus.purge_expired",
+    "schedule": 600.0,
+    "options": {"queue": queues.EVENTBUS, "expires": 600.0},
+}
+# Result rows expire by Celery's own CELERY_RESULT_EXPIRES through its built-in
+# celery.backend_cleanup, which beat adds by itself, daily at 4 am, for a backend
+# without native expiry (django-celery-results'). Named here under its own name,
+# beat runs it every ten minutes instead: eventbus/results.py bounds each run, so
+# one run a day could not keep up with a day of results.
+CELERY_BEAT_SCHEDULE["celery.backend_cleanup"] = {
+    "task": "celery.backend_cleanup",
+    "schedule": 600.0,
+    "options": {"queue": queues.EVENTBUS, "expires": 600.0},
+}

@@ -1,4 +1,10 @@
-"""Raw readings expire after TELEMETRY_RETENTION_DAYS; the rollups stay."""
+"""Raw readings expire after TELEMETRY_RETENTION_DAYS, per-minute rollups after TELEMETRY_ROLLUP_RETENTION_DAYS.
+
+Readings are deleted here, by ``telemetry.purge_readings`` on the telemetry
+queue; rollups by the bus's retention task (eventbus/retention.py), in the
+same bounded chunks. ``register`` (called from ``TelemetryConfig.ready``)
+names both tables to the bus, which imports no app.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +13,7 @@ from datetime import timedelta
 from django.db import transaction
 from django.utils import timezone
 
-from telemetry.models import Reading
+from telemetry.models import Reading, Rollup
 
 BATCH = 5000
 """Rows per DELETE: a short transaction, so the API's inserts wait milliseconds, not seconds."""
@@ -28,3 +34,30 @@ def purge_expired(days: int, *, batch: int = BATCH, max_batches: int = MAX_BATCH
         if len(ids) < batch:
             break
     return deleted
+
+
+def register() -> None:
+    """Name the telemetry tables to the bus's retention (eventbus/retention.py)."""
+    from eventbus.retention import Retention
+    from eventbus.retention import register as add
+
+    add(
+        Retention(
+            "telemetry.readings",
+            Reading,
+            "received_at",
+            "TELEMETRY_RETENTION_DAYS",
+            "raw readings, the largest table; the rollups keep their summary",
+            purged_by="telemetry.purge_readings",
+        )
+    )
+    # By the minute its readings fell in: the rollups' (minute, metric) index serves the purge.
+    add(
+        Retention(
+            "telemetry.rollups",
+            Rollup,
+            "minute",
+            "TELEMETRY_ROLLUP_RETENTION_DAYS",
+            "one row per device, metric and minute: 60 times fewer than readings at one a second",
+        )
+    )
