@@ -18,7 +18,7 @@ from tests.test_compose import REPO
 from tests.test_deploy import manage, production_env
 from tests.test_timeline import signed_up
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.integration]
 
 TOKEN = "s3cret-token"
 

@@ -21,7 +21,7 @@ from tests.ops_users import EVERY_OPS_PERMISSION, staff_client, staff_user
 from tests.test_deadletters import dead_letter
 from tests.test_timeline import signed_up
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.integration]
 
 LIST = "/ops/deadletters/"
 PAGES = {
