@@ -1,8 +1,4 @@
-import logging
-
 from django.apps import AppConfig
-
-log = logging.getLogger("ops.metrics")
 
 
 class OpsConfig(AppConfig):
@@ -13,9 +9,3 @@ class OpsConfig(AppConfig):
 
     name = "ops"
     verbose_name = "Operations"
-
-    def ready(self) -> None:
-        # Said once at start, in every process's log, so that nobody has to guess who may scrape /metrics.
-        from ops.metrics import access_mode
-
-        log.info("%s", access_mode())

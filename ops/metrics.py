@@ -24,7 +24,7 @@ A source that fails leaves its families out and sets
 ``eventbus_metrics_source_up{source=...}`` to 0, so a scrape still answers
 when Redis or the broker is down.
 
-Access (``access_mode()``, logged at start by ops/apps.py): with
+Access (``access_mode()``, logged as the web process starts, by project/wsgi.py): with
 ``METRICS_TOKEN`` set, a request must carry ``Authorization: Bearer <token>``
 (else 401); empty, only a client on the loopback interface is answered, and
 not one that came through a proxy (a request carrying a forwarding header),

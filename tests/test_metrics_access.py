@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -63,12 +65,18 @@ def test_the_mode_is_named(settings: Any) -> None:
     assert "bearer token" in access_mode()
 
 
+def start_web(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """Load the web process's WSGI application (what gunicorn and runserver do at start), then exit."""
+    command = [sys.executable, "-c", "import project.wsgi"]
+    return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=60, check=False)
+
+
 def test_the_mode_in_force_is_logged_at_start_and_the_token_can_come_from_a_file(tmp_path: Path) -> None:
     token_file = tmp_path / "metrics-token"
     token_file.write_text(TOKEN + "\n")
 
-    closed = manage(production_env(tmp_path, METRICS_TOKEN=None), "check")
-    from_file = manage(production_env(tmp_path, METRICS_TOKEN=None, METRICS_TOKEN_FILE=str(token_file)), "check")
+    closed = start_web(production_env(tmp_path, METRICS_TOKEN=None))
+    from_file = start_web(production_env(tmp_path, METRICS_TOKEN=None, METRICS_TOKEN_FILE=str(token_file)))
 
     assert closed.returncode == 0 and from_file.returncode == 0, closed.stderr + from_file.stderr
     assert "/metrics answers loopback clients only" in closed.stderr
