@@ -57,6 +57,8 @@ def configure(run_dir: Path, redis_url: str, email_port: int, database_url: str 
         # Worker logs at WARNING on both sides: the figures measure the work, not log lines.
         "LOG_LEVEL": "WARNING",
         "SITE_URL": "http://127.0.0.1:8000",
+        # The benchmark's site is local and plain HTTP; production refuses that unless told.
+        "SITE_URL_ALLOW_HTTP": "1",
         # The provider's cluster-wide email rate limit (10/s by default) would
         # make figure 2 measure the limit; the benchmark measures the pipeline.
         "EMAIL_RATE_LIMIT": "100000/s",

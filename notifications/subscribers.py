@@ -38,3 +38,27 @@ def send_welcome_email(event: Envelope) -> None:
         log.info("welcome email for event %s skipped: user %s is gone", event.id, user_id)
         return
     send_email(user_id, address, event_id=event.id)
+
+
+@subscriber(
+    "user.verification_requested",
+    name="notifications.send_verification_email",
+    queue=queues.NOTIFICATIONS,
+    label="new verification link",
+    done_label="sent",
+    retry=RetryPolicy(transient=(TransientEmailError,)),
+    critical=True,
+    limiter=email_limiter,
+    breaker=email_breaker,
+    # As the welcome email: an SMTP conversation, no transaction held open.
+    transactional=False,
+)
+def send_verification_email(event: Envelope) -> None:
+    """Email a person who asked for one a new verification link: the welcome email again,
+    its link made now (so valid from now) and its Message-ID from this event."""
+    user_id = event.payload.user_id
+    address = address_of(user_id)
+    if address is None:
+        log.info("verification email for event %s skipped: user %s is gone", event.id, user_id)
+        return
+    send_email(user_id, address, event_id=event.id)

@@ -10,6 +10,8 @@ Wired in ``settings.LOGGING`` for the web process, and through Celery's
   cookies) in messages and tracebacks before any formatter sees them.
 - ``JsonFormatter`` writes one JSON object per line; ``TextFormatter`` a line
   for people, with ``[req=… event=… sub=… task=…]`` when those are set.
+- ``DisallowedHostFilter`` turns Django's report of a bad ``Host`` header (an
+  ERROR with a traceback) into one WARNING line with the host and the path.
 
 This module is named like the standard library's ``logging``; absolute
 imports (the default) keep the two apart.
@@ -164,3 +166,46 @@ class TextFormatter(logging.Formatter):
         tags = " ".join(f"{short}={values[name]}" for short, name in _TEXT_FIELDS if values.get(name))
         line = super().formatMessage(record)
         return f"{line} [{tags}]" if tags else line
+
+
+#: The longest host and path a bad-Host line repeats; the rest is counted, not written.
+#: Enough for any real host name (253) and a readable path; a scanner's 8 KB header is not.
+BAD_HOST_MAX = 255
+BAD_PATH_MAX = 200
+
+
+def _printable(text: str, limit: int) -> str:
+    """``text`` with anything but printable ASCII escaped (``\\x1b``), cut to ``limit`` characters."""
+    escaped = text.encode("unicode_escape").decode("ascii")
+    if len(escaped) <= limit:
+        return escaped
+    return f"{escaped[:limit]}... ({len(escaped)} characters)"
+
+
+class DisallowedHostFilter(logging.Filter):
+    """One WARNING line per request with a ``Host`` that ALLOWED_HOSTS does not list; never drops a record.
+
+    Django logs each one on ``django.security.DisallowedHost`` at ERROR, with the
+    exception's traceback (some 15 lines): noise that scanners trigger all day,
+    and nothing the operator can fix in the code. The line says which host and
+    which path, escaped and cut (the header is the client's to fill), and the
+    path's signed token, if any, masked before it is cut (so no part of it is
+    written). Installed on that logger in ``settings.LOGGING``.
+    """
+
+    def __init__(self, name: str = "") -> None:
+        super().__init__(name)
+        self.redact = RedactFilter().redact
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        request = getattr(record, "request", None)
+        meta = getattr(request, "META", None)
+        if not isinstance(meta, Mapping):
+            return True  # not a request's record: leave it as Django wrote it
+        host = str(meta.get("HTTP_HOST") or meta.get("SERVER_NAME") or "")
+        path = self.redact(str(getattr(request, "path", "")))
+        record.msg = "refused a request for host %s (not in DJANGO_ALLOWED_HOSTS): %s"
+        record.args = (_printable(host, BAD_HOST_MAX), _printable(path, BAD_PATH_MAX))
+        record.levelno, record.levelname = logging.WARNING, logging.getLevelName(logging.WARNING)
+        record.exc_info, record.exc_text, record.stack_info = None, None, None
+        return True

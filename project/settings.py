@@ -62,6 +62,26 @@ if not DEBUG and not SITE_URL.startswith(("http://", "https://")):
         "DJANGO_DEBUG is off but SITE_URL is unset or not an http(s) URL: set it to the site's public address, "
         "e.g. SITE_URL=https://example.com (the verification link in the welcome email starts with it)."
     )
+# Two production settings that are legal but almost always a mistake, refused
+# unless a setting of its own says the operator means it. "*" in ALLOWED_HOSTS
+# turns off Django's Host check (the only pattern that admits every host: a
+# leading-dot pattern admits one domain and its subdomains), so a forged Host
+# reaches password-reset links, caches and logs. An http:// SITE_URL sends the
+# verification link, a bearer secret, over plain HTTP in every welcome email.
+DJANGO_ALLOW_ANY_HOST = env_bool("DJANGO_ALLOW_ANY_HOST", False)
+SITE_URL_ALLOW_HTTP = env_bool("SITE_URL_ALLOW_HTTP", False)
+if not DEBUG and "*" in ALLOWED_HOSTS and not DJANGO_ALLOW_ANY_HOST:
+    raise ImproperlyConfigured(
+        "DJANGO_DEBUG is off but DJANGO_ALLOWED_HOSTS contains '*', which admits any Host header: list the host "
+        "names the site answers to instead, e.g. DJANGO_ALLOWED_HOSTS=example.com,www.example.com, or set "
+        "DJANGO_ALLOW_ANY_HOST=1 if a proxy in front already checks Host."
+    )
+if not DEBUG and SITE_URL.startswith("http://") and not SITE_URL_ALLOW_HTTP:
+    raise ImproperlyConfigured(
+        "DJANGO_DEBUG is off but SITE_URL starts with http://: the verification link in the welcome email would "
+        "travel unencrypted. Set SITE_URL=https://example.com (the site's public HTTPS address), or set "
+        "SITE_URL_ALLOW_HTTP=1 if plain HTTP is meant (a private test deployment)."
+    )
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -246,6 +266,13 @@ SIGNUPS_VERIFICATION_MAX_AGE = env_int("SIGNUPS_VERIFICATION_MAX_AGE", 3 * 24 * 
 # ("10/m") and a burst (a household or an office behind one address).
 SIGNUP_RATE_LIMIT = env_str("SIGNUP_RATE_LIMIT", "10/m")
 SIGNUP_RATE_BURST = env_int("SIGNUP_RATE_BURST", 5, minimum=1)
+# Requests for a new verification link (signups/resend_limits.py). Per client
+# IP, over it 429: a person needs one or two, a script trying addresses many.
+SIGNUPS_RESEND_RATE_LIMIT = env_str("SIGNUPS_RESEND_RATE_LIMIT", "10/h")
+SIGNUPS_RESEND_RATE_BURST = env_int("SIGNUPS_RESEND_RATE_BURST", 5, minimum=1)
+# Per address, over it nothing is sent (and the page says the same): one email
+# per address per 20 minutes, so nobody can flood a mailbox through this form.
+SIGNUPS_RESEND_ADDRESS_LIMIT = env_str("SIGNUPS_RESEND_ADDRESS_LIMIT", "3/h")
 
 # --- Telemetry ---------------------------------------------------------------
 
@@ -484,6 +511,7 @@ LOGGING = {
         "context": {"()": "project.logging.ContextFilter"},
         # Signed tokens (the verification link's) never reach a log, not even in an access log line.
         "redact": {"()": "project.logging.RedactFilter"},
+        "disallowed_host": {"()": "project.logging.DisallowedHostFilter"},
     },
     "formatters": {
         "json": {"()": "project.logging.JsonFormatter"},
@@ -502,6 +530,8 @@ LOGGING = {
         # The dev SMTP sink (aiosmtpd) logs every SMTP command with its addresses at
         # INFO, and every line of a message (the verification link) at DEBUG.
         "mail.log": {"level": "WARNING"},
+        # A request with a Host not in ALLOWED_HOSTS: one WARNING line, not a traceback.
+        "django.security.DisallowedHost": {"filters": ["disallowed_host"]},
     },
 }
 
@@ -518,6 +548,8 @@ from eventbus.ratelimit import parse_rate  # noqa: E402
 EMAIL_RATE_LIMIT = env_str("EMAIL_RATE_LIMIT", "10/s")
 _EMAIL_RATE = parse_rate(EMAIL_RATE_LIMIT, setting="EMAIL_RATE_LIMIT")
 parse_rate(TELEMETRY_DEVICE_RATE, setting="TELEMETRY_DEVICE_RATE")
+parse_rate(SIGNUPS_RESEND_RATE_LIMIT, setting="SIGNUPS_RESEND_RATE_LIMIT")
+parse_rate(SIGNUPS_RESEND_ADDRESS_LIMIT, setting="SIGNUPS_RESEND_ADDRESS_LIMIT")
 # The limit is enforced over a window this much longer than its period: the
 # provider counts arrivals, some time after the grant, and that delay varies.
 # 0.1 s was too little on the 2-core machine: in the fault test (5/s, four

@@ -19,5 +19,14 @@ class UserEmailVerified:
     user_id: int
 
 
+@event_type("user.verification_requested", version=1)
+@dataclass(frozen=True)
+class VerificationRequested:
+    """A person asked for a new verification link. The consumer makes the link from the
+    user id (signups/verification.py): no token or address travels in the event."""
+
+    user_id: int
+
+
 def aggregate_of(user_id: int) -> str:
     return f"user:{user_id}"

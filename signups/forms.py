@@ -49,3 +49,15 @@ class SignUpForm(forms.Form):
             except forms.ValidationError as exc:
                 self.add_error("password", exc)
         return cleaned
+
+
+class ResendVerificationForm(forms.Form):
+    """The address to send a new verification link to. It is not checked against the accounts
+    here: the page answers the same whether one has it or not."""
+
+    email = forms.EmailField(
+        max_length=254, widget=forms.EmailInput(attrs={"autocomplete": "email", "autofocus": True})
+    )
+
+    def clean_email(self) -> str:
+        return normalize_email(self.cleaned_data["email"])

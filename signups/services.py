@@ -10,7 +10,7 @@ from django.db.models.functions import Lower
 from django.utils import timezone
 
 from eventbus.publish import publish
-from signups.events import UserEmailVerified, UserSignedUp, aggregate_of
+from signups.events import UserEmailVerified, UserSignedUp, VerificationRequested, aggregate_of
 from signups.models import Account
 from signups.verification import InvalidToken, VerificationClaim
 
@@ -76,3 +76,23 @@ def verify_email(claim: VerificationClaim) -> bool:
         if updated:
             publish(UserEmailVerified(user_id=claim.user_id), aggregate=aggregate_of(claim.user_id))
     return bool(updated)
+
+
+def request_verification_email(email: str) -> int | None:
+    """Publish ``user.verification_requested`` for the account with this address if it is not
+    verified yet; the id of the user emailed, or None (no such account, or already verified).
+
+    The caller answers the same either way (no account enumeration): the result
+    is for tests and logs only.
+    """
+    with transaction.atomic():
+        user = (
+            users_with_address(email)
+            .filter(account__email_verified_at__isnull=True)
+            .order_by("pk")
+            .values_list("pk", flat=True)
+            .first()
+        )
+        if user is not None:
+            publish(VerificationRequested(user_id=user), aggregate=aggregate_of(user))
+    return user

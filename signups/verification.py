@@ -38,7 +38,7 @@ def read_token(token: str) -> VerificationClaim:
     try:
         data = signing.loads(token, salt=_SALT, max_age=settings.SIGNUPS_VERIFICATION_MAX_AGE)
     except signing.SignatureExpired:
-        raise InvalidToken("This verification link has expired. Sign in and ask for a new one.") from None
+        raise InvalidToken("This verification link has expired. Ask for a new one below.") from None
     except signing.BadSignature:
         raise InvalidToken("This verification link is not valid. Check that you copied all of it.") from None
     try:

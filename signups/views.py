@@ -8,10 +8,12 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods
 
 from eventbus import status as event_status
+from signups import resend_limits
 from signups.events import aggregate_of
-from signups.forms import EMAIL_TAKEN_MESSAGE, SignUpForm
-from signups.services import EmailTaken, sign_up, verify_email
+from signups.forms import EMAIL_TAKEN_MESSAGE, ResendVerificationForm, SignUpForm
+from signups.services import EmailTaken, request_verification_email, sign_up, verify_email
 from signups.throttle import limit_signups_per_ip
+from signups.unavailable import retry_later_when_the_database_is_unavailable
 from signups.verification import InvalidToken, read_token
 
 SESSION_KEY = "signups_user_id"
@@ -19,6 +21,7 @@ SESSION_KEY = "signups_user_id"
 
 @require_http_methods(["GET", "POST"])
 @limit_signups_per_ip
+@retry_later_when_the_database_is_unavailable
 def signup(request: HttpRequest) -> HttpResponse:
     form = SignUpForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
@@ -92,3 +95,31 @@ def verify(request: HttpRequest, token: str) -> HttpResponse:
         return render(request, "signups/verify_failed.html", {"reason": str(exc)}, status=400)
     request.session[SESSION_KEY] = claim.user_id
     return render(request, "signups/verified.html", {"newly_verified": newly_verified, "email": claim.email})
+
+
+@require_http_methods(["GET", "POST"])
+@retry_later_when_the_database_is_unavailable
+def resend_verification(request: HttpRequest) -> HttpResponse:
+    """Email a new verification link to an address, if an unverified account has it.
+
+    The answer is the same page and status whether the address has an account,
+    a verified one or none, and takes the same steps (both limits, one
+    transaction); only the email differs (signups/resend_limits.py says why
+    the per-address limit is silent too).
+    """
+    form = ResendVerificationForm(request.POST or None)
+    if request.method == "POST":
+        retry_after = resend_limits.client_wait(request)
+        if retry_after:
+            context = {"retry_after": retry_after}
+            response = render(request, "signups/too_many_resends.html", context, status=429)
+            response["Retry-After"] = str(retry_after)
+            return response
+        if form.is_valid():
+            email = form.cleaned_data["email"]
+            if resend_limits.address_allowed(email):
+                request_verification_email(email)
+            context = {"email": email, "minutes": resend_limits.address_interval_minutes()}
+            return render(request, "signups/resend_sent.html", context)
+    status_code = 400 if request.method == "POST" else 200
+    return render(request, "signups/resend.html", {"form": form}, status=status_code)

@@ -300,7 +300,9 @@ def gunicorn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
             try:
                 requests.get(f"http://127.0.0.1:{port}/signup/", timeout=2, allow_redirects=False)
                 break
-            except requests.ConnectionError:
+            # Refused while it binds, or slow to answer its first request on a loaded machine:
+            # either way, ask again until the deadline.
+            except (requests.ConnectionError, requests.Timeout):
                 time.sleep(0.1)
         yield Server(url=f"http://127.0.0.1:{port}", static_root=directory / "var" / "static", log=log)
     finally:

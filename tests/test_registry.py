@@ -14,7 +14,12 @@ from project.celery import app as celery_app
 def test_every_event_type_has_a_subscriber_and_every_subscriber_a_declared_type() -> None:
     registry.check()
     types = {t.name for t in catalogue.all_types()}
-    assert types == {"user.signed_up", "user.email_verified", "telemetry.readings_received"}
+    assert types == {
+        "user.signed_up",
+        "user.email_verified",
+        "user.verification_requested",
+        "telemetry.readings_received",
+    }
     for event_type in types:
         assert registry.subscriptions_for(event_type), event_type
 
@@ -25,6 +30,9 @@ def test_the_expected_consumers_exist_with_stable_names() -> None:
         "analytics.record_event",
     }
     assert {s.name for s in registry.subscriptions_for("user.email_verified")} == {"analytics.record_event"}
+    assert {s.name for s in registry.subscriptions_for("user.verification_requested")} == {
+        "notifications.send_verification_email"
+    }
     assert {s.name for s in registry.subscriptions_for("telemetry.readings_received")} == {"telemetry.rollup"}
 
 
