@@ -24,11 +24,11 @@ A source that fails leaves its families out and sets
 ``eventbus_metrics_source_up{source=...}`` to 0, so a scrape still answers
 when Redis or the broker is down.
 
-Access (``access_mode()``, logged as the web process starts, by project/wsgi.py): with
-``METRICS_TOKEN`` set, a request must carry ``Authorization: Bearer <token>``
-(else 401); empty, only a client on the loopback interface is answered, and
-not one that came through a proxy (a request carrying a forwarding header),
-else 403. Nothing is open by default, with DEBUG on or off.
+Access (``access_mode()``, logged by project/wsgi.py as the web process
+starts): with ``METRICS_TOKEN`` set, a request must carry ``Authorization:
+Bearer <token>`` (else 401); empty, only a client on the loopback interface is
+answered, and not one that came through a proxy (a request carrying a
+forwarding header), else 403. Nothing is open by default, DEBUG on or off.
 """
 
 from __future__ import annotations
@@ -88,7 +88,7 @@ def outbox_rows_estimate() -> int | None:
         if connection.vendor == "postgresql":
             cursor.execute("SELECT n_live_tup FROM pg_stat_user_tables WHERE relid = %s::regclass", [table])
         elif connection.vendor == "sqlite":
-            # Two subqueries: SQLite reads min() and max() from the ends of the rowid only one per query.
+            # Two subqueries: SQLite reads min() or max() off the rowid's ends only when it is a query's one aggregate.
             cursor.execute(f"SELECT (SELECT max(rowid) FROM {table}) - (SELECT min(rowid) FROM {table}) + 1")
         else:
             return None
