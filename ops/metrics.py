@@ -7,22 +7,38 @@ broker), read when Prometheus asks. So any web process answers for the whole
 cluster, and a restart loses nothing. Workers online and task runtimes per
 worker are Flower's (its own ``/metrics``).
 
+A scrape costs the same whatever the outbox holds (docs/benchmarks.md, figure
+M): no query counts a table that only grows. The outbox's size is the
+database's own estimate (``outbox_rows_estimate``); what is counted is only
+what waits (pending and deferred rows, on the (status, created_at) index) and
+what is unsettled (the reconciler's partial index). Those counts are bounded
+by the backlog, not the table: they are the figures an operator alerts on,
+they are small when the system is healthy, and when a backlog does grow the
+exact number is worth the scan. Events published and dispatched per type
+are not counted here any more: that was a GROUP BY over the whole outbox at
+every scrape (0.45 s over 300,000 rows), and once old rows are deleted it
+was no counter anyway; ``eventbus_delivered_total`` per subscriber gives the
+rates.
+
 A source that fails leaves its families out and sets
 ``eventbus_metrics_source_up{source=...}`` to 0, so a scrape still answers
 when Redis or the broker is down.
 
-Access: with ``METRICS_TOKEN`` set, a request must carry ``Authorization:
-Bearer <token>`` (else 401); empty, the endpoint is open, for a Prometheus in
-the same private network.
+Access (``access_mode()``, logged by project/wsgi.py as the web process
+starts): with ``METRICS_TOKEN`` set, a request must carry ``Authorization:
+Bearer <token>`` (else 401); empty, only a client on the loopback interface is
+answered, and not one that came through a proxy (a request carrying a
+forwarding header), else 403. Nothing is open by default, DEBUG on or off.
 """
 
 from __future__ import annotations
 
 import hmac
+import ipaddress
 from collections.abc import Callable, Iterable, Iterator
 
 from django.conf import settings
-from django.db.models import Count, Q
+from django.db import connection
 from django.http import HttpRequest, HttpResponse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_exempt
@@ -57,31 +73,38 @@ COUNTER_HELP = {
 }
 
 
-def _published_by_type() -> list[tuple[str, int, int]]:
-    """(event type, rows in the outbox, rows dispatched), one grouped query."""
-    rows = (
-        OutboxEvent.objects.order_by()
-        .values("type")
-        .annotate(total=Count("id"), dispatched=Count("id", filter=Q(status=OutboxEvent.Status.DISPATCHED)))
-    )
-    return sorted((row["type"], row["total"], row["dispatched"]) for row in rows)
+def outbox_rows_estimate() -> int | None:
+    """Rows in the outbox as the database estimates them, without counting; None on a database not known here.
+
+    PostgreSQL: ``n_live_tup`` of ``pg_stat_user_tables``, which the server
+    updates as transactions commit (within a second or so) and keeps until a
+    crash or ``pg_stat_reset()``. SQLite keeps no such figure: the span of
+    rowids (the first and the last row, two index lookups) counts every row
+    between them, deleted ones too, so it reads high while a purge has made
+    holes in the middle.
+    """
+    table = connection.ops.quote_name(OutboxEvent._meta.db_table)
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute("SELECT n_live_tup FROM pg_stat_user_tables WHERE relid = %s::regclass", [table])
+        elif connection.vendor == "sqlite":
+            # Two subqueries: SQLite reads min() or max() off the rowid's ends only when it is a query's one aggregate.
+            cursor.execute(f"SELECT (SELECT max(rowid) FROM {table}) - (SELECT min(rowid) FROM {table}) + 1")
+        else:
+            return None
+        row = cursor.fetchone()
+    return int(row[0]) if row and row[0] is not None else 0
 
 
 def _families_outbox() -> Iterator[Metric]:
-    published = CounterMetricFamily(
-        "eventbus_events_published", "Events written to the outbox, by type.", labels=["type"]
-    )
-    dispatched = CounterMetricFamily(
-        "eventbus_events_dispatched",
-        "Events handed to every subscriber's queue (outbox status dispatched), by type.",
-        labels=["type"],
-    )
-    for event_type, total, done in _published_by_type():
-        published.add_metric([event_type], total)
-        dispatched.add_metric([event_type], done)
+    estimate = outbox_rows_estimate()
+    if estimate is not None:
+        yield GaugeMetricFamily(
+            "eventbus_outbox_rows_estimate",
+            "Rows kept in the outbox, as the database estimates them (never counted: the table is large).",
+            value=estimate,
+        )
     outbox = status.outbox_status()
-    yield published
-    yield dispatched
     yield GaugeMetricFamily(
         "eventbus_outbox_waiting", "Events not yet handed to every subscriber's queue.", value=outbox.waiting
     )
@@ -223,13 +246,45 @@ class EventBusCollector(Collector):
         return []
 
 
-def authorized(request: HttpRequest) -> bool:
-    """True when METRICS_TOKEN is empty, or the request carries it as a bearer token."""
+FORWARDING_HEADERS = ("Forwarded", "X-Forwarded-For", "X-Real-IP")
+"""A request carrying one of these came through a proxy: its loopback address is the proxy's, not the client's."""
+
+
+def access_mode() -> str:
+    """What ``/metrics`` answers, in one line (logged at start)."""
+    if settings.METRICS_TOKEN:
+        return "/metrics asks for a bearer token (METRICS_TOKEN)"
+    return "/metrics answers loopback clients only, not through a proxy (METRICS_TOKEN is empty)"
+
+
+def _is_loopback(address: str) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_loopback
+
+
+def refusal(request: HttpRequest) -> HttpResponse | None:
+    """None when the request may read the metrics, else the answer to send (401 or 403)."""
     token = settings.METRICS_TOKEN
-    if not token:
-        return True
-    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-    return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode())
+    if token:
+        scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+        # compare_digest: the time taken says nothing about how much of the token was right.
+        if scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode()):
+            return None
+        response = HttpResponse("a bearer token is required\n", status=401, content_type="text/plain")
+        response["WWW-Authenticate"] = 'Bearer realm="metrics"'
+        return response
+    if _is_loopback(request.META.get("REMOTE_ADDR", "")) and not any(h in request.headers for h in FORWARDING_HEADERS):
+        return None
+    return HttpResponse(
+        "metrics are served to loopback clients only; set METRICS_TOKEN to scrape from elsewhere\n",
+        status=403,
+        content_type="text/plain",
+    )
 
 
 @csrf_exempt
@@ -237,10 +292,9 @@ def authorized(request: HttpRequest) -> bool:
 @never_cache
 def metrics_view(request: HttpRequest) -> HttpResponse:
     """Prometheus's text format (or OpenMetrics when the scraper asks for it)."""
-    if not authorized(request):
-        response = HttpResponse("a bearer token is required\n", status=401, content_type="text/plain")
-        response["WWW-Authenticate"] = 'Bearer realm="metrics"'
-        return response
+    refused = refusal(request)
+    if refused is not None:
+        return refused
     collectors = CollectorRegistry(auto_describe=False)
     collectors.register(EventBusCollector())
     encoder, content_type = choose_encoder(request.headers.get("Accept", ""))

@@ -1,4 +1,4 @@
-"""Operators' pages, for staff only."""
+"""Operators' pages, for staff with the model permission each page asks for (ops/views/access.py)."""
 
 from django.urls import path
 

@@ -638,9 +638,21 @@ CELERY_BEAT_SCHEDULE["telemetry.purge_readings"] = {
 # --- Metrics ------------------------------------------------------------------
 
 # /metrics (ops/metrics.py) answers only requests that carry "Authorization:
-# Bearer <this token>". Empty leaves it open: right for a Prometheus in the same
-# private network (docker-compose's), wrong for a web process on the internet.
+# Bearer <this token>". Empty, it answers loopback clients only (not through a
+# proxy): closed by default, DEBUG on or off, since a scrape reads every source.
+# The mode in force is logged at start. METRICS_TOKEN_FILE names a file holding
+# the token instead (a Docker or Kubernetes secret; docker-compose generates one).
 METRICS_TOKEN = env_str("METRICS_TOKEN", "")
+METRICS_TOKEN_FILE = env_str("METRICS_TOKEN_FILE", "")
+if METRICS_TOKEN_FILE:
+    if METRICS_TOKEN:
+        raise ImproperlyConfigured("METRICS_TOKEN and METRICS_TOKEN_FILE are both set: set one of them.")
+    try:
+        METRICS_TOKEN = Path(METRICS_TOKEN_FILE).read_text().strip()
+    except OSError as exc:
+        raise ImproperlyConfigured(f"METRICS_TOKEN_FILE={METRICS_TOKEN_FILE!r} cannot be read: {exc}") from exc
+    if not METRICS_TOKEN:
+        raise ImproperlyConfigured(f"METRICS_TOKEN_FILE={METRICS_TOKEN_FILE!r} is empty: write the token into it.")
 
 # --- Retention ----------------------------------------------------------------
 

@@ -1,4 +1,4 @@
-"""Dead letters in Django admin and on the staff-only ops pages."""
+"""Dead letters in Django admin and on the ops pages (staff with the dead-letter permissions)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,9 @@ from django.test import Client
 
 from eventbus.deadletters import Kind
 from eventbus.models import DeadLetter, DeadLetterReplay
+from ops.views.access import PURGE_DEAD_LETTERS, REPLAY_DEAD_LETTERS, VIEW_DEAD_LETTERS
 from project import queues
+from tests import ops_users
 from tests.test_deadletters import ANALYTICS, dead_letter, queued
 
 pytestmark = pytest.mark.django_db
@@ -19,9 +21,9 @@ LIST = "/ops/deadletters/"
 
 
 @pytest.fixture
-def staff_client(client: Client, django_user_model: Any) -> Client:
-    client.force_login(django_user_model.objects.create_user("olga", password="x", is_staff=True))
-    return client
+def staff_client(django_user_model: Any) -> Client:
+    """Staff holding view, change and delete on dead letters: what the list, replay and purge ask for."""
+    return ops_users.staff_client(django_user_model, VIEW_DEAD_LETTERS, REPLAY_DEAD_LETTERS, PURGE_DEAD_LETTERS)
 
 
 def texts(response: Any) -> list[str]:
@@ -75,7 +77,7 @@ def test_the_detail_page_shows_the_body_traceback_and_replays(staff_client: Clie
 
 def test_forms_need_the_csrf_token(django_user_model: Any) -> None:
     client = Client(enforce_csrf_checks=True)
-    client.force_login(django_user_model.objects.create_user("olga", password="x", is_staff=True))
+    client.force_login(ops_users.staff_user(django_user_model, VIEW_DEAD_LETTERS, PURGE_DEAD_LETTERS))
     row = dead_letter()
     assert client.post("/ops/deadletters/purge/", {"ids": [str(row.pk)], "confirm": "on"}).status_code == 403
     assert DeadLetter.objects.exists()

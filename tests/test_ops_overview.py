@@ -17,8 +17,10 @@ from eventbus.models import OutboxEvent, ProcessedEvent
 from eventbus.publish import publish
 from notifications.provider import email_breaker
 from ops import status
+from ops.views.access import VIEW_DEAD_LETTERS, VIEW_EVENTS
 from project import queues
 from signups.events import UserSignedUp
+from tests import ops_users
 from tests.brokers import dead_broker_url, using_broker
 from tests.conftest import wait_for
 from tests.factories import sign_up_via_client
@@ -33,9 +35,9 @@ ANALYTICS = "analytics.record_event"
 
 
 @pytest.fixture
-def staff_client(client: Client, django_user_model: Any) -> Client:
-    client.force_login(django_user_model.objects.create_user("olga", password="x", is_staff=True))
-    return client
+def staff_client(django_user_model: Any) -> Client:
+    """Staff holding what the overview asks for (the outbox's view permission) and the dead letters' view."""
+    return ops_users.staff_client(django_user_model, VIEW_EVENTS, VIEW_DEAD_LETTERS)
 
 
 @pytest.fixture

@@ -176,6 +176,19 @@ def test_users_who_are_not_staff_are_refused_every_staff_page(client: Client, dj
 
 
 @pytest.mark.django_db
+def test_staff_without_permissions_are_refused_every_ops_page(client: Client, django_user_model: Any) -> None:
+    # Staff opens nothing by itself: each ops page asks for the admin's model permission (ops/views/access.py),
+    # as each model's admin page does. 403, never the login page the user has already passed.
+    client.force_login(django_user_model.objects.create_user("pat", password="x", is_staff=True))
+    wrong = []
+    for path in (p for p in staff_only_paths() if p.startswith("/ops/")):
+        answers = {method.__name__: method(path).status_code for method in (client.get, client.post)}
+        if 403 not in answers.values() or set(answers.values()) - {403, 405}:
+            wrong.append(f"{path}: {answers}")
+    assert wrong == []
+
+
+@pytest.mark.django_db
 def test_a_superuser_gets_past_the_guard_of_every_staff_page(admin_client: Client) -> None:
     # The control for the two tests above: the refusals come from the guards, not from broken pages.
     # (A page may still say 404 for a sample id, or 403 itself: the admin's autocomplete without its parameters.)

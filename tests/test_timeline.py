@@ -17,9 +17,11 @@ from eventbus import status as event_status
 from eventbus.models import DeadLetterReplay, DeliveryStep, OutboxEvent, ProcessedEvent
 from ops import timeline
 from ops.views import timeline as views
+from ops.views.access import VIEW_EVENTS
 from signups.events import aggregate_of
 from signups.services import sign_up, verify_email
 from signups.verification import VerificationClaim
+from tests import ops_users
 from tests.conftest import wait_for
 from tests.factories import PASSWORD
 from tests.test_deadletters import dead_letter
@@ -31,9 +33,8 @@ Step = DeliveryStep.Step
 
 @pytest.fixture
 def staff_client(django_user_model: Any) -> Client:
-    client = Client()
-    client.force_login(django_user_model.objects.create_user("olga", password="x", is_staff=True))
-    return client
+    """Staff holding what the timeline asks for: the outbox's view permission."""
+    return ops_users.staff_client(django_user_model, VIEW_EVENTS)
 
 
 def signed_up(email: str = "ada@example.com") -> OutboxEvent:

@@ -1,20 +1,18 @@
 """Ops pages for staff: dead letters listed with filters, inspected, replayed (or dry-run) and purged.
 
 Every action goes through ``eventbus.deadletters.operations``, as the command
-and Django admin do. Anonymous visitors are sent to log in; logged-in users
-who are not staff get 403.
+and Django admin do, and asks the admin's permission for it
+(ops/views/access.py): view to list and read, change to replay, delete to
+purge. Anonymous visitors are sent to log in; logged-in users without the
+permission get 403 and nothing is done.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
-from functools import wraps
 from typing import Any
 
 from django.contrib import messages
-from django.contrib.auth.decorators import login_required
-from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.db.models import Count
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
@@ -26,29 +24,15 @@ from django.views.decorators.http import require_GET, require_POST
 from eventbus.deadletters import operations
 from eventbus.deadletters.forms import DeadLetterFilterForm, PurgeForm, ReplayForm, selected_ids
 from eventbus.models import DeadLetter
+from ops.views.access import PURGE_DEAD_LETTERS, REPLAY_DEAD_LETTERS, VIEW_DEAD_LETTERS, permission_required
 
 PAGE_SIZE = 50
 # A dry run of hundreds would bury the page; the summary still counts them all.
 MAX_REPORT_LINES = 20
 
-View = Callable[..., HttpResponse]
-
-
-def staff_required(view: View) -> View:
-    """Anonymous: redirect to the login page. Logged in but not staff: 403."""
-
-    @login_required
-    @wraps(view)
-    def guarded(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-        if not request.user.is_staff:
-            raise PermissionDenied("staff only")
-        return view(request, *args, **kwargs)
-
-    return guarded
-
 
 @require_GET
-@staff_required
+@permission_required(VIEW_DEAD_LETTERS)
 def dead_letter_list(request: HttpRequest) -> HttpResponse:
     form = DeadLetterFilterForm(request.GET or None)
     queryset = operations.filter_dead_letters(**form.filters()).annotate(replay_count=Count("replays"))
@@ -69,7 +53,7 @@ def dead_letter_list(request: HttpRequest) -> HttpResponse:
 
 
 @require_GET
-@staff_required
+@permission_required(VIEW_DEAD_LETTERS)
 def dead_letter_detail(request: HttpRequest, pk: Any) -> HttpResponse:
     dead_letter = get_object_or_404(DeadLetter, pk=pk)
     return render(
@@ -86,7 +70,7 @@ def dead_letter_detail(request: HttpRequest, pk: Any) -> HttpResponse:
 
 
 @require_POST
-@staff_required
+@permission_required(REPLAY_DEAD_LETTERS)
 def dead_letter_replay(request: HttpRequest) -> HttpResponse:
     form = ReplayForm(request.POST)
     ids = selected_ids(request.POST.getlist("ids"))
@@ -112,7 +96,7 @@ def dead_letter_replay(request: HttpRequest) -> HttpResponse:
 
 
 @require_POST
-@staff_required
+@permission_required(PURGE_DEAD_LETTERS)
 def dead_letter_purge(request: HttpRequest) -> HttpResponse:
     form = PurgeForm(request.POST)
     ids = selected_ids(request.POST.getlist("ids"))

@@ -3,8 +3,9 @@
 Both show ops.status.take_snapshot(), as ``manage.py eventbus_status`` does:
 queues and their workers, the outbox, per-subscriber counters and dead
 letters, breakers, rate limits and throughput. A source that cannot be read
-shows "unavailable: <reason>"; the rest still renders. Anonymous visitors are
-sent to log in; logged-in users who are not staff get 403.
+shows "unavailable: <reason>"; the rest still renders. They need
+``eventbus.view_outboxevent`` (ops/views/access.py says why): anonymous
+visitors are sent to log in; logged-in users without it get 403.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
 from ops import status
-from ops.views.deadletters import staff_required
+from ops.views.access import VIEW_EVENTS, permission_required
 
 REFRESH_SECONDS = 5
 """How often the page fetches itself again; each snapshot costs about a second (the workers' answers)."""
@@ -24,7 +25,7 @@ REFRESH_SECONDS = 5
 
 @require_GET
 @never_cache
-@staff_required
+@permission_required(VIEW_EVENTS)
 def overview(request: HttpRequest) -> HttpResponse:
     snapshot = status.take_snapshot()
     return render(
@@ -43,6 +44,6 @@ def overview(request: HttpRequest) -> HttpResponse:
 
 @require_GET
 @never_cache
-@staff_required
+@permission_required(VIEW_EVENTS)
 def overview_json(request: HttpRequest) -> JsonResponse:
     return JsonResponse(status.take_snapshot().to_dict())

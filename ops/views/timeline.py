@@ -1,8 +1,9 @@
 """Ops pages for staff: find events (one search box), and one event's whole story.
 
 The assembly lives in ``ops.timeline``; these views only read the query,
-paginate and render. Anonymous visitors are sent to log in; logged-in users
-who are not staff get 403.
+paginate and render. Both show events and their payloads, so they need
+``eventbus.view_outboxevent``, as the admin's outbox pages do: anonymous
+visitors are sent to log in; logged-in users without it get 403.
 """
 
 from __future__ import annotations
@@ -15,13 +16,13 @@ from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
 from ops import timeline
-from ops.views.deadletters import staff_required
+from ops.views.access import VIEW_EVENTS, permission_required
 
 PAGE_SIZE = 50
 
 
 @require_GET
-@staff_required
+@permission_required(VIEW_EVENTS)
 def event_list(request: HttpRequest) -> HttpResponse:
     result = timeline.search(request.GET.get("q", ""))
     page = Paginator(result.events, PAGE_SIZE).get_page(request.GET.get("page"))
@@ -35,7 +36,7 @@ def event_list(request: HttpRequest) -> HttpResponse:
 
 
 @require_GET
-@staff_required
+@permission_required(VIEW_EVENTS)
 def event_detail(request: HttpRequest, pk: Any) -> HttpResponse:
     story = timeline.build(pk)
     if story is None:
