@@ -96,7 +96,7 @@ MOST_PER_FETCH = 256
 # record is kombu's ``dumps([payload, exchange, routing_key])``, built from
 # the message's own bytes. A message without a delivery tag or delivery info
 # goes back where it was (RPUSH to the end RPOP took it from) and the script
-# stops: kombu's own path then takes it, as it would have.
+# stops: the next BRPOP takes it, and ``_readable`` sets it aside as a dead letter.
 _POP_AND_RECORD = """
 local now = ARGV[1]
 local want = tonumber(ARGV[2])
@@ -252,10 +252,9 @@ class FailFastChannel(kombu_redis.Channel):
 
     def _deliver_popped(self, payload: dict[str, Any], queue: str) -> None:
         room = self._room_after_one(queue)
-        record = _record(payload) if room else None
-        if record is None:
+        if not room:
             return self.connection._deliver(payload, queue)
-        tag, value = record
+        tag, value = _record(payload)
         keys = [self.qos.unacked_index_key, self.qos.unacked_key]
         keys += [self._q_for_pri(queue, pri) for pri in self.priority_steps]
         prefix = self.global_keyprefix
@@ -352,14 +351,14 @@ def _set_aside(item: bytes, queue: str, reason: str) -> None:
         log.critical("%s: list item NOT STORED as a dead letter; the item: %r", queue, item, exc_info=True)
 
 
-def _record(payload: dict[str, Any]) -> tuple[str, str] | None:
-    """The delivery tag and unacknowledged-hash value kombu's ``QoS.append`` writes for ``payload``."""
-    try:
-        properties = payload["properties"]
-        delivery = properties["delivery_info"]
-        return properties["delivery_tag"], dumps([payload, delivery["exchange"], delivery["routing_key"]])
-    except (KeyError, TypeError):
-        return None
+def _record(payload: dict[str, Any]) -> tuple[str, str]:
+    """The delivery tag and unacknowledged-hash value kombu's ``QoS.append`` writes for ``payload``.
+
+    ``payload`` passed ``_readable``: it has each of these, of the right type.
+    """
+    properties = payload["properties"]
+    delivery = properties["delivery_info"]
+    return properties["delivery_tag"], dumps([payload, delivery["exchange"], delivery["routing_key"]])
 
 
 class _ReportingPublishBatch(kombu_redis.PublishBatch):

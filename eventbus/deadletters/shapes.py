@@ -50,32 +50,48 @@ def task_message_problem(message: Any, tasks: Mapping[str, Any], max_bytes: int)
     headers = message.headers
     if not isinstance(headers, dict):
         return None  # Celery: not a task message (on_unknown_message)
-    try:
-        payload = message.payload
-    except (DecodeError, ContentDisallowed):
-        return None  # Celery meets the same error and dead-letters the message with it
     if "task" in headers:
         fields: Mapping[str, Any] = headers
-        if isinstance(payload, dict) and "args" in payload:
-            args, kwargs, embed = payload["args"], payload.get("kwargs", {}), None  # Celery's hybrid form
-        elif isinstance(payload, list | tuple) and len(payload) == 3:
-            args, kwargs, embed = payload
-        else:
-            return f"the body is not a task message's [args, kwargs, embed]: {_describe(payload)}"
-    elif isinstance(payload, dict) and "task" in payload:
-        fields = payload  # protocol 1: everything in the body
-        args, kwargs, embed = payload.get("args", ()), payload.get("kwargs", {}), None
     else:
-        return None  # Celery: not a task message (on_unknown_message)
-    return _fields_problem(fields, tasks) or _arguments_problem(fields["task"], tasks, args, kwargs, embed)
-
-
-def _fields_problem(fields: Mapping[str, Any], tasks: Mapping[str, Any]) -> str | None:
+        payload = _payload(message)
+        if not isinstance(payload, dict) or "task" not in payload:
+            return None  # Celery: not a task message (on_unknown_message), or a body it cannot decode
+        fields = payload  # protocol 1: everything in the body
     name = fields.get("task")
     if not isinstance(name, str):
         return f"the task name is {_describe(name)}, not a string"
-    if name not in tasks:
+    task = tasks.get(name)
+    if task is None:
         return None  # Celery: an unknown task (on_unknown_task)
+    problem = _fields_problem(fields)
+    if problem is not None:
+        return problem
+    payload = _payload(message)
+    if payload is _UNREADABLE:
+        return None  # Celery meets the same error and dead-letters the message with it
+    if fields is not headers:
+        args, kwargs, embed = payload.get("args", ()), payload.get("kwargs", {}), None
+    elif isinstance(payload, dict) and "args" in payload:
+        args, kwargs, embed = payload["args"], payload.get("kwargs", {}), None  # Celery's hybrid form
+    elif isinstance(payload, list | tuple) and len(payload) == 3:
+        args, kwargs, embed = payload
+    else:
+        return f"the body is not a task message's [args, kwargs, embed]: {_describe(payload)}"
+    return _arguments_problem(name, task, args, kwargs, embed)
+
+
+_UNREADABLE = object()
+
+
+def _payload(message: Any) -> Any:
+    """The decoded body, or ``_UNREADABLE`` when it cannot be decoded or is not allowed."""
+    try:
+        return message.payload
+    except (DecodeError, ContentDisallowed):
+        return _UNREADABLE
+
+
+def _fields_problem(fields: Mapping[str, Any]) -> str | None:
     task_id = fields.get("id")
     if not isinstance(task_id, str) or not task_id:
         return f"the task id is {_describe(task_id)}, not a non-empty string"
@@ -88,14 +104,14 @@ def _fields_problem(fields: Mapping[str, Any], tasks: Mapping[str, Any]) -> str 
     return None
 
 
-def _arguments_problem(name: str, tasks: Mapping[str, Any], args: Any, kwargs: Any, embed: Any) -> str | None:
+def _arguments_problem(name: str, task: Any, args: Any, kwargs: Any, embed: Any) -> str | None:
     if not isinstance(args, list | tuple):
         return f"the task's args are {_describe(args)}, not a list"
     if not isinstance(kwargs, dict):
         return f"the task's kwargs are {_describe(kwargs)}, not an object"
     if embed is not None and not isinstance(embed, dict):
         return f"the message's embed (callbacks, chain, chord) is {_describe(embed)}, not an object"
-    header = getattr(tasks[name], "__header__", None)
+    header = getattr(task, "__header__", None)
     if header is not None:
         try:
             header(*args, **kwargs)
