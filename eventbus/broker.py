@@ -64,6 +64,7 @@ instead of one per command (see ``_create_client``).
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Sequence
@@ -287,10 +288,20 @@ class FailFastChannel(kombu_redis.Channel):
 
     def _forget_unacked(self, raw: bytes) -> None:
         """Remove the unacknowledged record the pop-and-record script wrote for the item ``raw``."""
-        # The script recorded it only after reading its tag: it is JSON with one.
-        tag = loads(bytes_to_str(raw))["properties"]["delivery_tag"]
+        try:
+            # The script recorded it only after reading its tag with Lua's
+            # cjson, which reads some items Python's json does not (hex
+            # numbers, say). The tag as the script saw it: the same bytes.
+            tag = json.loads(raw.decode("utf-8", errors="surrogateescape"))["properties"]["delivery_tag"]
+            member = tag.encode("utf-8", errors="surrogateescape")
+        except (ValueError, TypeError, KeyError, AttributeError):
+            # The record stays: the visibility timeout's sweep puts the item
+            # back, and it is set aside again as the same dead letter (its id
+            # is the hash of its text).
+            log.warning("%d-byte item set aside: its unacknowledged record stays until the sweep", len(raw))
+            return
         with self.conn_or_acquire() as client, client.pipeline() as pipe:
-            pipe.zrem(self.qos.unacked_index_key, tag).hdel(self.qos.unacked_key, tag).execute()
+            pipe.zrem(self.qos.unacked_index_key, member).hdel(self.qos.unacked_key, member).execute()
 
     def _room_after_one(self, queue: str) -> int:
         """How many more messages than the one just popped may be taken from ``queue`` now."""

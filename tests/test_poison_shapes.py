@@ -109,6 +109,7 @@ def task_messages(task: str) -> list[Bad]:
         bad.task_id = f"poison-{uuid.uuid4()}"
         bad.headers = {"task": task, "id": bad.task_id, "lang": "py", **bad.headers}
     no_id = Bad("no task id", json.dumps([[envelope()], {}, {}]).encode(), "the task id is null", {"task": task})
+    no_headers = Bad("no headers", json.dumps([[envelope()], {}, {}]).encode(), "it names no task", {})
     # Celery looks the name up in a dict first: a list is unhashable (TypeError).
     name_not_text = Bad(
         "a task name that is a list",
@@ -117,7 +118,7 @@ def task_messages(task: str) -> list[Bad]:
         {"task": [task], "id": f"poison-{uuid.uuid4()}"},
     )
     name_not_text.task_id = name_not_text.headers["id"]
-    return [*shapes, no_id, name_not_text]
+    return [*shapes, no_id, no_headers, name_not_text]
 
 
 def kombu_item(body: Any, headers: Any, encoding: str = "base64") -> bytes:
@@ -266,10 +267,11 @@ def test_every_bad_task_message_is_a_poison_dead_letter_and_the_worker_goes_on(
         # then: one poison dead letter each, with its reason, and nothing left behind
         assert_dead_lettered(queue, sent, [])
         # and: the oversized message's dead letter keeps a preview, the whole length and its hash
-        oversized = DeadLetter.objects.get(task_id=sent[-3].task_id)
+        big = next(bad for bad in sent if bad.label == "over the size limit")
+        oversized = DeadLetter.objects.get(task_id=big.task_id)
         assert oversized.body is None and oversized.body_truncated
         assert len(oversized.raw_body.encode()) <= DEAD_LETTER_BODY_BYTES
-        whole = json.dumps(json.loads(sent[-3].body)[0][0], separators=(",", ":")).encode()
+        whole = json.dumps(json.loads(big.body)[0][0], separators=(",", ":")).encode()
         assert (oversized.body_length, oversized.body_sha256) == (len(whole), hashlib.sha256(whole).hexdigest())
         assert whole.decode().startswith(oversized.raw_body)
 
