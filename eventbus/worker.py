@@ -72,7 +72,9 @@ class DeadLetteringConsumer(Consumer):  # type: ignore[misc]  # celery ships no 
                     return on_task_received(message)
             except _SHAPE_ERRORS as exc:
                 # A shape the check did not foresee: still a poison message,
-                # never the end of the worker.
+                # never the end of the worker. (Were it Celery failing after
+                # it handed a good message on, the message would run and be
+                # a dead letter too: the ledger keeps its effect once.)
                 log.exception("a message could not be read")
                 if message.acknowledged:
                     return None

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from celery.worker.consumer import Consumer
 from django.conf import settings
 from kombu import Connection, Message
 
@@ -117,6 +118,33 @@ def test_the_shape_check_passes_every_form_celery_reads_and_leaves_celerys_own_r
     # and a protocol 1 body is checked like the others
     assert "args are str" in str(problem({"task": ANALYTICS, "id": "t-1", "args": "x"}, {}))
     assert "over the 8 a message may have" in str(task_message_problem(raw, tasks, 8))
+
+
+def test_a_shape_the_check_did_not_foresee_is_dead_lettered_and_never_stops_the_consumer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # given: Celery's handler failing on a message the check let through
+    def celery_reads(message: Any) -> None:
+        raise ValueError("not enough values to unpack (expected 3, got 1)")
+
+    monkeypatch.setattr(Consumer, "create_task_handler", lambda self, promise=None: celery_reads)
+    monkeypatch.setattr(Consumer, "on_invalid_task", lambda self, body, message, exc: None)
+    reasons: list[str] = []
+    monkeypatch.setattr(worker, "_dead_letter", lambda message, reason, exc, **_: reasons.append(reason))
+    consumer = worker.DeadLetteringConsumer.__new__(worker.DeadLetteringConsumer)
+    consumer.app = celery_app
+    body = json.dumps([[envelope()], {}, {}]).encode()
+    message = raw_message(body, "application/json", {"task": ANALYTICS, "id": "t"})
+
+    # when
+    consumer.create_task_handler()(message)
+
+    # then: a poison dead letter with what went wrong, the message settled, nothing raised
+    assert reasons == [
+        "invalid task message: the worker could not read the message: "
+        "ValueError: not enough values to unpack (expected 3, got 1)"
+    ]
+    assert message.acknowledged
 
 
 # --- integration: a real worker, the real Redis --------------------------------

@@ -84,7 +84,11 @@ def envelope(**payload: Any) -> dict[str, Any]:
 
 
 def task_messages(task: str) -> list[Bad]:
-    """Every shape of task message that is not one: each carries a registered task name and a task id of its own."""
+    """Every shape of message for ``task`` that is not a task message Celery can read.
+
+    The first ones carry the task's name and a task id of their own; the last
+    three lack the id, all headers, or a name that is a string.
+    """
     wire = envelope()
     shapes = [
         Bad("an object body", b'{"a": 1}', "not a task message's [args, kwargs, embed]: dict of 1"),
