@@ -48,6 +48,17 @@ def timeline_link(event_id: object, text: str = "timeline") -> str:
     return format_html('<a href="{}">{}</a>', reverse("ops:event", args=[event_id]), text)
 
 
+def body_cut_note(dead_letter: DeadLetter) -> str:
+    """What an operator must know of a cut body; blank when it was kept whole."""
+    if not dead_letter.body_truncated:
+        return ""
+    kept = len(dead_letter.raw_body.encode())
+    return (
+        f"yes: the raw body shows its first {kept} of {dead_letter.body_length} bytes; "
+        f"sha256 of the whole: {dead_letter.body_sha256}. It cannot be replayed."
+    )
+
+
 class ReadOnlyAdmin(admin.ModelAdmin):
     """Rows written by the bus itself: listed and viewed in admin, never added, edited or deleted there."""
 
@@ -291,7 +302,7 @@ class DeadLetterAdmin(admin.ModelAdmin):
     list_filter = ("kind", "subscriber", "event_type", "last_failed_at")
     search_fields = ("event_id", "task_id")
     date_hierarchy = "last_failed_at"
-    readonly_fields = ("timeline", *(f.name for f in DeadLetter._meta.fields))
+    readonly_fields = ("timeline", "body_cut", *(f.name for f in DeadLetter._meta.fields))
     inlines = [DeadLetterReplayInline]
     actions = ["replay_selected", "dry_run_replay_selected", "purge_selected"]
 
@@ -302,6 +313,11 @@ class DeadLetterAdmin(admin.ModelAdmin):
     @admin.display(description="event timeline")
     def timeline(self, obj: DeadLetter) -> str:
         return timeline_link(obj.event_id, "the event's timeline")
+
+    @admin.display(description="body cut")
+    def body_cut(self, obj: DeadLetter) -> str:
+        # The raw body shown below is then a preview (EVENTBUS_DEAD_LETTER_BODY_MAX_BYTES).
+        return body_cut_note(obj) or "no: the whole body is kept"
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         # Dead letters come from failures only.

@@ -19,6 +19,12 @@ The pool process (``run_batch``) then does in bulk what
 4. count the batch, record latencies and clear the delivery counts (one
    pipeline).
 
+A message reaches the strategy only after the worker's consumer checked its
+shape (eventbus/worker.py, eventbus/deadletters/shapes.py): one whose body
+is not ``[args, kwargs, embed]``, whose arguments do not fit the task, or
+that has no task id is a poison dead letter before it is buffered, so
+``item_from_message`` can unpack every message it meets.
+
 Every message that the bulk path cannot take (poison, a duplicate, a gap or
 stale event, one delivered too often) or that was in a bulk transaction that
 failed goes through ``ConsumerTask.consume``, one at a time, with its own

@@ -51,12 +51,21 @@ sweep and ``restore_unacked`` put them back as before. Neither applies on
 RabbitMQ (another transport): there the batching strategy acknowledges message
 by message.
 
+Neither does it let a list item that is not a kombu message stop the worker
+(``_readable``): kombu decodes a popped item without a guard and builds the
+message by key, so ``LPUSH notifications 'not json'`` stopped the worker's
+main process, and the item, already off its list, was lost. Such an item is
+stored as a poison dead letter (its text, capped, with the reason) and the
+worker goes on.
+
 And it builds one redis-py client object per channel for its commands
 instead of one per command (see ``_create_client``).
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import time
 from collections.abc import Sequence
 from queue import Empty
@@ -74,6 +83,8 @@ from redis.retry import Retry
 
 from eventbus import sentevents
 
+log = logging.getLogger(__name__)
+
 # At most this many messages per pop-and-record script. Redis runs a script
 # alone, so it bounds how long one fetch holds the server (a few ms for 2 kB
 # messages); a batch of 200 (the analytics subscriber's) takes one script.
@@ -86,7 +97,7 @@ MOST_PER_FETCH = 256
 # record is kombu's ``dumps([payload, exchange, routing_key])``, built from
 # the message's own bytes. A message without a delivery tag or delivery info
 # goes back where it was (RPUSH to the end RPOP took it from) and the script
-# stops: kombu's own path then takes it, as it would have.
+# stops: the next BRPOP takes it, and ``_readable`` sets it aside as a dead letter.
 _POP_AND_RECORD = """
 local now = ARGV[1]
 local want = tonumber(ARGV[2])
@@ -230,7 +241,9 @@ class FailFastChannel(kombu_redis.Channel):
                 dest, item = dest__item
                 dest = bytes_to_str(dest).rsplit(self.sep, 1)[0]
                 self._queue_cycle.rotate(dest)
-                self._deliver_popped(loads(bytes_to_str(item)), dest)
+                payload = _readable(item, dest)
+                if payload is not None:
+                    self._deliver_popped(payload, dest)
                 return True
             else:
                 raise Empty()
@@ -240,15 +253,21 @@ class FailFastChannel(kombu_redis.Channel):
 
     def _deliver_popped(self, payload: dict[str, Any], queue: str) -> None:
         room = self._room_after_one(queue)
-        record = _record(payload) if room else None
-        if record is None:
+        if not room:
             return self.connection._deliver(payload, queue)
-        tag, value = record
+        tag, value = _record(payload)
         keys = [self.qos.unacked_index_key, self.qos.unacked_key]
         keys += [self._q_for_pri(queue, pri) for pri in self.priority_steps]
         prefix = self.global_keyprefix
         taken = self._script()(keys=[prefix + key for key in keys], args=[time.time(), room, tag, value])
-        payloads = [payload, *(loads(bytes_to_str(raw)) for raw in taken)]
+        payloads = [payload]
+        for raw in taken:
+            later = _readable(raw, queue)
+            if later is None:
+                # Set aside as a dead letter; the script had recorded it as unacknowledged.
+                self._forget_unacked(raw)
+            else:
+                payloads.append(later)
         tags = [tag, *(p["properties"]["delivery_tag"] for p in payloads[1:])]
         self._recorded.update(tags)
         delivered = 0
@@ -266,6 +285,23 @@ class FailFastChannel(kombu_redis.Channel):
             raise
         finally:
             self._recorded.clear()
+
+    def _forget_unacked(self, raw: bytes) -> None:
+        """Remove the unacknowledged record the pop-and-record script wrote for the item ``raw``."""
+        try:
+            # The script recorded it only after reading its tag with Lua's
+            # cjson, which reads some items Python's json does not (hex
+            # numbers, say). The tag as the script saw it: the same bytes.
+            tag = json.loads(raw.decode("utf-8", errors="surrogateescape"))["properties"]["delivery_tag"]
+            member = tag.encode("utf-8", errors="surrogateescape")
+        except (ValueError, TypeError, KeyError, AttributeError):
+            # The record stays: the visibility timeout's sweep puts the item
+            # back, and it is set aside again as the same dead letter (its id
+            # is the hash of its text).
+            log.warning("%d-byte item set aside: its unacknowledged record stays until the sweep", len(raw))
+            return
+        with self.conn_or_acquire() as client, client.pipeline() as pipe:
+            pipe.zrem(self.qos.unacked_index_key, member).hdel(self.qos.unacked_key, member).execute()
 
     def _room_after_one(self, queue: str) -> int:
         """How many more messages than the one just popped may be taken from ``queue`` now."""
@@ -288,14 +324,52 @@ class FailFastChannel(kombu_redis.Channel):
         return self._pop_and_record
 
 
-def _record(payload: dict[str, Any]) -> tuple[str, str] | None:
-    """The delivery tag and unacknowledged-hash value kombu's ``QoS.append`` writes for ``payload``."""
+def _readable(item: bytes, queue: str) -> dict[str, Any] | None:
+    """The kombu message a popped list item holds; or None, the item set aside as a poison dead letter.
+
+    kombu's own ``_brpop_read`` decodes the item without a guard, and builds
+    the message by key: an item that is not JSON or not a kombu message
+    (pushed by hand, by another program, or cut short) raised in the worker's
+    main process, which stopped, and the item, already off its list, was lost.
+    """
     try:
-        properties = payload["properties"]
-        delivery = properties["delivery_info"]
-        return properties["delivery_tag"], dumps([payload, delivery["exchange"], delivery["routing_key"]])
-    except (KeyError, TypeError):
-        return None
+        payload = loads(bytes_to_str(item))
+    except (ValueError, TypeError, KeyError) as exc:  # kombu's loads: json's errors, or its own type hooks'
+        reason = f"the list item is not JSON: {exc}"
+    else:
+        from eventbus.deadletters.shapes import redis_item_problem
+
+        problem = redis_item_problem(payload)
+        if problem is None:
+            return payload
+        reason = problem
+    _set_aside(item, queue, reason)
+    return None
+
+
+def _set_aside(item: bytes, queue: str, reason: str) -> None:
+    """Store ``item`` as a poison dead letter (its text, capped); never raises."""
+    log.error("%s: a list item that is not a kombu message was taken off the queue: %s", queue, reason)
+    try:
+        # Imported here: the transport loads before Django is set up.
+        from eventbus.deadletters.capture import send_to_dead_letter
+        from eventbus.deadletters.poison import failure_from_raw_item
+
+        send_to_dead_letter(failure_from_raw_item(item, queue=queue, reason=reason))
+    except Exception:
+        # Neither the broker nor the database took it (send_to_dead_letter
+        # logged the record it could): the log is the last place for the item.
+        log.critical("%s: list item NOT STORED as a dead letter; the item: %r", queue, item, exc_info=True)
+
+
+def _record(payload: dict[str, Any]) -> tuple[str, str]:
+    """The delivery tag and unacknowledged-hash value kombu's ``QoS.append`` writes for ``payload``.
+
+    ``payload`` passed ``_readable``: it has each of these, of the right type.
+    """
+    properties = payload["properties"]
+    delivery = properties["delivery_info"]
+    return properties["delivery_tag"], dumps([payload, delivery["exchange"], delivery["routing_key"]])
 
 
 class _ReportingPublishBatch(kombu_redis.PublishBatch):

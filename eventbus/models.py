@@ -221,6 +221,8 @@ class DeadLetter(models.Model):
     The id is derived from the failed delivery (see ``DeadLetterFailure.id``),
     so storing the same failure twice keeps one row. ``body`` is the envelope
     when the message was JSON; otherwise ``raw_body`` holds the bytes as text.
+    A body over ``EVENTBUS_DEAD_LETTER_BODY_MAX_BYTES`` is cut: ``raw_body``
+    holds its first bytes, ``body_length`` and ``body_sha256`` describe the whole.
     """
 
     Kind = models.TextChoices("Kind", [(k.name, (k.value, k.value.replace("_", " "))) for k in DeadLetterKind])
@@ -235,6 +237,14 @@ class DeadLetter(models.Model):
     queue = models.CharField(max_length=100, blank=True)
     body = models.JSONField(null=True, blank=True)
     raw_body = models.TextField(blank=True)
+    # Set only when the body was bigger than EVENTBUS_DEAD_LETTER_BODY_MAX_BYTES:
+    # raw_body then holds its first bytes (a preview) and body is null.
+    body_length = models.PositiveBigIntegerField(
+        null=True, blank=True, help_text="Set when the body was cut: the whole body's length in bytes."
+    )
+    body_sha256 = models.CharField(
+        max_length=64, blank=True, help_text="Set when the body was cut: the sha256 (hex) of the whole body."
+    )
     exception_type = models.CharField(max_length=255, blank=True)
     exception_message = models.TextField(blank=True)
     traceback = models.TextField(blank=True)
@@ -262,6 +272,11 @@ class DeadLetter(models.Model):
     @property
     def reason(self) -> str:
         return f"{self.exception_type}: {self.exception_message}" if self.exception_type else self.exception_message
+
+    @property
+    def body_truncated(self) -> bool:
+        """Cut when stored: ``raw_body`` is a preview; ``body_length`` and ``body_sha256`` describe the whole."""
+        return self.body_length is not None
 
 
 class DeadLetterReplay(models.Model):

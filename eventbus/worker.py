@@ -8,6 +8,15 @@ then lets Celery settle the message as before: acknowledged (or rejected
 without requeue, which on Redis is the same), never requeued, because a
 message that cannot be decoded now never will be, and requeueing would loop.
 
+It also checks each message's shape before Celery reads it
+(``create_task_handler``): a body that is not ``[args, kwargs, embed]``, args
+that are not a list or do not fit the task, a missing task id, a message over
+``EVENTBUS_MAX_MESSAGE_BYTES``... Celery's strategies unpack such a message in
+the worker's main process and raise an error nothing catches: the worker
+stopped, and the unacknowledged message stopped the next one. Here it becomes
+a poison dead letter like the others (eventbus/deadletters/shapes.py says why
+each check is there).
+
 Enabled by ``CELERY_WORKER_CONSUMER = "eventbus.worker:DeadLetteringConsumer"``.
 """
 
@@ -17,10 +26,16 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from celery.exceptions import InvalidTaskError
 from celery.worker.consumer import Consumer
 from kombu.exceptions import ContentDisallowed
+from vine import promise
 
 log = logging.getLogger(__name__)
+
+# What reading a message of an unforeseen shape raises (unpacking, indexing,
+# a missing attribute): the errors Celery's on_task_received does not catch.
+_SHAPE_ERRORS = (ValueError, TypeError, KeyError, IndexError, AttributeError)
 
 
 class DeadLetteringConsumer(Consumer):  # type: ignore[misc]  # celery ships no type hints
@@ -30,6 +45,43 @@ class DeadLetteringConsumer(Consumer):  # type: ignore[misc]  # celery ships no 
     is logged in full, see ``send_to_dead_letter``), and the message is
     always settled without requeue.
     """
+
+    def create_task_handler(self, promise: Any = promise) -> Callable[[Any], None]:
+        """Celery's ``on_task_received``, behind a check of each message's shape.
+
+        Why here: this is the one function every task message passes through,
+        whatever its task (ours, a batching one, Celery's own built-ins), and
+        Celery's consumer lets a subclass build it (``worker_consumer``). A
+        task's ``Strategy`` would cover only the tasks that set it, and could
+        not see a task name that is not even a string (Celery looks it up in
+        a dict first: ``TypeError``). The check comes before Celery reads the
+        message, so a bad one is never half handed to the pool.
+        """
+        on_task_received = super().create_task_handler(promise)
+        from django.conf import settings
+
+        from eventbus.deadletters.shapes import task_message_problem
+
+        tasks = self.app.tasks
+        max_bytes = settings.EVENTBUS_MAX_MESSAGE_BYTES
+
+        def guarded(message: Any) -> None:
+            try:
+                problem = task_message_problem(message, tasks, max_bytes)
+                if problem is None:
+                    return on_task_received(message)
+            except _SHAPE_ERRORS as exc:
+                # A shape the check did not foresee: still a poison message,
+                # never the end of the worker. (Were it Celery failing after
+                # it handed a good message on, the message would run and be
+                # a dead letter too: the ledger keeps its effect once.)
+                log.exception("a message could not be read")
+                if message.acknowledged:
+                    return None
+                problem = f"the worker could not read the message: {type(exc).__name__}: {exc}"
+            return self.on_invalid_task(None, message, InvalidTaskError(problem))
+
+        return guarded
 
     def on_decode_error(self, message: Any, exc: Exception) -> None:
         reason = f"body could not be decoded as {message.content_type or 'unknown content'}: {exc}"

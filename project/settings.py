@@ -626,6 +626,17 @@ CELERY_BEAT_SCHEDULE["eventbus.purge_dead_letters"] = {
     "schedule": 3600.0,
     "options": {"queue": queues.EVENTBUS, "expires": 3600.0},
 }
+# A message bigger than this is not handed to a task: the worker's consumer
+# takes it off the queue as a poison dead letter (eventbus/worker.py). The
+# largest message the project sends is a telemetry batch (a request body is at
+# most 1 MiB, telemetry/schemas.py), so 4 MiB leaves room and still stops a
+# runaway producer from filling a worker's memory one message at a time.
+EVENTBUS_MAX_MESSAGE_BYTES = env_int("EVENTBUS_MAX_MESSAGE_BYTES", 4 * 1024 * 1024, minimum=1024)
+# A dead letter keeps at most this much of a body; beyond it, a preview, the
+# whole length and a sha256 of the whole (eventbus/deadletters/failure.py):
+# enough to read and recognise any envelope the project sends, without storing
+# (and rendering on the ops page) a 20 MB body whole.
+EVENTBUS_DEAD_LETTER_BODY_MAX_BYTES = env_int("EVENTBUS_DEAD_LETTER_BODY_MAX_BYTES", 64 * 1024, minimum=1024)
 
 # Every ten minutes: each run deletes at most a bounded number of expired
 # readings (telemetry/retention.py), so a run never holds the database long.

@@ -6,6 +6,7 @@ Also holds the small builders the other test_deadletters_* files import.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -136,6 +137,68 @@ def test_a_huge_traceback_is_cut_keeping_its_end() -> None:
     made = failure(traceback="frame\n" * 10_000 + "TheError: why")
     assert len(made.traceback) <= 20_000
     assert made.traceback.endswith("TheError: why")
+
+
+# --- the body cap (EVENTBUS_DEAD_LETTER_BODY_MAX_BYTES) -------------------------
+
+
+def test_a_body_over_the_cap_is_kept_as_a_preview_with_its_length_and_hash(settings: Any) -> None:
+    # given: a cap of 1 KiB, and an envelope of about 3 KiB with a character of two bytes
+    settings.EVENTBUS_DEAD_LETTER_BODY_MAX_BYTES = 1024
+    body = envelope(payload={"user_id": 7, "note": "é" * 1500})
+    whole = json.dumps(body, separators=(",", ":")).encode()
+
+    made = failure(body=body)
+
+    # then: a preview of at most the cap, cut on a character, and the whole described
+    assert made.body is None and made.body_truncated
+    assert made.raw_body is not None and len(made.raw_body.encode()) <= 1024
+    assert whole.decode().startswith(made.raw_body) and len(made.raw_body.encode()) >= 1023
+    assert (made.body_length, made.body_sha256) == (len(whole), hashlib.sha256(whole).hexdigest())
+    # the event is still named, as for a whole body
+    assert (str(made.event_id), made.event_type) == (body["id"], "user.signed_up")
+
+
+def test_a_raw_body_over_the_cap_is_cut_and_one_under_it_is_kept_whole(settings: Any) -> None:
+    settings.EVENTBUS_DEAD_LETTER_BODY_MAX_BYTES = 1024
+    big = failure(body=None, raw_body="x" * 5000, task_id="")
+    assert (big.raw_body, big.body_length) == ("x" * 1024, 5000)
+    assert big.body_sha256 == hashlib.sha256(b"x" * 5000).hexdigest()
+
+    small = failure(body=None, raw_body="x" * 1024, task_id="")
+    assert (small.raw_body, small.body_length, small.body_sha256) == ("x" * 1024, None, "")
+    assert not small.body_truncated and failure().body_length is None
+
+
+def test_a_cut_body_round_trips_through_the_wire_and_the_store(settings: Any, db: None) -> None:
+    settings.EVENTBUS_DEAD_LETTER_BODY_MAX_BYTES = 1024
+    made = failure(body=None, raw_body="y" * 3000, task_id="")
+    # the id comes from the hash of the whole, not from the preview
+    assert made.id != failure(body=None, raw_body="y" * 3001, task_id="").id
+
+    again = DeadLetterFailure.from_wire(json.loads(json.dumps(made.to_wire())))
+    assert again == made
+
+    row, _ = store(again)
+    row.refresh_from_db()
+    assert (row.raw_body, row.body_length, row.body_sha256) == ("y" * 1024, 3000, made.body_sha256)
+    assert row.body_truncated
+
+
+def test_the_ops_page_and_the_admin_show_the_preview_and_say_it_was_cut(settings: Any, admin_client: Any) -> None:
+    settings.EVENTBUS_DEAD_LETTER_BODY_MAX_BYTES = 1024
+    row, _ = store(failure(kind=Kind.POISON, body=None, raw_body="<b>" + "w" * 20_000, task_id=""))
+
+    page = admin_client.get(f"/ops/deadletters/{row.pk}/")
+    admin_page = admin_client.get(f"/admin/eventbus/deadletter/{row.pk}/change/")
+
+    for response in (page, admin_page):
+        assert response.status_code == 200
+        assert row.body_sha256 in response.text and "20003" in response.text
+        assert "w" * 1021 in response.text and "w" * 1022 not in response.text  # the preview, not the whole
+        assert "&lt;b&gt;" in response.text  # escaped, never rendered as markup
+    assert "Cut when stored" in page.text and "cannot be replayed" in page.text
+    assert "the raw body shows its first 1024 of 20003 bytes" in admin_page.text
 
 
 # --- the store -----------------------------------------------------------------

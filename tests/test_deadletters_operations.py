@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from django.test import override_settings
@@ -152,3 +153,18 @@ def test_retention_purges_what_last_failed_before_the_retention_period() -> None
     assert not DeadLetter.objects.filter(pk=expired.pk).exists()
     with pytest.raises(ValueError, match="at least one day"):
         operations.purge_older_than(0)
+
+
+def test_a_cut_body_is_not_replayed_and_says_why(broker: None, settings: Any) -> None:
+    # given: a poison letter whose body was too big to keep whole
+    settings.EVENTBUS_DEAD_LETTER_BODY_MAX_BYTES = 1024
+    cut = dead_letter(kind=Kind.POISON, body=envelope(payload={"user_id": 7, "pad": "z" * 4000}))
+    assert cut.body_truncated
+
+    # when: replayed, even to a named subscriber
+    report = operations.replay([cut], by="ops", subscriber=ANALYTICS)
+
+    # then: nothing is sent; the reason names the cut, its length and its hash
+    (item,) = report.not_replayable
+    assert not report.sent and queued(queues.ANALYTICS) == []
+    assert "cut when stored" in item.reason and str(cut.body_length) in item.reason and cut.body_sha256 in item.reason

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from celery.worker.consumer import Consumer
 from django.conf import settings
 from kombu import Connection, Message
 
@@ -23,6 +24,7 @@ from eventbus import counters, registry, worker
 from eventbus.deadletters import Kind, operations, send_to_dead_letter
 from eventbus.deadletters.capture import DeadLetterNotCaptured
 from eventbus.deadletters.poison import failure_from_message
+from eventbus.deadletters.shapes import task_message_problem
 from eventbus.models import DeadLetter, ProcessedEvent
 from eventbus.redis import client as redis_client
 from project import queues
@@ -90,6 +92,59 @@ def test_the_hooks_never_raise_and_always_ack(monkeypatch: pytest.MonkeyPatch) -
     worker._settle(message, celery_default_fails)
 
     assert message.acknowledged and message.channel.acked == ["tag-1"]
+
+
+def test_the_shape_check_passes_every_form_celery_reads_and_leaves_celerys_own_refusals_to_it() -> None:
+    tasks = celery_app.tasks
+    wire = envelope()
+
+    def problem(body: Any, headers: dict[str, Any] | None, content_type: str = "application/json") -> str | None:
+        message = raw_message(json.dumps(body).encode(), content_type, headers)
+        message.headers = headers  # raw_message turns None into {}
+        return task_message_problem(message, tasks, 1_000_000)
+
+    header = {"task": ANALYTICS, "id": "t-1", "retries": 2, "timelimit": [90, 60.5]}
+    # protocol 2, Celery's hybrid form and protocol 1 are read as Celery reads them
+    assert problem([[wire], {}, {"callbacks": None}], header) is None
+    assert problem([[wire], {}, None], header) is None
+    assert problem({"args": [wire], "kwargs": {}}, header) is None
+    assert problem({"task": ANALYTICS, "id": "t-1", "args": [wire], "kwargs": {}}, {}) is None
+    # what Celery itself dead-letters (through DeadLetteringConsumer) is left to it
+    assert problem({"a": 1}, {}) is None  # no task name anywhere: not a task message
+    assert problem({"a": 1}, None) is None
+    assert problem({"a": 1}, {"task": "no.such.task", "id": "t-2"}) is None
+    raw = raw_message(b"{not json", "application/json", header)
+    assert task_message_problem(raw, tasks, 1_000_000) is None
+    # and a protocol 1 body is checked like the others
+    assert "args are str" in str(problem({"task": ANALYTICS, "id": "t-1", "args": "x"}, {}))
+    assert "over the 8 a message may have" in str(task_message_problem(raw, tasks, 8))
+
+
+def test_a_shape_the_check_did_not_foresee_is_dead_lettered_and_never_stops_the_consumer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # given: Celery's handler failing on a message the check let through
+    def celery_reads(message: Any) -> None:
+        raise ValueError("not enough values to unpack (expected 3, got 1)")
+
+    monkeypatch.setattr(Consumer, "create_task_handler", lambda self, promise=None: celery_reads)
+    monkeypatch.setattr(Consumer, "on_invalid_task", lambda self, body, message, exc: None)
+    reasons: list[str] = []
+    monkeypatch.setattr(worker, "_dead_letter", lambda message, reason, exc, **_: reasons.append(reason))
+    consumer = worker.DeadLetteringConsumer.__new__(worker.DeadLetteringConsumer)
+    consumer.app = celery_app
+    body = json.dumps([[envelope()], {}, {}]).encode()
+    message = raw_message(body, "application/json", {"task": ANALYTICS, "id": "t"})
+
+    # when
+    consumer.create_task_handler()(message)
+
+    # then: a poison dead letter with what went wrong, the message settled, nothing raised
+    assert reasons == [
+        "invalid task message: the worker could not read the message: "
+        "ValueError: not enough values to unpack (expected 3, got 1)"
+    ]
+    assert message.acknowledged
 
 
 # --- integration: a real worker, the real Redis --------------------------------

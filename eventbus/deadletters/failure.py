@@ -28,6 +28,13 @@ MAX_MESSAGE_CHARS = 5_000
 MAX_TRACEBACK_CHARS = 20_000
 
 
+def body_cap() -> int:
+    """``EVENTBUS_DEAD_LETTER_BODY_MAX_BYTES``: the most of a body a dead letter keeps (see ``cap_body``)."""
+    from django.conf import settings  # read when a failure is built: settings are configured by then
+
+    return int(settings.EVENTBUS_DEAD_LETTER_BODY_MAX_BYTES)
+
+
 class Kind(StrEnum):
     """Why a message became a dead letter."""
 
@@ -74,6 +81,10 @@ class DeadLetterFailure:
     event_type: str = ""
     message_id: str = ""
     """A broker-level id for messages without a task id (Redis' delivery tag), so a redelivery maps to one row."""
+    body_length: int | None = None
+    """Set when the body was cut (``cap_body``): the whole body's length in bytes; ``raw_body`` is its preview."""
+    body_sha256: str = ""
+    """Set when the body was cut: the sha256 (hex) of the whole body, to match it against a copy kept elsewhere."""
 
     def __post_init__(self) -> None:
         # Normalize in place (frozen dataclass: object.__setattr__), so that every
@@ -87,6 +98,17 @@ class DeadLetterFailure:
             # Never lose the message because its body is not JSON-ready: keep its repr.
             object.__setattr__(self, "raw_body", self.raw_body if self.raw_body is not None else repr(self.body))
             object.__setattr__(self, "body", None)
+        if self.body_length is None:
+            cut = cap_body(self.body, self.raw_body, body_cap())
+            if cut is not None:
+                object.__setattr__(self, "body", None)
+                object.__setattr__(self, "raw_body", cut.preview)
+                object.__setattr__(self, "body_length", cut.length)
+                object.__setattr__(self, "body_sha256", cut.sha256)
+
+    @property
+    def body_truncated(self) -> bool:
+        return self.body_length is not None
 
     @property
     def id(self) -> uuid.UUID:
@@ -95,6 +117,9 @@ class DeadLetterFailure:
             key = f"task:{self.task_id}|attempts:{self.attempts}"
         elif self.message_id:
             key = f"message:{self.message_id}"
+        elif self.body_sha256:
+            # A cut body: the hash of the whole, so that the same message maps to one row.
+            key = f"queue:{self.queue}|body:{self.body_sha256}"
         else:
             # No id at all (a bare message): identical bodies on one queue are one dead letter.
             content = json.dumps(self.body, sort_keys=True) if self.body is not None else (self.raw_body or "")
@@ -168,6 +193,8 @@ class DeadLetterFailure:
             "event_id": str(self.event_id) if self.event_id else None,
             "event_type": self.event_type,
             "message_id": self.message_id,
+            "body_length": self.body_length,
+            "body_sha256": self.body_sha256,
         }
 
     @classmethod
@@ -192,11 +219,44 @@ class DeadLetterFailure:
             event_id=_uuid_or_none(wire.get("event_id")),
             event_type=wire.get("event_type") or "",
             message_id=wire.get("message_id") or "",
+            body_length=int(wire["body_length"]) if wire.get("body_length") is not None else None,
+            body_sha256=wire.get("body_sha256") or "",
         )
         if str(failure.id) != wire["id"]:
             # The id is derived from the fields: a mismatch means the message was altered.
             raise ValueError(f"dead-letter message id {wire['id']} does not match its content ({failure.id})")
         return failure
+
+
+@dataclass(frozen=True)
+class CutBody:
+    """A body too big to keep whole: its first bytes, its whole length and the hash of the whole."""
+
+    preview: str
+    length: int
+    sha256: str
+
+
+def cap_body(body: Any, raw_body: str | None, limit: int) -> CutBody | None:
+    """``None`` when the body fits in ``limit`` bytes; otherwise what a dead letter keeps of it.
+
+    The body is measured as the text a dead letter would store: the JSON text
+    of a JSON body (``json.dumps``, compact), or the raw body's text (invalid
+    UTF-8 already shown as ``\\x..`` escapes), in UTF-8. A dead letter of a
+    20 MB message would otherwise be stored, sent through the ``dead_letter``
+    queue and rendered on the ops page whole. The preview is the first
+    ``limit`` bytes of that text, cut on a character boundary.
+    """
+    if body is None and raw_body is None:
+        return None
+    text = json.dumps(body, separators=(",", ":")) if body is not None else raw_body or ""
+    if len(text) * 4 <= limit:
+        return None  # cannot exceed the limit even at four UTF-8 bytes per character: no encoding needed
+    whole = text.encode("utf-8", errors="backslashreplace")
+    if len(whole) <= limit:
+        return None
+    preview = whole[:limit].decode("utf-8", errors="ignore")
+    return CutBody(preview=preview, length=len(whole), sha256=hashlib.sha256(whole).hexdigest())
 
 
 def envelope_identity(body: Any) -> tuple[uuid.UUID | None, str]:

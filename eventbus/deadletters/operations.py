@@ -136,6 +136,15 @@ class _Plan:
 
 def _plan(dead_letter: DeadLetter, override: str | None) -> _Plan:
     """Where ``dead_letter`` would go and what it would carry, or why it cannot be replayed."""
+    if dead_letter.body_truncated:
+        # Only a preview was kept: what would be sent is not what failed.
+        return _Plan(
+            None,
+            None,
+            None,
+            f"the body was cut when stored (its first {len(dead_letter.raw_body.encode())} of "
+            f"{dead_letter.body_length} bytes kept, sha256 {dead_letter.body_sha256}); a replay could not be faithful",
+        )
     target = override or dead_letter.subscriber
     if not target:
         return _Plan(None, None, None, "no subscriber recorded; name the subscriber to replay it to")

@@ -1,6 +1,8 @@
-"""Poison messages that never reach a task: undecodable, disallowed, or for an unknown task.
+"""Poison messages that never reach a task: undecodable, disallowed, of the wrong shape, or for an unknown task.
 
-The worker's consumer (eventbus.worker) meets these before any task code runs.
+The worker's consumer (eventbus.worker) meets these before any task code runs;
+the Redis transport (eventbus.broker) meets list items that are not even a
+kombu message.
 This module reads what can safely be read from such a message, to describe it
 as a dead letter. It never deserializes anything but JSON: a pickled body is
 kept as text, never unpickled.
@@ -15,6 +17,9 @@ from typing import Any
 from eventbus.deadletters.failure import DeadLetterFailure, Kind, envelope_identity, qualified_name
 
 _JSON_TYPES = ("application/json",)
+
+UNREADABLE_ITEM = "UnreadableBrokerItem"
+"""The exception type a dead letter names for a Redis list item that is not a kombu message."""
 
 
 def failure_from_message(
@@ -56,6 +61,36 @@ def failure_from_message(
         # Redis tags each message with a UUID string kept across redeliveries;
         # AMQP's integer tags are per channel and would not identify it.
         message_id=tag if isinstance(tag, str) else "",
+    )
+
+
+def failure_from_raw_item(item: bytes, *, queue: str, reason: str) -> DeadLetterFailure:
+    """Describe a Redis list item that is not a kombu message as a ``poison`` dead letter.
+
+    The item is kept as text, whatever it holds (the dead letter caps it);
+    when it is JSON with readable task headers, their task name and id are
+    noted too, so that two such items make two dead letters.
+    """
+    raw_text = _as_text(item)
+    headers: Any = None
+    try:
+        parsed = json.loads(raw_text)
+    except ValueError:
+        parsed = None
+    if isinstance(parsed, dict):
+        headers = parsed.get("headers")
+    if not isinstance(headers, dict):
+        headers = {}
+    task_name = _text(headers.get("task")) if isinstance(headers.get("task"), str) else ""
+    return DeadLetterFailure(
+        kind=Kind.POISON,
+        queue=queue,
+        exception_type=UNREADABLE_ITEM,
+        exception_message=reason,
+        raw_body=raw_text,
+        subscriber=_subscriber_named(task_name) if task_name else "",
+        task_name=task_name,
+        task_id=_text(headers.get("id")) if isinstance(headers.get("id"), str) else "",
     )
 
 

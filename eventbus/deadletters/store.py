@@ -28,6 +28,8 @@ def store(failure: DeadLetterFailure) -> tuple[DeadLetter, bool]:
             "body": failure.body,
             # Postgres text cannot hold NUL; a pickled or binary body may contain it.
             "raw_body": (failure.raw_body or "").replace("\x00", "\\x00"),
+            "body_length": failure.body_length,
+            "body_sha256": failure.body_sha256,
             "exception_type": failure.exception_type,
             "exception_message": failure.exception_message,
             "traceback": failure.traceback,
