@@ -29,8 +29,14 @@ def stop_deadline() -> float:
     return 2 * STOP_GRACE + MARGIN
 
 
-def signup_with_broker_down() -> float:
-    """One sign-up's request while the broker refuses connections.
+def broker_refusal() -> float:
+    """One call to a broker (or the bus's Redis) that refuses it: a connection bounded by
+    EVENTBUS_PUBLISH_TIMEOUT, no retry (project/settings.py, eventbus/redis.py)."""
+    return settings.EVENTBUS_PUBLISH_TIMEOUT + REQUEST_MARGIN
+
+
+def request_with_broker_down() -> float:
+    """One request that publishes (a sign-up, a telemetry batch) while the broker refuses connections.
 
     The request meets the broker at most twice (the queue-depth check of backpressure
     and the publish), each bounded by EVENTBUS_PUBLISH_TIMEOUT with no retry
