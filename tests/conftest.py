@@ -257,3 +257,21 @@ def worker_process(
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, 9)
                 process.wait(timeout=10)
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """The skipped tests grouped by reason, with counts, in one block: a skip nobody meant shows in CI's log."""
+    reasons: dict[str, list[str]] = {}
+    for report in terminalreporter.stats.get("skipped", []):
+        longrepr = report.longrepr
+        reason = longrepr[2] if isinstance(longrepr, tuple) else str(longrepr)
+        reasons.setdefault(reason.removeprefix("Skipped: "), []).append(report.nodeid)
+    if not reasons:
+        return
+    terminalreporter.section(f"skipped: {sum(len(ids) for ids in reasons.values())} tests, by reason")
+    for reason, ids in sorted(reasons.items(), key=lambda item: -len(item[1])):
+        terminalreporter.write_line(f"{len(ids):4d}  {reason}")
+        for nodeid in ids[:3]:
+            terminalreporter.write_line(f"        {nodeid}")
+        if len(ids) > 3:
+            terminalreporter.write_line(f"        ... and {len(ids) - 3} more")

@@ -13,7 +13,7 @@ from django.db import transaction
 
 from analytics.models import AnalyticsEvent
 from devinbox.sink import SmtpSink
-from eventbus import counters, registry
+from eventbus import batching, counters, registry
 from eventbus.deadletters import Kind
 from eventbus.models import DeadLetter, OutboxEvent, ProcessedEvent
 from eventbus.publish import publish
@@ -96,8 +96,7 @@ def test_batches_grow_past_the_default_prefetch_limit_beside_emails_that_keep_it
 
 
 def test_poison_duplicates_and_gaps_in_a_batch_go_their_own_way(broker: None) -> None:
-    # given: in one batch, a new event, one already recorded, a broken one,
-    # and a verification whose sign-up was never recorded (a gap)
+    # given: an event already recorded
     purge_broker()
     task = registry.get(ANALYTICS).task
     fresh, done = pending_events(2, first_user=10)
@@ -111,15 +110,34 @@ def test_poison_duplicates_and_gaps_in_a_batch_go_their_own_way(broker: None) ->
     with running_worker(queues.ANALYTICS, queues.DEAD_LETTER, concurrency=2):
         task.apply_async(args=(done_wire,), queue=queues.ANALYTICS)
         wait_for(lambda: AnalyticsEvent.objects.filter(event_id=done).exists(), what="the earlier delivery")
+        # a batch is counted after its commit (bookkeeping.finish_many): stop the worker only then
+        wait_for(lambda: counters.read(counters.BATCHED).get(ANALYTICS) == 1, what="the earlier batch counted")
+    batches_before = counters.read(counters.BATCHES).get(ANALYTICS, 0)
+
+    # and: waiting together in the queue, so that one worker fetches them as one batch: a new
+    # event, the one already recorded, a broken one, a verification whose sign-up was never
+    # recorded (a gap), and the verification of the new event's sign-up (in order after it)
+    sent = {
+        task.apply_async(args=(wire,), queue=queues.ANALYTICS).id
         for wire in (
             OutboxEvent.objects.get(id=fresh).to_wire(),
             done_wire,
             broken,
             OutboxEvent.objects.get(id=gapped.id).to_wire(),
             OutboxEvent.objects.get(id=verified.id).to_wire(),
-        ):
-            task.apply_async(args=(wire,), queue=queues.ANALYTICS)
+        )
+    }
+    assert queue_length(queues.ANALYTICS) == 5
 
+    # when: a worker takes them (its pool runs each batch in this process: the test sees what each held)
+    batches: list[set[str]] = []
+    run_batch = batching.run_batch
+
+    def seen(task_name: str, items: list[batching.Item]) -> list[str]:
+        batches.append({item.task_id for item in items})
+        return run_batch(task_name, items)
+
+    with mock.patch.object(batching, "run_batch", seen), running_worker(queues.ANALYTICS, queues.DEAD_LETTER):
         # then: the new one and the in-order verification are recorded once, the
         # duplicate skipped, the broken one dead-lettered, the gap waits
         wait_for(lambda: DeadLetter.objects.filter(kind=Kind.POISON).exists(), what="the poison dead letter")
@@ -132,6 +150,10 @@ def test_poison_duplicates_and_gaps_in_a_batch_go_their_own_way(broker: None) ->
     assert AnalyticsEvent.objects.filter(event_id=done).count() == 1
     assert not AnalyticsEvent.objects.filter(event_id=gapped.id).exists()
     assert DeadLetter.objects.get().body == broken
+    # and: they were one batch
+    assert batches and batches[0] == sent, f"batches held {batches}, not the five at once"
+    # ... whose two events of one aggregate went one by one (each must see its predecessor), not in bulk
+    assert counters.read(counters.BATCHES).get(ANALYTICS, 0) == batches_before
 
 
 def test_an_effect_that_fails_in_bulk_goes_its_own_way_and_the_others_are_recorded(broker: None) -> None:

@@ -1,10 +1,15 @@
-"""The shared circuit breaker's state machine against a real Redis, with short timeouts."""
+"""The shared circuit breaker's state machine against a real Redis, with time driven by the test.
+
+Nothing here waits for the wall clock: the reset timeout and the probe's lease
+are an hour, far longer than any test takes however loaded the machine, and a
+test lets time pass with ``elapse``, which moves the moments the breaker's state
+holds into the past, as if the time had gone by.
+"""
 
 from __future__ import annotations
 
 import logging
 import threading
-import time
 from typing import Any
 
 import pytest
@@ -12,9 +17,11 @@ import pytest
 from eventbus import redis as eventbus_redis
 from eventbus.breaker import CircuitBreaker
 
-RESET = 0.3
-# Slack for the time between two Redis calls of one test.
-SLACK = 0.1
+RESET = 3600.0
+# Decisions come back in whole microseconds; the server's clock is read as a float.
+MICROSECOND = 2e-6
+# The moments of the breaker's hash, in whole microseconds of the Redis server's clock (eventbus/breaker.py).
+MOMENTS = ("opened_at", "half_open_at", "probe_until")
 
 
 def server_now() -> float:
@@ -22,12 +29,29 @@ def server_now() -> float:
     return seconds + microseconds / 1_000_000
 
 
-def sleep_until(moment: float) -> None:
-    """Sleep until ``moment`` on the Redis server's clock (bounded: the tests' moments are under a second away)."""
-    remaining = moment - server_now()
-    assert remaining < 5, f"refusing to sleep {remaining:.1f}s"
-    if remaining > 0:
-        time.sleep(remaining + 0.005)
+def elapse(breaker: CircuitBreaker, seconds: float) -> None:
+    """Let ``seconds`` pass for ``breaker``: each moment its state holds moves that far into the past.
+
+    The breaker compares those moments with the Redis server's clock and nothing
+    else, so to it this is the time going by.
+    """
+    connection = eventbus_redis.client()
+    held = dict(zip(MOMENTS, connection.hmget(breaker.redis_key, MOMENTS), strict=True))
+    shift = round(seconds * 1_000_000)
+    connection.hset(
+        breaker.redis_key, mapping={name: int(value) - shift for name, value in held.items() if value is not None}
+    )
+
+
+def assert_told_to_wait_until(breaker: CircuitBreaker, moment: float | None) -> float:
+    """``before_call`` refuses, with the wait from the moment it was called until ``moment``."""
+    assert moment is not None
+    before = server_now()
+    wait = breaker.before_call()
+    after = server_now()
+    assert wait is not None, "the caller was let through"
+    assert moment - after - MICROSECOND <= wait <= moment - before + MICROSECOND
+    return wait
 
 
 def opened(breaker: CircuitBreaker) -> CircuitBreaker:
@@ -39,9 +63,7 @@ def opened(breaker: CircuitBreaker) -> CircuitBreaker:
 
 
 def until_half_open(breaker: CircuitBreaker) -> None:
-    half_open_at = breaker.state().half_open_at
-    assert half_open_at is not None
-    sleep_until(half_open_at)
+    elapse(breaker, breaker.reset_timeout)
 
 
 def race_for_the_probe(breaker: CircuitBreaker, callers: int = 16) -> list[float | None]:
@@ -97,12 +119,9 @@ def test_an_open_breaker_refuses_everyone_with_the_wait_until_it_half_opens(redi
     half_open_at = breaker.state().half_open_at
     assert half_open_at is not None
 
-    answers = [breaker.before_call() for _ in range(5)]
-
-    for answer in answers:
-        assert answer is not None
+    for _ in range(5):
+        answer = assert_told_to_wait_until(breaker, half_open_at)
         assert 0 < answer <= RESET
-        assert server_now() + answer == pytest.approx(half_open_at, abs=SLACK)
 
 
 def test_a_success_resets_the_consecutive_count(redis_prefix: str) -> None:
@@ -122,11 +141,10 @@ def test_a_success_resets_the_consecutive_count(redis_prefix: str) -> None:
 
 
 def test_after_the_reset_timeout_exactly_one_of_many_concurrent_callers_probes(redis_prefix: str) -> None:
-    # A long probe lease: on a loaded machine the 16 callers may take longer
-    # than RESET to all arrive, and a lease that ran out would rightly let a
-    # second probe through. What is tested here is the race, not the lease.
-    lease = 30.0
-    breaker = opened(CircuitBreaker("race", failure_threshold=1, reset_timeout=RESET, probe_lease=lease))
+    # The probe's lease is RESET too: however long the 16 callers take to arrive,
+    # it does not run out. What is tested here is the race, not the lease.
+    lease = RESET
+    breaker = opened(CircuitBreaker("race", failure_threshold=1, reset_timeout=RESET))
 
     # Three rounds: a failed probe reopens it, and the next race has one winner again.
     for _ in range(3):
@@ -157,10 +175,11 @@ def test_a_probe_that_succeeds_closes_the_breaker_for_everyone(redis_prefix: str
 
 def test_a_probe_that_fails_reopens_it_for_another_reset_timeout(redis_prefix: str) -> None:
     breaker = opened(CircuitBreaker("probe-fails", failure_threshold=2, reset_timeout=RESET))
-    first_opened_at = breaker.state().opened_at
     until_half_open(breaker)
+    first_opened_at = breaker.state().opened_at
     assert breaker.before_call() is None
 
+    failed_at = server_now()
     breaker.record_failure()
 
     state = breaker.state()
@@ -168,28 +187,26 @@ def test_a_probe_that_fails_reopens_it_for_another_reset_timeout(redis_prefix: s
     assert state.consecutive_failures == 3
     assert state.opened_at is not None
     assert first_opened_at is not None
+    assert state.opened_at >= failed_at - MICROSECOND
     assert state.opened_at >= first_opened_at + RESET
     assert state.half_open_at == pytest.approx(state.opened_at + RESET)
-    wait = breaker.before_call()
-    assert wait is not None
-    assert RESET - SLACK < wait <= RESET
+    wait = assert_told_to_wait_until(breaker, state.half_open_at)
+    assert 0 < wait <= RESET
 
 
 def test_an_abandoned_probe_loses_its_slot_when_its_lease_expires(redis_prefix: str) -> None:
-    breaker = opened(CircuitBreaker("abandoned", failure_threshold=1, reset_timeout=RESET, probe_lease=0.2))
+    lease = RESET / 6
+    breaker = opened(CircuitBreaker("abandoned", failure_threshold=1, reset_timeout=RESET, probe_lease=lease))
     until_half_open(breaker)
 
     # given a probe whose worker died: it took the slot and never reported
     assert breaker.before_call() is None
-    lease_end = breaker.state().probe_until
-    assert lease_end is not None
     # then the others are told to wait for the lease, no longer
-    wait = breaker.before_call()
-    assert wait is not None
-    assert 0 < wait <= 0.2
+    wait = assert_told_to_wait_until(breaker, breaker.state().probe_until)
+    assert 0 < wait <= lease
 
     # when the lease runs out
-    sleep_until(lease_end)
+    elapse(breaker, lease)
 
     # then exactly one caller takes over as the probe
     answers = race_for_the_probe(breaker, callers=8)

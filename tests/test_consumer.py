@@ -151,8 +151,13 @@ def test_a_broken_envelope_is_poison_and_the_worker_keeps_serving(all_queues: An
     assert letter.body == broken
 
 
-def test_a_task_that_keeps_killing_its_worker_is_dead_lettered(all_queues: Any, settings: Any) -> None:
-    # given: this delivery already started (and died) as often as allowed
+def test_a_delivery_counted_max_deliveries_starts_is_dead_lettered_as_worker_lost(
+    all_queues: Any, settings: Any
+) -> None:
+    """The guard alone, its count written by hand: the delivery count of a task already at the limit
+    dead-letters the next start instead of running it. A task that really kills its worker
+    process each time: tests/faults/test_a_task_that_kills_its_worker.py."""
+    # given: this delivery's count says it already started (and never ended) as often as allowed
     settings.EVENTBUS_MAX_DELIVERIES = 2
     wire = wire_for(UserSignedUp(user_id=4), "user:4")
     purge_broker()

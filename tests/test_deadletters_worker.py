@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import json
 import pickle
-import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from celery.worker import state as worker_state
 from celery.worker.consumer import Consumer
 from django.conf import settings
 from kombu import Connection, Message
@@ -175,6 +175,13 @@ def unacked() -> int:
     return int(redis_client().hlen(settings.REDIS_KEY_PREFIX + "unacked"))
 
 
+def settled() -> bool:
+    """Nothing left that could come back: no message waiting, none unacknowledged on Redis, and the
+    worker (a thread of this process) holding no request, running or reserved (on any broker)."""
+    waiting = queue_length(queues.ANALYTICS) + queue_length(queues.DEAD_LETTER) + unacked()
+    return waiting == 0 and not worker_state.active_requests and not worker_state.reserved_requests
+
+
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.integration
 def test_poison_messages_become_dead_letters_and_the_worker_keeps_serving(dead_letter_worker: Any) -> None:
@@ -209,9 +216,8 @@ def test_poison_messages_become_dead_letters_and_the_worker_keeps_serving(dead_l
     registry.get(ANALYTICS).task.apply_async(args=(good,), queue=queues.ANALYTICS)
     wait_for(lambda: AnalyticsEvent.objects.filter(event_id=good["id"]).exists(), what="the valid event recorded")
 
-    # and: nothing loops: no message left, none unacknowledged, no new dead letter
-    time.sleep(1.0)
-    assert queue_length(queues.ANALYTICS) == queue_length(queues.DEAD_LETTER) == unacked() == 0
+    # and: nothing loops: once no message is left anywhere, there are no new dead letters
+    wait_for(settled, what="every message settled")
     assert DeadLetter.objects.count() == 3
 
 
@@ -223,8 +229,7 @@ def test_a_failure_sent_twice_through_the_dead_letter_queue_is_stored_once(dead_
     send_to_dead_letter(made)  # a redelivered failure: same id
 
     wait_for(lambda: DeadLetter.objects.filter(pk=made.id).exists(), what="the stored dead letter")
-    wait_for(lambda: queue_length(queues.DEAD_LETTER) == 0 and unacked() == 0, what="both messages consumed")
-    time.sleep(0.5)
+    wait_for(settled, what="both messages consumed")
     assert DeadLetter.objects.count() == 1
     assert DeadLetter.objects.get().body == made.body
 

@@ -16,7 +16,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from eventbus import brokerwatch, counters, safety
-from eventbus.models import BrokerLoss, DeadLetter, DeliveryStep, OutboxEvent, ProcessedEvent
+from eventbus.models import BrokerLoss, BrokerMarker, DeadLetter, DeliveryStep, OutboxEvent, ProcessedEvent
 from eventbus.publish import publish
 from eventbus.reconcile import reconcile
 from eventbus.redis import client as redis_client
@@ -29,6 +29,18 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.integration, 
 
 WELCOME = "notifications.send_welcome_email"
 ANALYTICS = "analytics.record_event"
+
+
+# The broker watch exists for a Redis broker only (eventbus/brokerwatch.py): RabbitMQ keeps
+# durable queues across restarts, and what a RabbitMQ node may lose is sent again by the
+# reconciler's time-based pass, which runs on RabbitMQ here
+# (test_a_delivery_the_broker_lost_is_sent_again_once_it_is_old_enough); that the watch
+# stands aside there is test_rabbitmq_is_not_watched_and_the_watch_stands_aside.
+only_a_redis_broker_is_watched = pytest.mark.skipif(
+    not broker_is_redis(),
+    reason="the broker watch exists for a Redis broker only; on RabbitMQ a lost delivery is sent again by "
+    "the reconciler's time-based pass (tested here on RabbitMQ too), and the watch stands aside (tested)",
+)
 
 
 def publish_signups(count: int, first: int = 1) -> list[str]:
@@ -202,7 +214,7 @@ def test_two_reconcilers_at_once_send_each_lost_delivery_once(settings: Any) -> 
     assert set(OutboxEvent.objects.values_list("redeliveries", flat=True)) == {1}
 
 
-@pytest.mark.skipif(not broker_is_redis(), reason="the broker watch reads a Redis broker's marker; RabbitMQ has none")
+@only_a_redis_broker_is_watched
 def test_a_broker_that_lost_its_data_is_detected_and_what_it_held_is_sent_again_at_once(settings: Any) -> None:
     # given: the marker written while the broker was intact, then events sent a moment ago
     assert brokerwatch.check() is None
@@ -235,7 +247,7 @@ def test_a_broker_that_lost_its_data_is_detected_and_what_it_held_is_sent_again_
     assert reconcile().redelivered == 0
 
 
-@pytest.mark.skipif(not broker_is_redis(), reason="the broker watch reads a Redis broker's marker; RabbitMQ has none")
+@only_a_redis_broker_is_watched
 def test_a_broker_restored_from_an_old_snapshot_is_a_loss_too() -> None:
     assert brokerwatch.check() is None
     old = redis_client().get(brokerwatch.marker_key())
@@ -263,7 +275,7 @@ def test_a_redelivery_age_below_the_time_limit_stops_the_process_at_start() -> N
     assert "EVENTBUS_REDELIVER_AFTER (60s) must exceed EVENTBUS_TIME_LIMIT (90s)" in result.stderr
 
 
-@pytest.mark.skipif(not broker_is_redis(), reason="the broker watch reads a Redis broker's marker; RabbitMQ has none")
+@only_a_redis_broker_is_watched
 def test_a_loss_and_the_reconcilers_backlog_show_in_metrics_ops_and_the_status_command(
     admin_client: Any, settings: Any
 ) -> None:
@@ -295,7 +307,7 @@ def test_a_loss_and_the_reconcilers_backlog_show_in_metrics_ops_and_the_status_c
     assert "recovered at" in admin_client.get("/ops/").content.decode()
 
 
-@pytest.mark.skipif(not broker_is_redis(), reason="the broker watch reads a Redis broker's marker; RabbitMQ has none")
+@only_a_redis_broker_is_watched
 def test_a_second_loss_during_the_recovery_of_the_first_is_covered_by_one_pass() -> None:
     brokerwatch.check()
     publish_signups(2)
@@ -310,3 +322,16 @@ def test_a_second_loss_during_the_recovery_of_the_first_is_covered_by_one_pass()
 
     assert result.redelivered == 4 and result.complete
     assert not BrokerLoss.objects.filter(recovered_at__isnull=True).exists()
+
+
+@pytest.mark.skipif(broker_is_redis(), reason="on a Redis broker the watch runs: the tests above")
+def test_rabbitmq_is_not_watched_and_the_watch_stands_aside() -> None:
+    # given: RabbitMQ as the broker
+    assert not brokerwatch.watched()
+
+    # when: beat's broker watch runs
+    loss = brokerwatch.check()
+
+    # then: it neither reports a loss nor keeps a marker, so the reconciler keeps its time-based pass
+    assert loss is None
+    assert not BrokerMarker.objects.exists() and not BrokerLoss.objects.exists()

@@ -28,6 +28,7 @@ import pytest
 import requests
 
 from scripts import redis_server, run
+from tests import bounds
 from tests.test_env_example import all_variables
 
 REPO = Path(__file__).resolve().parent.parent
@@ -295,10 +296,8 @@ def test_run_command_starts_everything_and_stops_everything(tmp_path: Path) -> N
         assert requests.get(flower, auth=(user, secret), timeout=10).status_code == 200
 
         # when Ctrl-C reaches the supervisor
-        started = time.monotonic()
         os.kill(running.process.pid, signal.SIGINT)
-        code = running.process.wait(timeout=40)
-        stopped_in = time.monotonic() - started
+        code = running.process.wait(timeout=bounds.stop_deadline())
 
         # then it stopped everything it started, its Redis included, and kept Redis's data
         assert code == 0, running.tail()
@@ -309,4 +308,3 @@ def test_run_command_starts_everything_and_stops_everything(tmp_path: Path) -> N
         assert not port_open(redis_port)
         assert not port_open(web_port)
         assert any(p.name.startswith("appendonly") for p in (var_dir / "redis").iterdir())
-        assert stopped_in < 25, f"stopping took {stopped_in:.1f}s"

@@ -42,6 +42,7 @@ from devinbox.sink import SmtpSink, free_port
 from eventbus.models import OutboxEvent, ProcessedEvent
 from eventbus.redis import client as redis_client
 from project import queues
+from tests import bounds
 from tests.brokers import using_broker
 from tests.conftest import REPO, broker_is_redis, wait_for, worker_env, worker_process
 from tests.environment import start_redis_server
@@ -376,7 +377,7 @@ def test_a_wrong_redis_password_fails_fast_with_a_clear_error(
     started = time.monotonic()
     with pytest.raises(redis.AuthenticationError, match="invalid username-password pair"):
         redis_client().ping()
-    assert time.monotonic() - started < 2
+    assert time.monotonic() - started < bounds.broker_refusal()
 
     # a sign-up still succeeds, promptly; its event waits in the outbox with the reason
     with using_broker(url):
@@ -384,7 +385,7 @@ def test_a_wrong_redis_password_fails_fast_with_a_clear_error(
         response = sign_up_via_client(client, email="wrongpw@example.com")
         took = time.monotonic() - started
     assert response.status_code == 302
-    assert took < 5, f"the sign-up took {took:.1f}s"
+    assert took < bounds.request_with_broker_down(), f"the sign-up took {took:.1f}s"
     event = OutboxEvent.objects.get()
     assert event.status == OutboxEvent.Status.PENDING
     assert "invalid username-password pair" in event.last_error

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -20,6 +19,7 @@ from analytics.models import AnalyticsEvent
 from devinbox.sink import SmtpSink
 from eventbus import redis as eventbus_redis
 from eventbus.models import OutboxEvent
+from project import queues
 from project.celery import app as celery_app
 from tests.conftest import REPO, wait_for
 from tests.factories import sign_up_via_client
@@ -79,10 +79,20 @@ def all_delivered(sink: SmtpSink) -> bool:
     return all(welcome_id(e) in arrived and e in recorded for e in events)
 
 
-def wait_until_delivered(sink: SmtpSink, timeout: float, quiet: float = 1.5) -> None:
-    """Wait for every effect, then for ``quiet`` seconds more, so that a late duplicate is seen too."""
+def settled() -> bool:
+    """Nothing more can arrive: no message waits in a queue, none is delivered and unacknowledged.
+
+    On Redis a retry waiting for its countdown is held by its worker, unacknowledged, and a
+    message a dead worker held stays in the unacknowledged hash until it is restored: both count.
+    """
+    queues_empty = all(queue_length(q) == 0 for q in (queues.NOTIFICATIONS, queues.ANALYTICS, queues.DEAD_LETTER))
+    return queues_empty and unacked() == 0
+
+
+def wait_until_delivered(sink: SmtpSink, timeout: float) -> None:
+    """Wait for every effect, then until every message is settled, so that a late duplicate would be seen too."""
     wait_for(lambda: all_delivered(sink), timeout=timeout, interval=0.2, what="every sign-up emailed and recorded")
-    time.sleep(quiet)
+    wait_for(settled, timeout=timeout, interval=0.2, what="every message settled: none waiting, none unacknowledged")
 
 
 def probe_wire(label: str) -> dict[str, Any]:

@@ -4,7 +4,9 @@ The analytics pool as docs/operations.md starts it for batches (prefetch 100
 per process) drains a backlog. Its worker's main process fetches many
 messages per round trip, recording each as unacknowledged in the same atomic
 step (eventbus/broker.py), and acknowledges a batch at once after it
-committed. A pool process is killed while batches run, then the whole worker,
+committed. Its one pool process is killed while it holds a batch (the batch's
+delivery counts are in Redis, and the worker then logs the batch lost with its
+process), then the whole worker,
 main process and pool, as a lost machine would be. At that moment every event
 must be somewhere: recorded, still waiting in the queue, or held in Redis's
 unacknowledged hash. The one exception is kombu's own gap: the message a
@@ -22,8 +24,8 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import signal
-import time
 from typing import Any
 from unittest import mock
 
@@ -35,6 +37,7 @@ from analytics.models import AnalyticsEvent
 from eventbus import redis as eventbus_redis
 from eventbus.models import DeadLetter, ProcessedEvent
 from eventbus.publish import publish
+from eventbus.redis import key
 from eventbus.relay import relay
 from project import queues
 from signups.events import UserSignedUp
@@ -83,18 +86,36 @@ def whereabouts() -> tuple[set[str], set[str], set[str]]:
     return recorded(), waiting, held
 
 
+def batch_in_flight() -> bool:
+    """A pool process is inside a batch: it counted the starts of the batch's deliveries in Redis
+    and has not cleared them yet (eventbus/batching.py, steps 1 and 4)."""
+    return next(eventbus_redis.client().scan_iter(match=key("deliveries", "*"), count=1000), None) is not None
+
+
+# What the worker logs when its pool process died holding a batch (eventbus/batching.py, _Buffer._settle).
+BATCH_LOST = re.compile(r"analytics\.record_event: batch of (\d+) failed \(.*\); its messages go back")
+
+
 def test_a_batching_worker_killed_mid_batch_loses_only_the_brpop_gap_and_doubles_nothing(workers: Workers) -> None:
-    # given: a backlog, drained by a batching pool
+    # given: a backlog, drained by a batching worker with one pool process (so the batch in flight is its)
     ids = queued_events(EVENTS)
-    a = workers.start("batch-a", queues.ANALYTICS, queues.DEAD_LETTER, **BATCH_POOL)
+    a = workers.start("batch-a", queues.ANALYTICS, queues.DEAD_LETTER, concurrency=1, **BATCH_POOL)
     wait_for(lambda: len(recorded()) >= 200, timeout=60, what="the first batches")
 
-    # when: a pool process dies while batches run (its worker puts back what it held, or
-    # keeps holding it until the worker dies: either way it stays unacknowledged)
-    os.kill(a.pool()[0], signal.SIGKILL)
-    time.sleep(0.3)
+    # when: the pool process dies while it holds a batch (its worker puts back what the batch
+    # held, or keeps holding it until the worker dies: either way it stays unacknowledged)
+    [pool_process] = a.pool()
+    wait_for(batch_in_flight, interval=0.001, what="a batch in flight")
+    os.kill(pool_process, signal.SIGKILL)
 
-    # when: the whole worker dies, main process and pool at once
+    # then: it did hold one: its worker saw the process die, and the batch with it
+    wait_for(lambda: f"pid:{pool_process} exited with 'signal 9 (SIGKILL)'" in a.log(), what="the pool process's death")
+    lost_batch = wait_for(lambda: BATCH_LOST.search(a.log()), what="the batch lost with its process")
+    print(f"a batch of {lost_batch.group(1)} died with its pool process")
+    wait_for(lambda: len(a.pool()) == 1, what="the pool process replaced")
+
+    # when: the whole worker dies, main process and pool at once, while it holds messages again
+    wait_for(lambda: unacked() > 0, interval=0.01, what="the worker holding messages again")
     a.kill()
 
     # then: every event is recorded, waiting, or held unacknowledged, but at most

@@ -80,7 +80,7 @@ def test_a_worker_in_the_middle_of_a_task_when_redis_restarts_empty_goes_on_and_
     wait_for(lambda: brokerwatch.BrokerMarker.objects.exists(), timeout=15, what="beat's first broker check")
     client = Client()
     assert [r.status_code for r in sign_up_many(5, client)] == [302] * 5
-    wait_until_delivered(sink, timeout=30, quiet=0.2)
+    wait_until_delivered(sink, timeout=30)
     sink.latency = 1.5
     assert [r.status_code for r in sign_up_many(SIGNUPS, client)] == [302] * SIGNUPS
     wait_for(lambda: sink.sending_from(at_least=0.3), timeout=15, interval=0.01, what="a send in progress")

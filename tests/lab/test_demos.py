@@ -12,13 +12,13 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from lab.launcher import RUN_MARK, leftovers
 from lab.narration import VERDICT
+from tests import bounds
 from tests.conftest import REPO
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -105,9 +105,9 @@ def test_list_names_every_demo() -> None:
 @pytest.mark.parametrize("name", list(DATABASE_CHECKS))
 def test_demo(name: str) -> None:
     # when
-    started = time.monotonic()
-    result = subprocess.run(demo_command(name, "--keep"), cwd=REPO, capture_output=True, text=True, timeout=90)
-    took = time.monotonic() - started
+    result = subprocess.run(
+        demo_command(name, "--keep"), cwd=REPO, capture_output=True, text=True, timeout=bounds.DEMO_RUN
+    )
     print(result.stdout, result.stderr)
 
     # then: the verdict line
@@ -116,7 +116,6 @@ def test_demo(name: str) -> None:
     outcome, demo, summary = verdicts[-1]
     assert (outcome, demo) == ("PASS", name), summary
     assert result.returncode == 0
-    assert took < 60
 
     # then: nothing of the run is left running
     assert leftovers(run_id_of(result.stdout)) == []

@@ -11,6 +11,8 @@ from eventbus.redis import client, key
 PERMANENT = "faults.always_permanent"
 TRANSIENT = "faults.always_transient"
 FRAGILE = "faults.fragile"
+# Kills its own process on every attempt (a segfaulting library): dead-lettered by EVENTBUS_MAX_DELIVERIES.
+KILLER = "faults.kills_its_process"
 # The stubborn probe's event type (declared in events.py, which the test process must not import).
 STUBBORN = "faults.stubborn"
 STUBBORN_SUBSCRIBER = "faults.stubborn_once"
@@ -50,3 +52,12 @@ def attempts(subscriber_name: str, event_id: object) -> list[float]:
 
 def effects(subscriber_name: str, event_id: object) -> int:
     return int(client().hget(effects_key(subscriber_name), str(event_id)) or 0)
+
+
+def killed_key(event_id: object) -> str:
+    return key("faults", "killed", str(event_id))
+
+
+def killed_pids(event_id: object) -> list[int]:
+    """The pool processes KILLER killed for this event (it notes its pid before it dies)."""
+    return [int(pid) for pid in client().lrange(killed_key(event_id), 0, -1)]

@@ -19,6 +19,7 @@ from project import queues
 from tests.faults.faultapp.events import PROBE
 from tests.faults.faultapp.probes import (
     FRAGILE,
+    KILLER,
     PERMANENT,
     STUBBORN,
     STUBBORN_HARD_LIMIT,
@@ -31,6 +32,7 @@ from tests.faults.faultapp.probes import (
     attempts,
     broken_flag,
     effects_key,
+    killed_key,
     record_attempt,
 )
 
@@ -75,6 +77,14 @@ def fragile(event: Envelope) -> None:
     if client().exists(broken_flag()):
         raise PermanentError(f"probe {event.payload.label}: handler bug (flag {broken_flag()} is set)")
     client().hincrby(effects_key(FRAGILE), str(event.id), 1)
+
+
+@subscriber(PROBE, name=KILLER, queue=queues.ANALYTICS, label="kills its process")
+def kills_its_process(event: Envelope) -> None:
+    """Notes the attempt, then dies by SIGKILL on every one: its worker puts the message back each time."""
+    record_attempt(KILLER, event.id)
+    client().rpush(killed_key(event.id), os.getpid())
+    os.kill(os.getpid(), signal.SIGKILL)
 
 
 @subscriber(
