@@ -24,6 +24,7 @@ from eventbus.reconcile import reconcile
 from eventbus.redis import client as redis_client
 from tests.conftest import wait_for
 from tests.factories import sign_up_via_client
+from tests.faults.harness import settled
 from tests.scaleout import network
 from tests.scaleout.conftest import HOST_ENV, Cluster
 from tests.scaleout.test_two_hosts import all_delivered, backlog, count_effects, signed_up_events
@@ -93,7 +94,9 @@ def test_the_message_popped_into_a_cut_connection_is_sent_again_and_done_once(cl
     # then: exactly the lost delivery is sent again, and host b does it
     assert result.redelivered == 1, result.summary()
     wait_for(lambda: all_delivered(cluster.sink), timeout=30, interval=0.2, what="the lost delivery done")
-    time.sleep(1.0)
+    # Until nothing more can arrive (no message waiting, none held unacknowledged), so that a
+    # second copy would be counted below rather than missed.
+    wait_for(settled, timeout=30, interval=0.2, what="every message settled")
     [step] = DeliveryStep.objects.filter(step=DeliveryStep.Step.REDELIVERED)
     assert str(step.event_id) == event_id
     tally = count_effects(cluster.sink)
