@@ -37,7 +37,7 @@ TEST_AMQP_VHOST ?= eventdemo_ci
 test-production: $(VENV)/.requirements-dev.stamp
 	scripts/rabbitmq_vhost.sh reset $(TEST_AMQP_VHOST)
 	TEST_DATABASE_URL=$(TEST_PG_URL) TEST_BROKER_URL=amqp://guest:guest@127.0.0.1:5672/$(TEST_AMQP_VHOST) \
-		$(BIN)/python -m pytest -m integration --ignore=tests/faults --ignore=tests/scaleout $(PYTEST_ARGS); \
+		$(BIN)/python -m pytest -m 'integration or database' --ignore=tests/faults --ignore=tests/scaleout $(PYTEST_ARGS); \
 		status=$$?; scripts/rabbitmq_vhost.sh delete $(TEST_AMQP_VHOST); exit $$status
 	TEST_DATABASE_URL=$(TEST_PG_URL) $(BIN)/python -m pytest tests/faults $(PYTEST_ARGS)
 

@@ -21,7 +21,7 @@ from signups.models import Account
 from signups.services import sign_up
 from tests.factories import PASSWORD
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.database]
 
 REFUSAL = "the outbox refuses this row"
 

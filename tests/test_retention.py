@@ -30,6 +30,8 @@ from tests.conftest import drain_messages, queue_length, running_worker, wait_fo
 from tests.factories import sign_up_via_client
 from tests.test_deadletters import dead_letter
 
+pytestmark = pytest.mark.database
+
 WELCOME = "notifications.send_welcome_email"
 ANALYTICS = "analytics.record_event"
 Status = OutboxEvent.Status

@@ -33,7 +33,7 @@ from eventbus.models import OutboxEvent
 from signups.unavailable import RETRY_AFTER
 from tests.factories import sign_up_via_client, unique_email
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.database]
 
 SQLITE = connection.vendor == "sqlite"
 

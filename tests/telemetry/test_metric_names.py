@@ -13,6 +13,8 @@ from django.test.utils import CaptureQueriesContext
 from telemetry.models import DeviceMetric, Reading
 from tests.telemetry.helpers import URL, body, device, reading
 
+pytestmark = pytest.mark.database
+
 LIMIT = 3
 
 

@@ -20,7 +20,7 @@ from telemetry.schemas import MAX_ABS_VALUE
 from tests.telemetry.helpers import URL, body, device, reading
 from tests.telemetry.test_rollup_and_retention import MINUTE, event, r
 
-pytestmark = [pytest.mark.django_db]
+pytestmark = [pytest.mark.django_db, pytest.mark.database]
 
 
 @pytest.fixture
