@@ -31,13 +31,7 @@ log = logging.getLogger(__name__)
 )
 def send_welcome_email(event: Envelope) -> None:
     """Email the new user a welcome with their verification link."""
-    user_id = event.payload.user_id
-    address = address_of(user_id)
-    if address is None:
-        # The account was deleted before we got here: nobody to welcome.
-        log.info("welcome email for event %s skipped: user %s is gone", event.id, user_id)
-        return
-    send_email(user_id, address, event_id=event.id)
+    _email_the_user(event, "welcome email")
 
 
 @subscriber(
@@ -56,9 +50,15 @@ def send_welcome_email(event: Envelope) -> None:
 def send_verification_email(event: Envelope) -> None:
     """Email a person who asked for one a new verification link: the welcome email again,
     its link made now (so valid from now) and its Message-ID from this event."""
+    _email_the_user(event, "verification email")
+
+
+def _email_the_user(event: Envelope, what: str) -> None:
+    """The welcome email to the event's user, its Message-ID from the event (the same on every resend)."""
     user_id = event.payload.user_id
     address = address_of(user_id)
     if address is None:
-        log.info("verification email for event %s skipped: user %s is gone", event.id, user_id)
+        # The account was deleted before we got here: nobody to write to.
+        log.info("%s for event %s skipped: user %s is gone", what, event.id, user_id)
         return
     send_email(user_id, address, event_id=event.id)
