@@ -231,7 +231,7 @@ def banner(config: Config, redis_line: str, auth: str, auth_source: str) -> list
         f"  dev inbox     {web}/dev/inbox/  ({mail})",
         f"  analytics     {web}/analytics/",
         f"  admin         {web}/admin/  (make a user: .venv/bin/python manage.py createsuperuser)",
-        f"  dead letters  {web}/ops/deadletters/  (staff only)",
+        f"  dead letters  {web}/ops/deadletters/  (staff with the dead-letter permissions, as in the admin)",
         f"  flower        http://127.0.0.1:{config.flower_port}/  ({login})",
         f"  redis         {redis_line}",
         "-" * 72,
