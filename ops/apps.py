@@ -9,3 +9,25 @@ class OpsConfig(AppConfig):
 
     name = "ops"
     verbose_name = "Operations"
+
+    def ready(self) -> None:
+        # Staff log in to the admin and these pages: Django keeps each session as a row
+        # (the database session engine) and deletes none by itself (`clearsessions` is left
+        # to a cron). The bus's retention purges them, bounded, as it does every table that grows.
+        from datetime import timedelta
+
+        from django.contrib.sessions.models import Session
+
+        from eventbus.retention import Retention, register
+
+        register(
+            Retention(
+                "django.sessions",
+                Session,
+                "expire_date",
+                "SESSION_COOKIE_AGE",
+                "by the session's expiry: gone once it has been expired for as long again as a session lives "
+                "(Django's SESSION_COOKIE_AGE, two weeks); a session past its expiry opens nothing",
+                unit=timedelta(seconds=1),
+            )
+        )

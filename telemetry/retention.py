@@ -3,7 +3,7 @@
 Readings are deleted here, by ``telemetry.purge_readings`` on the telemetry
 queue; rollups by the bus's retention task (eventbus/retention.py), in the
 same bounded chunks. ``register`` (called from ``TelemetryConfig.ready``)
-names both tables to the bus, which imports no app.
+names its tables to the bus, which imports no app.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from datetime import timedelta
 from django.db import transaction
 from django.utils import timezone
 
-from telemetry.models import Reading, Rollup
+from telemetry.models import DeviceMetric, Reading, Rollup
 
 BATCH = 5000
 """Rows per DELETE: a short transaction, so the API's inserts wait milliseconds, not seconds."""
@@ -59,5 +59,15 @@ def register() -> None:
             "minute",
             "TELEMETRY_ROLLUP_RETENTION_DAYS",
             "one row per device, metric and minute: 60 times fewer than readings at one a second",
+        )
+    )
+    add(
+        Retention(
+            "telemetry.device_metrics",
+            DeviceMetric,
+            None,
+            None,
+            "the metric names each device uses: at most TELEMETRY_MAX_METRICS_PER_DEVICE a device, so bounded "
+            "by the devices; a device's names go with the device",
         )
     )

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from celery.beat import PersistentScheduler
+from django.contrib.sessions.models import Session
 from django.core.management import call_command
 from django.test import Client
 from django.utils import timezone
@@ -216,6 +217,22 @@ def test_the_start_check_refuses_a_timeline_the_reconciler_would_miss(settings: 
 
 
 # --- the command ----------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_expired_sessions_go_once_expired_for_a_session_age_and_live_ones_stay(settings: Any) -> None:
+    settings.SESSION_COOKIE_AGE = 3600
+    # given: a session expired two session ages ago, one expired a moment ago, one still live
+    for key, expired_for in (("long-gone", 7200), ("just-expired", 60), ("live", -600)):
+        Session.objects.create(
+            session_key=key, session_data="", expire_date=timezone.now() - timedelta(seconds=expired_for)
+        )
+
+    # when: beat's task runs
+    celery_app.tasks["eventbus.purge_expired"].run()
+
+    # then: only the one expired for longer than a session lives is gone
+    assert sorted(Session.objects.values_list("session_key", flat=True)) == ["just-expired", "live"]
 
 
 @pytest.mark.django_db
