@@ -18,6 +18,10 @@ class EventbusConfig(AppConfig):
 
         registry.check()
 
+        from eventbus.retention_tables import register_bus_tables
+
+        register_bus_tables()
+
         from django.core import checks
 
         checks.register(_delivery_safety, "eventbus")

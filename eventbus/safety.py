@@ -11,7 +11,7 @@ Checked when a worker starts (``worker_init``) and by ``manage.py check``:
 - the reconciler's ``EVENTBUS_REDELIVER_AFTER`` must exceed every task time
   limit, or it sends again deliveries that are still running;
 - the ledger must be kept longer than a late copy of a delivery can still
-  arrive, or that copy takes effect twice (eventbus/retention.py).
+  arrive, or that copy takes effect twice (eventbus/retention_tables.py).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import Any
 
 from django.conf import settings
 
-from eventbus import registry, retention
+from eventbus import registry, retention_tables
 
 
 def problems(conf: Any) -> list[str]:
@@ -72,7 +72,7 @@ def problems(conf: Any) -> list[str]:
                 f"({settings.EVENTBUS_REDELIVER_AFTER:g}s): the reconciler would send again deliveries still "
                 "running; raise EVENTBUS_REDELIVER_AFTER"
             )
-    found += retention.problems(visibility)
+    found += retention_tables.problems(visibility)
     return found
 
 

@@ -20,7 +20,7 @@ from kombu import Connection
 
 from analytics.models import AnalyticsEvent
 from devinbox.sink import SmtpSink
-from eventbus import counters, retention, safety
+from eventbus import counters, retention, retention_tables, safety
 from eventbus.deadletters import operations
 from eventbus.models import AggregateSequence, DeadLetter, DeliveryStep, OutboxEvent, ProcessedEvent
 from eventbus.reconcile import reconcile
@@ -213,7 +213,7 @@ def test_the_start_check_refuses_a_ledger_kept_shorter_than_a_late_copy_can_arri
 def test_the_start_check_refuses_a_timeline_the_reconciler_would_miss(settings: Any) -> None:
     settings.EVENTBUS_REDELIVER_AFTER = 2 * 86400.0
     settings.EVENTBUS_TIMELINE_RETENTION_DAYS = 1
-    assert [p for p in retention.problems(3600.0) if "EVENTBUS_TIMELINE_RETENTION_DAYS" in p]
+    assert [p for p in retention_tables.problems(3600.0) if "EVENTBUS_TIMELINE_RETENTION_DAYS" in p]
 
 
 # --- the command ----------------------------------------------------------------
