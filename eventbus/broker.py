@@ -52,7 +52,7 @@ RabbitMQ (another transport): there the batching strategy acknowledges message
 by message.
 
 Neither does it let a list item that is not a kombu message stop the worker
-(``_readable``): kombu decodes a popped item without a guard and builds the
+(``readable_item``): kombu decodes a popped item without a guard and builds the
 message by key, so ``LPUSH notifications 'not json'`` stopped the worker's
 main process, and the item, already off its list, was lost. Such an item is
 stored as a poison dead letter (its text, capped, with the reason) and the
@@ -68,6 +68,7 @@ import json
 import logging
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from queue import Empty
 from typing import Any
 
@@ -75,13 +76,14 @@ from kombu.exceptions import BatchPublishError
 from kombu.transport import redis as kombu_redis
 from kombu.transport import virtual
 from kombu.utils.encoding import bytes_to_str
-from kombu.utils.json import dumps, loads
+from kombu.utils.json import dumps
 from redis import Redis
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.retry import Retry
 
 from eventbus import sentevents
+from eventbus.deadletters.listitems import readable_item
 
 log = logging.getLogger(__name__)
 
@@ -90,43 +92,16 @@ log = logging.getLogger(__name__)
 # messages); a batch of 200 (the analytics subscriber's) takes one script.
 MOST_PER_FETCH = 256
 
-# KEYS: the unacknowledged index and hash, then the queue's lists in BRPOP's
-# order (highest priority first). ARGV: the time (kombu scores the index with
-# the client's clock), how many to pop, and the message the BRPOP delivered
-# (its tag and its hash value, or empty strings). Each popped message's
-# record is kombu's ``dumps([payload, exchange, routing_key])``, built from
-# the message's own bytes. A message without a delivery tag or delivery info
-# goes back where it was (RPUSH to the end RPOP took it from) and the script
-# stops: the next BRPOP takes it, and ``_readable`` sets it aside as a dead letter.
-_POP_AND_RECORD = """
-local now = ARGV[1]
-local want = tonumber(ARGV[2])
-if ARGV[3] ~= '' then
-  redis.call('ZADD', KEYS[1], now, ARGV[3])
-  redis.call('HSET', KEYS[2], ARGV[3], ARGV[4])
-end
-local taken = {}
-for k = 3, #KEYS do
-  while #taken < want do
-    local item = redis.call('RPOP', KEYS[k])
-    if not item then break end
-    local ok, message = pcall(cjson.decode, item)
-    local properties = ok and type(message) == 'table' and message['properties']
-    local info = type(properties) == 'table' and properties['delivery_info']
-    local tag = type(properties) == 'table' and properties['delivery_tag']
-    if type(tag) ~= 'string' or type(info) ~= 'table'
-        or type(info['exchange']) ~= 'string' or type(info['routing_key']) ~= 'string' then
-      redis.call('RPUSH', KEYS[k], item)
-      return taken
-    end
-    redis.call('ZADD', KEYS[1], now, tag)
-    redis.call('HSET', KEYS[2], tag,
-      '[' .. item .. ',' .. cjson.encode(info['exchange']) .. ',' .. cjson.encode(info['routing_key']) .. ']')
-    taken[#taken + 1] = item
-  end
-end
-return taken
-"""
+# The script (eventbus/broker_pop_and_record.lua). KEYS: the unacknowledged
+# index and hash, then the queue's lists in BRPOP's order (highest priority
+# first). ARGV: the time (kombu scores the index with the client's clock),
+# how many to pop, and the message the BRPOP delivered (its tag and its hash
+# value, or empty strings). Each popped message's record is kombu's
+# ``dumps([payload, exchange, routing_key])``, built from the message's own
+# bytes. A message without a delivery tag or delivery info goes back where it
+# was (RPUSH to the end RPOP took it from) and the script stops: the next
+# BRPOP takes it, and ``readable_item`` sets it aside as a dead letter.
+_POP_AND_RECORD = (Path(__file__).parent / "broker_pop_and_record.lua").read_text()
 
 _fetch_many: set[str] = set()
 
@@ -241,7 +216,7 @@ class FailFastChannel(kombu_redis.Channel):
                 dest, item = dest__item
                 dest = bytes_to_str(dest).rsplit(self.sep, 1)[0]
                 self._queue_cycle.rotate(dest)
-                payload = _readable(item, dest)
+                payload = readable_item(item, dest)
                 if payload is not None:
                     self._deliver_popped(payload, dest)
                 return True
@@ -262,7 +237,7 @@ class FailFastChannel(kombu_redis.Channel):
         taken = self._script()(keys=[prefix + key for key in keys], args=[time.time(), room, tag, value])
         payloads = [payload]
         for raw in taken:
-            later = _readable(raw, queue)
+            later = readable_item(raw, queue)
             if later is None:
                 # Set aside as a dead letter; the script had recorded it as unacknowledged.
                 self._forget_unacked(raw)
@@ -324,48 +299,10 @@ class FailFastChannel(kombu_redis.Channel):
         return self._pop_and_record
 
 
-def _readable(item: bytes, queue: str) -> dict[str, Any] | None:
-    """The kombu message a popped list item holds; or None, the item set aside as a poison dead letter.
-
-    kombu's own ``_brpop_read`` decodes the item without a guard, and builds
-    the message by key: an item that is not JSON or not a kombu message
-    (pushed by hand, by another program, or cut short) raised in the worker's
-    main process, which stopped, and the item, already off its list, was lost.
-    """
-    try:
-        payload = loads(bytes_to_str(item))
-    except (ValueError, TypeError, KeyError) as exc:  # kombu's loads: json's errors, or its own type hooks'
-        reason = f"the list item is not JSON: {exc}"
-    else:
-        from eventbus.deadletters.shapes import redis_item_problem
-
-        problem = redis_item_problem(payload)
-        if problem is None:
-            return payload
-        reason = problem
-    _set_aside(item, queue, reason)
-    return None
-
-
-def _set_aside(item: bytes, queue: str, reason: str) -> None:
-    """Store ``item`` as a poison dead letter (its text, capped); never raises."""
-    log.error("%s: a list item that is not a kombu message was taken off the queue: %s", queue, reason)
-    try:
-        # Imported here: the transport loads before Django is set up.
-        from eventbus.deadletters.capture import send_to_dead_letter
-        from eventbus.deadletters.poison import failure_from_raw_item
-
-        send_to_dead_letter(failure_from_raw_item(item, queue=queue, reason=reason))
-    except Exception:
-        # Neither the broker nor the database took it (send_to_dead_letter
-        # logged the record it could): the log is the last place for the item.
-        log.critical("%s: list item NOT STORED as a dead letter; the item: %r", queue, item, exc_info=True)
-
-
 def _record(payload: dict[str, Any]) -> tuple[str, str]:
     """The delivery tag and unacknowledged-hash value kombu's ``QoS.append`` writes for ``payload``.
 
-    ``payload`` passed ``_readable``: it has each of these, of the right type.
+    ``payload`` passed ``readable_item``: it has each of these, of the right type.
     """
     properties = payload["properties"]
     delivery = properties["delivery_info"]
