@@ -5,9 +5,10 @@ class AnalyticsConfig(AppConfig):
     name = "analytics"
 
     def ready(self) -> None:
-        # The bus purges the analytics records (eventbus/retention.py); it imports no app, so the app names them.
+        # The bus purges the analytics records (eventbus/operations/retention.py);
+        # it imports no app, so the app names them.
         from analytics.models import AnalyticsEvent
-        from eventbus.retention import Retention, register
+        from eventbus.operations.retention import Retention, register
 
         register(
             Retention(

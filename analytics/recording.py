@@ -7,7 +7,7 @@ from typing import Any
 
 from analytics.models import AnalyticsEvent
 from eventbus import Envelope
-from eventbus.inserts import Insert
+from eventbus.fastpath.inserts import Insert
 
 
 def _columns(event: Envelope) -> dict[str, Any]:
@@ -21,7 +21,7 @@ def _columns(event: Envelope) -> dict[str, Any]:
     }
 
 
-#: The rows' INSERT, compiled once per database (eventbus/inserts.py): a batch of one is most
+#: The rows' INSERT, compiled once per database (eventbus/fastpath/inserts.py): a batch of one is most
 #: of what a busy pipeline sends the analytics subscriber, and the ORM's bulk_create cost more
 #: than the database's work for it.
 _ROWS = Insert(AnalyticsEvent)

@@ -18,7 +18,7 @@ from project import queues
     # The funnel must not count a verification before its sign-up.
     ordered=True,
     # Rows are cheap and many: a transaction per event would be the cost of
-    # recording them. Up to 200 events per INSERT (eventbus/batching.py).
+    # recording them. Up to 200 events per INSERT (eventbus/delivery/batch.py).
     batch=200,
 )
 def record_events(events: list[Envelope]) -> None:

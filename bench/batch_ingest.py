@@ -16,7 +16,7 @@ Both sides drain a backlog that waits in one queue, the same way:
    ledger row per event, nothing dead-lettered.
 
 The pipeline's worker runs the real subscriber with its real guarantees
-(eventbus/batching.py): ledger, ordering check, delivery counts, effects and
+(eventbus/delivery/batch.py): ledger, ordering check, delivery counts, effects and
 ledger rows in one transaction per batch, acknowledgement after the commit.
 The figure is events recorded (messages done) per second.
 """
@@ -57,12 +57,12 @@ def queue_analytics(env: BenchEnv, count: int) -> None:
     """``count`` sign-up events relayed to the analytics queue (the email queue emptied after; untimed)."""
     from django.db import transaction
 
-    from eventbus.publish import publish
-    from eventbus.relay import relay
+    from eventbus.outbox.publish import publish
+    from eventbus.outbox.relay import relay
     from project import queues
     from signups.events import UserSignedUp, aggregate_of
 
-    with mock.patch("eventbus.publish.dispatch_after_commit", _leave_for_relay):
+    with mock.patch("eventbus.outbox.publish.dispatch_after_commit", _leave_for_relay):
         for start in range(0, count, 500):
             with transaction.atomic():
                 for _ in range(min(500, count - start)):
@@ -168,7 +168,7 @@ def measure(env: BenchEnv, sink: SinkProcess, *, quick: bool, say: Callable[[str
     """Figure 2: events recorded per second by the batching subscriber against bare no-op tasks per second."""
     from django.conf import settings
 
-    from eventbus import registry
+    from eventbus.contract import registry
     from project import queues
 
     events = EVENTS_QUICK if quick else EVENTS

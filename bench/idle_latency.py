@@ -78,8 +78,8 @@ class _Mailbox:
 def pipeline_side(env: BenchEnv, sink: TimedSinkProcess, samples: int, rep: int) -> list[float]:
     """Milliseconds from each sign-up's commit to its welcome email at the sink."""
     from bench.throughput import PASSWORD, STARTUP_TIMEOUT, worker_argv
-    from eventbus import dispatch
     from eventbus.models import ProcessedEvent
+    from eventbus.outbox import fanout as dispatch
     from signups.services import sign_up
 
     log = env.log_dir / f"latency-pipeline-worker-{rep}.log"
@@ -96,7 +96,7 @@ def pipeline_side(env: BenchEnv, sink: TimedSinkProcess, samples: int, rep: int)
     try:
         ledger_start = ProcessedEvent.objects.count()
         mailbox = _Mailbox(sink)
-        with mock.patch("eventbus.publish.dispatch_after_commit", stamped):
+        with mock.patch("eventbus.outbox.publish.dispatch_after_commit", stamped):
             for i in range(WARMUP + samples):
                 email = f"latency-{rep}-{i}@example.com"
                 sign_up(email, PASSWORD)

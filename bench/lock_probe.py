@@ -59,7 +59,7 @@ def probe(delay: float, provider: SlowProvider, log: Path) -> None:
 
     from bench import throughput
     from eventbus.models import ProcessedEvent
-    from eventbus.relay import relay
+    from eventbus.outbox.relay import relay
     from project import queues
 
     processes = queues.DEFAULT_CONCURRENCY[queues.NOTIFICATIONS]

@@ -15,7 +15,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from django.utils import timezone
 
-from eventbus import registry
+from eventbus.contract import registry
 from signups.events import aggregate_of
 from signups.models import Account
 from signups.services import EmailTaken, email_taken, normalize_email

@@ -52,29 +52,31 @@ WORKER_BUCKETS: tuple[tuple[str, Where], ...] = (
     ("  idle: waiting for the next task", _in("billiard/pool.py", "receive")),
     ("  one task, as Celery runs it", _in("celery/app/trace.py", "trace_task")),
     ("    result backend rows (SUCCESS; STARTED too where tracked)", _in("celery/backends/base.py", "store_result")),
-    ("    the consumer (eventbus/consumer.py)", _in("eventbus/consumer.py", "consume")),
+    ("    the consumer (eventbus/delivery/consumer.py)", _in("eventbus/delivery/consumer.py", "consume")),
     (
         "      delivery counting and effect lock in Redis",
-        _in("eventbus/deliveries.py", "started", "ended", "forget") + _in("eventbus/bookkeeping.py", "begin"),
+        _in("eventbus/delivery/attempts.py", "started", "ended", "forget")
+        + _in("eventbus/fastpath/bookkeeping.py", "begin"),
     ),
-    ("      ledger: already processed? (SELECT)", _in("eventbus/ledger.py", "has_processed")),
+    ("      ledger: already processed? (SELECT)", _in("eventbus/delivery/ledger.py", "has_processed")),
     (
         "      ledger: claim and finish, or record (INSERT, UPDATE)",
-        _in("eventbus/ledger.py", "claim", "finish", "record"),
+        _in("eventbus/delivery/ledger.py", "claim", "finish", "record"),
     ),
     (
         "      email rate limit and circuit breaker (Redis scripts)",
-        _in("eventbus/windowlimit.py", "try_acquire")
-        + _in("eventbus/ratelimit.py", "try_acquire")
-        + _in("eventbus/breaker.py", "before_call", "record_success"),
+        _in("eventbus/protection/windowlimit.py", "try_acquire")
+        + _in("eventbus/protection/tokenbucket.py", "try_acquire")
+        + _in("eventbus/protection/breaker.py", "before_call", "record_success"),
     ),
     (
         "      after the effect: lock, breaker, counts, latency (Redis)",
-        _in("eventbus/latency.py", "observe_delivery") + _in("eventbus/bookkeeping.py", "finish"),
+        _in("eventbus/observability/latency.py", "observe_delivery")
+        + _in("eventbus/fastpath/bookkeeping.py", "finish"),
     ),
     ("      handler: welcome email (user, render, SMTP)", _in("notifications/subscribers.py", "send_welcome_email")),
     ("      handler: analytics row", _in("analytics/subscribers.py", "record_event")),
-    ("    a batch of analytics events (eventbus/batching.py)", _in("eventbus/batching.py", "run_batch")),
+    ("    a batch of analytics events (eventbus/delivery/batch.py)", _in("eventbus/delivery/batch.py", "run_batch")),
     (
         "  across the above: waiting for SQLite's write lock (BEGIN IMMEDIATE)",
         _in("sqlite3/base.py", "_start_transaction_under_autocommit"),
@@ -121,16 +123,16 @@ def publish_phases(calls: int, first: int) -> dict[str, dict[str, float]]:
     """Median microseconds of each phase of both sides of figure Pa, measured without a profiler.
 
     The two sides alternate call by call. The outbox side's on-commit work is
-    split by wrapping ``eventbus.publish.dispatch_after_commit`` (the hook the
-    commit runs) and ``eventbus.dispatch.send_many`` (the broker part of it);
+    split by wrapping ``eventbus.outbox.publish.dispatch_after_commit`` (the hook the
+    commit runs) and ``eventbus.outbox.fanout.send_many`` (the broker part of it);
     the rest of the hook records the outcome in the outbox, and the rest of
     leaving the transaction is the COMMIT itself.
     """
     from django.db import transaction
 
-    import eventbus.publish as publishing
+    import eventbus.outbox.publish as publishing
     from bench import naive
-    from eventbus import dispatch
+    from eventbus.outbox import fanout as dispatch
     from signups.events import UserSignedUp, aggregate_of
 
     spent: dict[str, float] = {}

@@ -22,7 +22,7 @@ from django.test import Client
 from bench import naive
 from bench.environment import BenchEnv, purge_queues, queue_depths
 from bench.stats import Latency
-from eventbus.publish import publish
+from eventbus.outbox.publish import publish
 from project import queues
 from signups.events import UserSignedUp, aggregate_of
 from signups.services import sign_up

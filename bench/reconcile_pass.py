@@ -3,7 +3,7 @@
 The situation: a busy outbox whose rows have all become due (older than
 ``EVENTBUS_REDELIVER_AFTER``), nearly every delivery ended in the ledger, and
 1,000 deliveries without an end (their messages lost). One pass of
-``eventbus.reconcile.reconcile(max_seconds=None)`` must settle the 99,000
+``eventbus.operations.reconcile.reconcile(max_seconds=None)`` must settle the 99,000
 complete events (each read once, then never again) and send the 1,000
 missing deliveries again.
 
@@ -104,7 +104,7 @@ def clear() -> None:
 
 def plain_resend(event_ids: list[str]) -> None:
     """The baseline: the missing deliveries, known already, one ``apply_async`` each over one producer."""
-    from eventbus import registry
+    from eventbus.contract import registry
     from eventbus.models import OutboxEvent
     from project.celery import app
 
@@ -123,7 +123,7 @@ def _timed(call: Callable[[], Any]) -> tuple[float, Any]:
 
 
 def one_pass(env: BenchEnv, events: int, missing: int) -> dict[str, Any]:
-    from eventbus.reconcile import reconcile
+    from eventbus.operations.reconcile import reconcile
 
     lacking = seed(events, missing)
     seconds, result = _timed(lambda: reconcile(max_seconds=None))

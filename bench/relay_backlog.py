@@ -9,7 +9,7 @@ first in odd ones):
 - candidate: untimed, ``N`` events are written to the outbox with
   ``publish()`` (``UserSignedUp``, a new aggregate each, 500 per transaction)
   with the on-commit dispatch held back, as when the broker is down. Timed:
-  ``eventbus.relay.relay(grace=0)``, which claims them in batches, sends one
+  ``eventbus.outbox.relay.relay(grace=0)``, which claims them in batches, sends one
   message per subscriber each and marks them dispatched. Checked after,
   untimed: the relay reports ``N`` dispatched, none deferred or failed, and no
   row waits any more;
@@ -67,13 +67,13 @@ def seed_backlog(count: int) -> list[Wire]:
     from django.db import transaction
 
     from eventbus.models import OutboxEvent
-    from eventbus.publish import publish
+    from eventbus.outbox.publish import publish
     from signups.events import UserSignedUp, aggregate_of
 
     waiting = OutboxEvent.objects.exclude(status=OutboxEvent.Status.DISPATCHED).count()
     if waiting:
         raise RuntimeError(f"{waiting} events already wait in the outbox; the backlog would not be {count}")
-    with mock.patch("eventbus.publish.dispatch_after_commit", _leave_for_relay):
+    with mock.patch("eventbus.outbox.publish.dispatch_after_commit", _leave_for_relay):
         for start in range(0, count, SEED_CHUNK):
             with transaction.atomic():
                 for _ in range(min(SEED_CHUNK, count - start)):
@@ -88,7 +88,7 @@ def seed_backlog(count: int) -> list[Wire]:
 
 def plain_loop(wires: list[Wire]) -> None:
     """The baseline: one ``apply_async`` per subscriber per event, over one producer, no database."""
-    from eventbus import registry
+    from eventbus.contract import registry
     from project.celery import app
 
     with app.producer_or_acquire() as producer:
@@ -105,7 +105,7 @@ def plain_loop(wires: list[Wire]) -> None:
 
 def relay_backlog(events: int) -> None:
     """The candidate: the relay, as beat or ``manage.py relay_outbox`` runs it, with no grace."""
-    from eventbus.relay import relay
+    from eventbus.outbox.relay import relay
 
     result = relay(grace=0)
     if (result.dispatched, result.deferred, result.failed) != (events, 0, 0):
@@ -149,7 +149,7 @@ def measure(env: BenchEnv, sink: SinkProcess, *, quick: bool, say: Callable[[str
     """Figure 3: events handed to the broker per second, the relay against the plain loop."""
     from django.conf import settings
 
-    from eventbus.dispatch import FLUSH_EVERY
+    from eventbus.outbox.fanout import FLUSH_EVERY
     from project import queues
 
     if SUBSCRIBER_QUEUES != (queues.NOTIFICATIONS, queues.ANALYTICS):

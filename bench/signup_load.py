@@ -269,7 +269,7 @@ def fill_outbox(rows: int) -> int:
     from django.db import connection, transaction
     from django.utils import timezone
 
-    from eventbus import statements
+    from eventbus.fastpath import statements
     from eventbus.models import OutboxEvent
 
     now = timezone.now()

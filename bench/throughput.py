@@ -34,12 +34,12 @@ from bench import bare_app
 from bench.environment import BenchEnv, bare_env
 from bench.processes import spawn, stop, wait_until
 from bench.sink import SinkProcess
-from eventbus.counters import DELIVERED
+from eventbus.contract.registry import subscriptions_for
 from eventbus.models import ProcessedEvent
+from eventbus.observability.counters import DELIVERED
+from eventbus.outbox.relay import relay
 from eventbus.redis import client as redis_client
 from eventbus.redis import key
-from eventbus.registry import subscriptions_for
-from eventbus.relay import relay
 from project import queues
 from signups.services import sign_up
 
@@ -71,7 +71,7 @@ def _leave_for_relay(wire: object) -> None:
 
 def seed_outbox(count: int, tag: str) -> None:
     """``count`` real sign-ups whose events stay pending in the outbox (untimed)."""
-    with mock.patch("eventbus.publish.dispatch_after_commit", _leave_for_relay):
+    with mock.patch("eventbus.outbox.publish.dispatch_after_commit", _leave_for_relay):
         for i in range(count):
             sign_up(f"fanout-{tag}-{i}@example.com", PASSWORD)
 
@@ -190,9 +190,10 @@ class Throughput:
 
 
 def delivered() -> int:
-    """Deliveries whose effect is done, both subscribers: the ``delivered`` counter in Redis (eventbus/counters.py).
+    """Deliveries whose effect is done, both subscribers: the ``delivered`` counter in Redis
+    (eventbus/observability/counters.py).
 
-    Each delivery adds to it right after its ledger row committed (eventbus/bookkeeping.py), as the
+    Each delivery adds to it right after its ledger row committed (eventbus/fastpath/bookkeeping.py), as the
     bare no-op adds to its own counter: one Redis read per poll on both sides. Counting the ledger's
     rows every 20 ms instead cost the database a ``COUNT(*)`` of a growing table each time, on the
     machine's two cores beside the worker (docs/benchmarks.md, figure 1).

@@ -74,11 +74,11 @@ def feed(users: list[int], start: int, count: int) -> None:
 
     from django.db import transaction
 
-    from eventbus.publish import publish
-    from eventbus.relay import relay
+    from eventbus.outbox.publish import publish
+    from eventbus.outbox.relay import relay
     from signups.events import UserSignedUp
 
-    with mock.patch("eventbus.publish.dispatch_after_commit", _leave_for_relay), transaction.atomic():
+    with mock.patch("eventbus.outbox.publish.dispatch_after_commit", _leave_for_relay), transaction.atomic():
         for n in range(start, start + count):
             publish(UserSignedUp(user_id=users[n % len(users)]), aggregate=f"memory:{n}")
     result = relay(grace=0)

@@ -13,20 +13,20 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from eventbus.catalogue import event_type
-    from eventbus.decorators import subscriber
-    from eventbus.envelope import Envelope
-    from eventbus.publish import publish
-    from eventbus.retry import RetryPolicy
+    from eventbus.contract.catalogue import event_type
+    from eventbus.contract.envelope import Envelope
+    from eventbus.contract.retry import RetryPolicy
+    from eventbus.contract.subscriber import subscriber
+    from eventbus.outbox.publish import publish
 
 __all__ = ["Envelope", "RetryPolicy", "event_type", "publish", "subscriber"]
 
 _LAZY = {
-    "Envelope": "eventbus.envelope",
-    "RetryPolicy": "eventbus.retry",
-    "event_type": "eventbus.catalogue",
-    "publish": "eventbus.publish",
-    "subscriber": "eventbus.decorators",
+    "Envelope": "eventbus.contract.envelope",
+    "RetryPolicy": "eventbus.contract.retry",
+    "event_type": "eventbus.contract.catalogue",
+    "publish": "eventbus.outbox.publish",
+    "subscriber": "eventbus.contract.subscriber",
 }
 
 

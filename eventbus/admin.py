@@ -17,9 +17,8 @@ from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.html import format_html
 
-from eventbus import backpressure, registry
+from eventbus.contract import registry
 from eventbus.deadletters import operations
-from eventbus.dispatch import DispatchError, send_many, settle
 from eventbus.models import (
     AggregateSequence,
     BrokerLoss,
@@ -30,7 +29,9 @@ from eventbus.models import (
     OutboxEvent,
     ProcessedEvent,
 )
-from eventbus.relay import relay
+from eventbus.outbox.fanout import DispatchError, send_many, settle
+from eventbus.outbox.relay import relay
+from eventbus.protection import backpressure
 
 # A report line per dead letter is useful for a few; for hundreds, the summary says it.
 _MAX_REPORT_LINES = 20
@@ -252,7 +253,7 @@ class DeliveryStepAdmin(ReadOnlyAdmin):
 
 @admin.register(BrokerLoss)
 class BrokerLossAdmin(ReadOnlyAdmin):
-    """Times the broker was found to have lost its data (eventbus/brokerwatch.py), and the reconciler's repair."""
+    """Times the broker was found to have lost its data (operations/brokerwatch.py), and the reconciler's repair."""
 
     list_display = ("detected_at", "recovered_at", "redelivered", "reason")
     date_hierarchy = "detected_at"

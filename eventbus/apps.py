@@ -14,11 +14,11 @@ class EventbusConfig(AppConfig):
         # of an undeclared type, or a type nobody consumes, stops the process.
         autodiscover_modules("events")
         autodiscover_modules("subscribers")
-        from eventbus import registry
+        from eventbus.contract import registry
 
         registry.check()
 
-        from eventbus.retention_tables import register_bus_tables
+        from eventbus.operations.retention_tables import register_bus_tables
 
         register_bus_tables()
 
@@ -30,7 +30,7 @@ class EventbusConfig(AppConfig):
 def _delivery_safety(app_configs: object = None, **_: object) -> list[object]:
     from django.core import checks
 
-    from eventbus.safety import problems
+    from eventbus.operations.checks import problems
     from project.celery import app
 
     return [checks.Error(problem, id="eventbus.E001") for problem in problems(app.conf)]

@@ -18,7 +18,7 @@ class OutboxEvent(models.Model):
     and the relay sends it to them once the queue drains.
 
     ``sent_to`` names the subscribers whose messages the broker took: the
-    deliveries this event is owed. The reconciler (eventbus/reconcile.py)
+    deliveries this event is owed. The reconciler (eventbus/operations/reconcile.py)
     checks each against the ledger and the dead letters once the row's
     ``last_sent_at`` is old enough, sends again what has no end, and marks the
     row ``settled_at`` once every delivery has one.
@@ -180,7 +180,7 @@ class DeliveryStep(models.Model):
 class BrokerMarker(models.Model):
     """The token last written into the broker's Redis, kept here to tell whether Redis kept it.
 
-    Rotated at every check (eventbus/brokerwatch.py): a Redis that restarted
+    Rotated at every check (eventbus/operations/brokerwatch.py): a Redis that restarted
     empty, was flushed, or failed over to a replica that missed the last
     writes no longer holds the token this row names.
     """

@@ -7,7 +7,7 @@ Two clients, one server (REDIS_URL), two patiences:
 - ``request_client()``: the request path (the sign-up limit, a device's
   budget, the 429 counters). Each socket operation is bounded by
   EVENTBUS_REQUEST_TIMEOUT (half of EVENTBUS_PUBLISH_TIMEOUT) and nothing is
-  retried; its callers go through ``eventbus.failfast.REDIS``.
+  retried; its callers go through ``eventbus.protection.failfast.REDIS``.
 """
 
 from __future__ import annotations

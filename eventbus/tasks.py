@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from celery import shared_task
 
-from eventbus.relay import relay
+from eventbus.outbox.relay import relay
 
 
 @shared_task(name="eventbus.relay_outbox", ignore_result=True)
@@ -15,9 +15,9 @@ def relay_outbox() -> int:
 
 @shared_task(name="eventbus.reconcile_deliveries", ignore_result=True)
 def reconcile_deliveries() -> int:
-    """Send again the deliveries the broker lost (see eventbus/reconcile.py); returns how many."""
-    from eventbus import brokerwatch
-    from eventbus.reconcile import reconcile
+    """Send again the deliveries the broker lost (see eventbus/operations/reconcile.py); returns how many."""
+    from eventbus.operations import brokerwatch
+    from eventbus.operations.reconcile import reconcile
 
     brokerwatch.check()
     return reconcile().redelivered
@@ -26,8 +26,8 @@ def reconcile_deliveries() -> int:
 @shared_task(name="eventbus.watch_broker", ignore_result=True)
 def watch_broker() -> int:
     """Tell whether the broker lost its data since the last check; if so, send again what it lost at once."""
-    from eventbus import brokerwatch
-    from eventbus.reconcile import reconcile
+    from eventbus.operations import brokerwatch
+    from eventbus.operations.reconcile import reconcile
 
     if brokerwatch.check() is None:
         return 0
@@ -89,7 +89,7 @@ def purge_dead_letters() -> int:
 
 @shared_task(name="eventbus.purge_expired", ignore_result=True)
 def purge_expired() -> int:
-    """Delete the rows every registered table keeps no longer (eventbus/retention.py), bounded; returns how many."""
-    from eventbus import retention
+    """Delete the rows every registered table keeps no longer (operations/retention.py), bounded; returns how many."""
+    from eventbus.operations import retention
 
     return sum(retention.purge_expired().values())

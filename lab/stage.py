@@ -150,7 +150,7 @@ class Stage:
         return len(set(self.sink.message_ids()))
 
     def counter(self, name: str, subscriber: str) -> int:
-        from eventbus import counters
+        from eventbus.observability import counters
 
         return int(counters.read(name).get(subscriber, 0))
 
@@ -163,7 +163,7 @@ class Stage:
         return skipped
 
     def follow_steps(self) -> None:
-        """Narrate the delivery steps (eventbus.timeline) recorded since the last call, oldest first."""
+        """Narrate the delivery steps (eventbus.observability.timeline) recorded since the last call, oldest first."""
         from eventbus.models import DeliveryStep
 
         for step in DeliveryStep.objects.order_by("id")[self._steps_seen :]:

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from django.conf import settings
 
-from eventbus.breaker import CircuitBreaker
-from eventbus.windowlimit import WindowLimiter
+from eventbus.protection.breaker import CircuitBreaker
+from eventbus.protection.windowlimit import WindowLimiter
 
 PROVIDER = "smtp"
 

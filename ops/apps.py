@@ -18,7 +18,7 @@ class OpsConfig(AppConfig):
 
         from django.contrib.sessions.models import Session
 
-        from eventbus.retention import Retention, register
+        from eventbus.operations.retention import Retention, register
 
         register(
             Retention(

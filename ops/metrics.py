@@ -49,9 +49,11 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
-from eventbus import backpressure, latency, registry
-from eventbus.breaker import CLOSED, HALF_OPEN, OPEN
+from eventbus.contract import registry
 from eventbus.models import OutboxEvent
+from eventbus.observability import latency
+from eventbus.protection import backpressure
+from eventbus.protection.breaker import CLOSED, HALF_OPEN, OPEN
 from ops import status
 from project import queues
 from telemetry.door import throttled_counts

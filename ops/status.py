@@ -26,11 +26,13 @@ from django.db.models import Count, Min, Q
 from django.db.models.functions import TruncMinute
 from django.utils import timezone
 
-from eventbus import backpressure, counters, registry
-from eventbus.breaker import OPEN, CircuitBreaker
+from eventbus.contract import registry
 from eventbus.models import BrokerLoss, DeadLetter, OutboxEvent, ProcessedEvent
+from eventbus.observability import counters
+from eventbus.protection import backpressure
+from eventbus.protection.breaker import OPEN, CircuitBreaker
+from eventbus.protection.windowlimit import WindowLimiter
 from eventbus.redis import client as redis_client
-from eventbus.windowlimit import WindowLimiter
 from project import queues
 from project.celery import app as celery_app
 
@@ -61,7 +63,7 @@ COUNTER_NAMES: tuple[str, ...] = (
     counters.BATCHED,
     counters.REDELIVERED,
 )
-"""Every counter of eventbus/counters.py, in the order tables show them."""
+"""Every counter of eventbus/observability/counters.py, in the order tables show them."""
 
 _WAITING = (OutboxEvent.Status.PENDING, OutboxEvent.Status.DEFERRED)
 

@@ -12,14 +12,14 @@ from typing import Any
 from celery import Celery
 from celery.signals import setup_logging, task_postrun, task_prerun, worker_init
 
-from eventbus import tracing
+from eventbus.observability import tracing
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
 
 app = Celery("project")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
-# The correlation id in every task's headers and every worker log line (eventbus/tracing.py).
+# The correlation id in every task's headers and every worker log line (eventbus/observability/tracing.py).
 tracing.connect()
 
 
@@ -48,18 +48,18 @@ def record_queue_in_result(task: Any = None, **_: Any) -> None:
 @task_prerun.connect
 @task_postrun.connect
 def tidy_database_connections(**_: Any) -> None:
-    """Reuse database connections across tasks within CONN_MAX_AGE (eventbus/dbconnections.py)."""
+    """Reuse database connections across tasks within CONN_MAX_AGE (eventbus/fastpath/dbconnections.py)."""
     from django.conf import settings
 
     if settings.CELERY_DB_REUSE_MAX:
-        from eventbus import dbconnections
+        from eventbus.fastpath import dbconnections
 
         dbconnections.tidy()
 
 
 @worker_init.connect
 def refuse_unsafe_settings(sender: Any = None, **_: Any) -> None:
-    """A worker with settings that lose or duplicate messages does not start (eventbus/safety.py)."""
-    from eventbus.safety import refuse_unsafe
+    """A worker with settings that lose or duplicate messages does not start (eventbus/operations/checks.py)."""
+    from eventbus.operations.checks import refuse_unsafe
 
     refuse_unsafe(app.conf)

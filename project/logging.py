@@ -3,7 +3,7 @@
 Wired in ``settings.LOGGING`` for the web process, and through Celery's
 ``setup_logging`` signal (project/celery.py) for workers and beat:
 
-- ``ContextFilter`` copies the context fields of eventbus/context.py
+- ``ContextFilter`` copies the context fields of eventbus/observability/context.py
   (correlation id, event id and type, subscriber, task id and name) onto every
   record, empty when unset.
 - ``RedactFilter`` masks signed tokens (the email verification link, signed
@@ -26,7 +26,7 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from eventbus import context
+from eventbus.observability import context
 
 #: The record attributes ContextFilter sets, in the order the formatters write them.
 CONTEXT_FIELDS: tuple[str, ...] = context.FIELDS

@@ -111,7 +111,7 @@ MIDDLEWARE = [
     # Static files answered before any other middleware runs (whitenoise's
     # documented place): no session, no database, no correlation id for them.
     "whitenoise.middleware.WhiteNoiseMiddleware",
-    "eventbus.middleware.CorrelationIdMiddleware",
+    "eventbus.observability.middleware.CorrelationIdMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -302,12 +302,12 @@ CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", REDIS_URL)
 # restarts and show in Django admin with their task name, queue and arguments.
 # https://docs.celeryq.dev/en/stable/userguide/configuration.html#result-extended
 # django-celery-results' own backend ("django-db"), writing each state in one
-# upsert instead of a read and a write (eventbus/results.py).
-CELERY_RESULT_BACKEND = "eventbus.results:UpsertDatabaseBackend"
+# upsert instead of a read and a write (eventbus/fastpath/results.py).
+CELERY_RESULT_BACKEND = "eventbus.fastpath.results:UpsertDatabaseBackend"
 CELERY_RESULT_EXTENDED = True
 CELERY_RESULT_EXPIRES = env_int("CELERY_RESULT_EXPIRES", 7 * 24 * 3600, minimum=0)
 # A worker process gathers its tasks' SUCCESS rows for this many seconds and a
-# thread writes them in one upsert (eventbus/results.py), instead of a statement
+# thread writes them in one upsert (eventbus/fastpath/results.py), instead of a statement
 # and a commit per task; 0 writes each as its task ends. A process killed
 # meanwhile loses those rows, never a delivery: the ledger records each one.
 EVENTBUS_RESULT_BATCH_SECONDS = env_float("EVENTBUS_RESULT_BATCH_SECONDS", 0.2, minimum=0.0)
@@ -344,12 +344,12 @@ EVENTBUS_VISIBILITY_TIMEOUT = env_int("CELERY_VISIBILITY_TIMEOUT", 3600, minimum
 EVENTBUS_PUBLISH_TIMEOUT = env_float("EVENTBUS_PUBLISH_TIMEOUT", 1.0, minimum=0.05)
 # --- The request path's bound (a sign-up, a telemetry post) ---
 # A request asks at most two side services, the Redis of the limits (REDIS_URL)
-# and the broker, each at most once before eventbus/failfast.py stops asking:
+# and the broker, each at most once before eventbus/protection/failfast.py stops asking:
 # each gets half of EVENTBUS_PUBLISH_TIMEOUT per socket operation (connect, and
 # each reply), so that a hang of both costs a request about
 # EVENTBUS_PUBLISH_TIMEOUT in all. These short timeouts apply only to the
 # request path's own Redis client (eventbus/redis.py request_client) and
-# producer pool (eventbus/publishing_batch.py request_producer); workers, beat
+# producer pool (eventbus/fastpath/publishing_batch.py request_producer); workers, beat
 # and the relay keep the longer ones below.
 EVENTBUS_REQUEST_TIMEOUT = EVENTBUS_PUBLISH_TIMEOUT / 2
 EVENTBUS_REQUEST_TRANSPORT_OPTIONS = {
@@ -394,8 +394,8 @@ if CELERY_BROKER_URL.startswith("rediss://") and "ssl_cert_reqs=" not in CELERY_
         "certificate. Add ?ssl_cert_reqs=required (and ssl_ca_certs=/path/to/ca.pem for a private CA)."
     )
 if CELERY_BROKER_URL.startswith("redis://"):
-    # redis-py would retry a refused connection for ~4 s; see eventbus/broker.py.
-    CELERY_BROKER_TRANSPORT = "eventbus.broker:FailFastRedisTransport"
+    # redis-py would retry a refused connection for ~4 s; see eventbus/fastpath/broker.py.
+    CELERY_BROKER_TRANSPORT = "eventbus.fastpath.broker:FailFastRedisTransport"
 CELERY_BROKER_CONNECTION_TIMEOUT = EVENTBUS_PUBLISH_TIMEOUT
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 
@@ -404,7 +404,7 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_QUEUES = [Queue(name, Exchange(name, type="direct"), routing_key=name) for name in queues.WORKER_QUEUES]
 CELERY_TASK_DEFAULT_QUEUE = queues.EVENTBUS
 # Each subscriber's task goes to the queue its @subscriber declaration names.
-CELERY_TASK_ROUTES = ("eventbus.routing.route_task",)
+CELERY_TASK_ROUTES = ("eventbus.contract.routing.route_task",)
 CELERY_TASK_CREATE_MISSING_QUEUES = False
 
 # Task events cost the worker's main process a Redis PUBLISH per task and
@@ -414,7 +414,7 @@ CELERY_TASK_CREATE_MISSING_QUEUES = False
 # `celery control enable_events`. CELERY_WORKER_SEND_TASK_EVENTS=1 sends them always.
 # Celery's Django fix-up closes the database connection around every task
 # unless this is set; set, connections follow DATABASE_CONN_MAX_AGE and are
-# checked around each task (eventbus/dbconnections.py), as Django does per request.
+# checked around each task (eventbus/fastpath/dbconnections.py), as Django does per request.
 CELERY_DB_REUSE_MAX = 1_000_000 if DATABASES["default"].get("CONN_MAX_AGE") else None
 CELERY_WORKER_SEND_TASK_EVENTS = env_bool("CELERY_WORKER_SEND_TASK_EVENTS", False)
 CELERY_TASK_SEND_SENT_EVENT = True
@@ -433,7 +433,7 @@ EVENTBUS_RELAY_INTERVAL = env_float("EVENTBUS_RELAY_INTERVAL", 5.0, minimum=0.1)
 EVENTBUS_RELAY_GRACE = env_float("EVENTBUS_RELAY_GRACE", 10.0, minimum=0.0)
 # A process gathers the dispatched marks of the events it sent for this many
 # seconds and writes them in one transaction, off the request
-# (eventbus/marks.py); 0 marks each row in the request that sent it. A mark
+# (eventbus/fastpath/marks.py); 0 marks each row in the request that sent it. A mark
 # lost with its process leaves the row to the relay, so the grace must be
 # several times longer.
 EVENTBUS_MARK_BATCH_SECONDS = env_float("EVENTBUS_MARK_BATCH_SECONDS", 0.2, minimum=0.0)
@@ -454,10 +454,10 @@ CELERY_BEAT_SCHEDULE = {
     },
 }
 
-# The reconciler (eventbus/reconcile.py) sends again a delivery the broker took
+# The reconciler (eventbus/operations/reconcile.py) sends again a delivery the broker took
 # this many seconds ago that has no end in the ledger or the dead letters, nor
 # a retry or wait on its timeline since. It must exceed the longest task time
-# limit (checked below, and per subscriber in eventbus/safety.py): a delivery
+# limit (checked below, and per subscriber in eventbus/operations/checks.py): a delivery
 # still running is not lost. A delivery that was only slow arrives twice, and
 # its ledger makes the second a counted no-op.
 EVENTBUS_REDELIVER_AFTER = env_float("EVENTBUS_REDELIVER_AFTER", 900.0, minimum=1.0)
@@ -466,7 +466,7 @@ EVENTBUS_REDELIVER_AFTER = env_float("EVENTBUS_REDELIVER_AFTER", 900.0, minimum=
 EVENTBUS_RECONCILE_INTERVAL = env_float("EVENTBUS_RECONCILE_INTERVAL", 60.0, minimum=1.0)
 EVENTBUS_RECONCILE_BATCH = env_int("EVENTBUS_RECONCILE_BATCH", 1000, minimum=1)
 # How often beat checks that the broker's Redis still holds its marker
-# (eventbus/brokerwatch.py): a Redis that lost its data is found within this
+# (eventbus/operations/brokerwatch.py): a Redis that lost its data is found within this
 # many seconds, and what it lost is sent again at once.
 EVENTBUS_BROKER_CHECK_INTERVAL = env_float("EVENTBUS_BROKER_CHECK_INTERVAL", 5.0, minimum=0.5)
 CELERY_BEAT_SCHEDULE["eventbus.reconcile_deliveries"] = {
@@ -570,7 +570,7 @@ LOGGING = {
 
 # Imported beside the one setting that needs it. Safe inside settings: the
 # module reads no settings and imports no models when imported.
-from eventbus.ratelimit import parse_rate  # noqa: E402
+from eventbus.protection.tokenbucket import parse_rate  # noqa: E402
 
 # The provider's limit for the whole cluster, shared by every worker through a
 # token bucket in Redis (Celery's rate_limit would count per process). Written
@@ -587,7 +587,7 @@ parse_rate(SIGNUPS_RESEND_ADDRESS_LIMIT, setting="SIGNUPS_RESEND_ADDRESS_LIMIT")
 # sending processes) six arrivals fell within less than a second of each other
 # in 5 of 23 runs, and the closest six were 1.017 to 1.044 s apart in six
 # passing ones; with 0.2 s they were 1.087 to 1.175 s apart (six runs). 0.25 s keeps that margin and costs
-# a fifth of the rate (10 per 1.25 s). See eventbus/windowlimit.py.
+# a fifth of the rate (10 per 1.25 s). See eventbus/protection/windowlimit.py.
 EMAIL_RATE_LIMIT_GUARD = env_float("EMAIL_RATE_LIMIT_GUARD", 0.25, minimum=0.0)
 # Consecutive failed sends (from any worker) that open the email circuit
 # breaker: a few, so one flaky send does not stop email for everyone.
@@ -616,7 +616,7 @@ for _setting, _wait in (
 # (not JSON, pickled, an unknown task name); this one first turns it into a
 # "poison" dead letter. The setting is Celery's worker_consumer (celery/app/defaults.py).
 # https://docs.celeryq.dev/en/stable/reference/celery.worker.consumer.html
-CELERY_WORKER_CONSUMER = "eventbus.worker:DeadLetteringConsumer"
+CELERY_WORKER_CONSUMER = "eventbus.delivery.receive:DeadLetteringConsumer"
 # Dead letters whose last failure is older than this are deleted by the beat
 # task below: long enough to notice a failure after a holiday and repair it.
 EVENTBUS_DEADLETTER_RETENTION_DAYS = env_int("EVENTBUS_DEADLETTER_RETENTION_DAYS", 30, minimum=1)
@@ -627,7 +627,7 @@ CELERY_BEAT_SCHEDULE["eventbus.purge_dead_letters"] = {
     "options": {"queue": queues.EVENTBUS, "expires": 3600.0},
 }
 # A message bigger than this is not handed to a task: the worker's consumer
-# takes it off the queue as a poison dead letter (eventbus/worker.py). The
+# takes it off the queue as a poison dead letter (eventbus/delivery/receive.py). The
 # largest message the project sends is a telemetry batch (a request body is at
 # most 1 MiB, telemetry/schemas.py), so 4 MiB leaves room and still stops a
 # runaway producer from filling a worker's memory one message at a time.
@@ -669,13 +669,13 @@ if METRICS_TOKEN_FILE:
 
 # How long each growing table keeps its rows (docs/operations.md, "Retention").
 # Beat's eventbus.purge_expired deletes older ones every ten minutes in bounded
-# chunks (eventbus/retention.py); dead letters and raw readings keep their tasks above.
+# chunks (eventbus/operations/retention.py); dead letters and raw readings keep their tasks above.
 # Dispatched, settled outbox rows (pending, deferred and unsettled ones stay):
 # as long as raw readings, so that a telemetry batch's payload (~45 KB for 500
 # readings) does not outlive the readings it carried.
 EVENTBUS_OUTBOX_RETENTION_DAYS = env_int("EVENTBUS_OUTBOX_RETENTION_DAYS", 7, minimum=1)
 # A ledger row goes only once its event's outbox row and dead letters are gone,
-# and not before this age, which the start check (eventbus/safety.py) requires
+# and not before this age, which the start check (eventbus/operations/checks.py) requires
 # to exceed the longest a late copy of a delivery can still arrive (~7 h by default).
 # 30 days: who did what and when stays as long as a dead letter does.
 EVENTBUS_LEDGER_RETENTION_DAYS = env_int("EVENTBUS_LEDGER_RETENTION_DAYS", 30, minimum=1)
@@ -696,7 +696,7 @@ CELERY_BEAT_SCHEDULE["eventbus.purge_expired"] = {
 # Result rows expire by Celery's own CELERY_RESULT_EXPIRES through its built-in
 # celery.backend_cleanup, which beat adds by itself, daily at 4 am, for a backend
 # without native expiry (django-celery-results'). Named here under its own name,
-# beat runs it every ten minutes instead: eventbus/results.py bounds each run, so
+# beat runs it every ten minutes instead: eventbus/fastpath/results.py bounds each run, so
 # one run a day could not keep up with a day of results.
 CELERY_BEAT_SCHEDULE["celery.backend_cleanup"] = {
     "task": "celery.backend_cleanup",

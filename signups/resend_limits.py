@@ -1,6 +1,6 @@
 """Limits on requests for a new verification link: per client IP, and per address.
 
-Two token buckets in Redis (eventbus/ratelimit.py), shared by every web process:
+Two token buckets in Redis (eventbus/protection/tokenbucket.py), shared by every web process:
 
 - **per client IP** (``SIGNUPS_RESEND_RATE_LIMIT``/``_BURST``): someone trying
   many addresses from one place. Over it the page answers 429 with
@@ -28,8 +28,8 @@ import redis
 from django.conf import settings
 from django.http import HttpRequest
 
-from eventbus import failfast
-from eventbus.ratelimit import Rate, TokenBucket, parse_rate
+from eventbus.protection import failfast
+from eventbus.protection.tokenbucket import Rate, TokenBucket, parse_rate
 from eventbus.redis import request_client
 from signups.services import normalize_email
 from signups.throttle import client_key

@@ -5,7 +5,7 @@ cannot be reached, or does not answer within the request path's bound
 (EVENTBUS_REQUEST_TIMEOUT, eventbus/redis.py ``request_client``), the limit is
 not applied (and the failure is logged): a sign-up must not fail, nor wait,
 because a protective side system is down. After such a failure the process
-does not ask Redis for a few seconds (eventbus/failfast.py).
+does not ask Redis for a few seconds (eventbus/protection/failfast.py).
 
 The client is ``REMOTE_ADDR``. Behind a reverse proxy that is the proxy's
 address, so every visitor would share one budget: pass the client's address
@@ -31,8 +31,8 @@ from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 
-from eventbus import failfast
-from eventbus.ratelimit import Rate, TokenBucket, parse_rate
+from eventbus.protection import failfast
+from eventbus.protection.tokenbucket import Rate, TokenBucket, parse_rate
 from eventbus.redis import request_client
 
 log = logging.getLogger(__name__)

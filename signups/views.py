@@ -7,7 +7,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods
 
-from eventbus import status as event_status
+from eventbus.observability import status as event_status
 from signups import resend_limits
 from signups.events import aggregate_of
 from signups.forms import EMAIL_TAKEN_MESSAGE, ResendVerificationForm, SignUpForm

@@ -11,7 +11,7 @@ when Redis cannot be asked for the device's budget, or the broker for the
 queue's depth, the request goes on (logged). The outbox then holds what the
 broker cannot take, which is its purpose. Nor may they stall the request:
 both are asked with the request path's short timeouts (EVENTBUS_REQUEST_TIMEOUT)
-through their fail-fast gates (eventbus/failfast.py), so that after one
+through their fail-fast gates (eventbus/protection/failfast.py), so that after one
 failure the following requests do not ask for a few seconds.
 """
 
@@ -27,8 +27,10 @@ from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest
 
-from eventbus import backpressure, counters, failfast, publishing_batch
-from eventbus.ratelimit import TokenBucket, parse_rate
+from eventbus.fastpath import publishing_batch
+from eventbus.observability import counters
+from eventbus.protection import backpressure, failfast
+from eventbus.protection.tokenbucket import TokenBucket, parse_rate
 from eventbus.redis import request_client
 from project import queues
 from telemetry import tokens
@@ -38,7 +40,7 @@ from telemetry.schemas import MAX_BODY_BYTES
 log = logging.getLogger(__name__)
 
 THROTTLED = "telemetry_throttled"
-"""Counter (eventbus/counters.py) of 429 answers, labelled ``<device name>|<reason>``."""
+"""Counter (eventbus/observability/counters.py) of 429 answers, labelled ``<device name>|<reason>``."""
 RATE = "rate"
 PRESSURE = "pressure"
 

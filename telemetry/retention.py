@@ -1,7 +1,7 @@
 """Raw readings expire after TELEMETRY_RETENTION_DAYS, per-minute rollups after TELEMETRY_ROLLUP_RETENTION_DAYS.
 
 Readings are deleted here, by ``telemetry.purge_readings`` on the telemetry
-queue; rollups by the bus's retention task (eventbus/retention.py), in the
+queue; rollups by the bus's retention task (eventbus/operations/retention.py), in the
 same bounded chunks. ``register`` (called from ``TelemetryConfig.ready``)
 names its tables to the bus, which imports no app.
 """
@@ -37,9 +37,9 @@ def purge_expired(days: int, *, batch: int = BATCH, max_batches: int = MAX_BATCH
 
 
 def register() -> None:
-    """Name the telemetry tables to the bus's retention (eventbus/retention.py)."""
-    from eventbus.retention import Retention
-    from eventbus.retention import register as add
+    """Name the telemetry tables to the bus's retention (eventbus/operations/retention.py)."""
+    from eventbus.operations.retention import Retention
+    from eventbus.operations.retention import register as add
 
     add(
         Retention(

@@ -29,7 +29,7 @@ from django.db import connection
 from django.utils import timezone
 
 from eventbus import Envelope
-from eventbus.errors import PoisonMessage
+from eventbus.contract.errors import PoisonMessage
 from telemetry.schemas import MAX_ABS_VALUE
 
 log = logging.getLogger(__name__)

@@ -23,7 +23,7 @@ from telemetry.rollup import fold
     # cannot be folded (PoisonMessage) is permanent and goes to dead letters.
     retry=RetryPolicy(transient=(OperationalError,)),
     # Each event already carries up to 500 readings; 50 events per upsert
-    # round and transaction (eventbus/batching.py).
+    # round and transaction (eventbus/delivery/batch.py).
     batch=50,
 )
 def rollup(events: list[Envelope]) -> None:

@@ -20,7 +20,8 @@ from django.dispatch import receiver
 from kombu.message import Message as KombuMessage
 
 from devinbox.sink import SmtpSink
-from eventbus import failfast, sentevents
+from eventbus.fastpath import sentevents
+from eventbus.protection import failfast
 from eventbus.redis import client as redis_client
 from project import queues
 from project.celery import app as celery_app
@@ -65,7 +66,7 @@ def purge_broker() -> None:
 
 def queue_length(queue: str) -> int:
     """Messages waiting in ``queue``, read from the broker the way dispatch reads it."""
-    from eventbus.backpressure import read_depth
+    from eventbus.protection.backpressure import read_depth
 
     with celery_app.connection_for_read() as conn:
         return read_depth(conn.default_channel, queue)
@@ -106,13 +107,13 @@ def _clean_redis_at_end() -> Iterator[None]:
 def _marks_written_in_the_request(settings: Any) -> None:
     """In this process each dispatched mark is written by the request that sent its event.
 
-    The marker's thread (eventbus/marks.py) has a database connection of its
+    The marker's thread (eventbus/fastpath/marks.py) has a database connection of its
     own, which does not see a test's uncommitted rows; tests/test_marks.py
     turns it on for committed ones. Worker and server subprocesses keep the
     project's default.
     """
     settings.EVENTBUS_MARK_BATCH_SECONDS = 0
-    # Likewise each result row is written by its task here (eventbus/results.py): a row written
+    # Likewise each result row is written by its task here (eventbus/fastpath/results.py): a row written
     # by a thread after the test ended would outlive the test's database flush.
     settings.EVENTBUS_RESULT_BATCH_SECONDS = 0
 
@@ -120,14 +121,14 @@ def _marks_written_in_the_request(settings: Any) -> None:
 @pytest.fixture(autouse=True)
 def _task_sent_events_wanted() -> None:
     """Each test starts as a fresh process does: sending ``task-sent`` events until one batch of them
-    reaches no subscriber (eventbus/sentevents.py), whatever the tests before it left."""
+    reaches no subscriber (eventbus/fastpath/sentevents.py), whatever the tests before it left."""
     sentevents._quiet_until = 0.0
 
 
 @pytest.fixture(autouse=True)
 def _failfast_gates_closed() -> None:
     """Each test starts as a fresh process does: asking Redis and the broker on the request path
-    (eventbus/failfast.py), whatever service a test before it stopped or hung."""
+    (eventbus/protection/failfast.py), whatever service a test before it stopped or hung."""
     failfast.REDIS.reset()
     failfast.BROKER.reset()
 

@@ -21,9 +21,9 @@ from django.test import override_settings
 
 from analytics.models import AnalyticsEvent
 from devinbox.sink import SmtpSink, free_port
-from eventbus import counters
 from eventbus.models import OutboxEvent
-from eventbus.relay import relay
+from eventbus.observability import counters
+from eventbus.outbox.relay import relay
 from project import queues
 from signups.services import sign_up
 from tests.brokers import using_broker

@@ -13,11 +13,13 @@ from django.db import transaction
 
 from analytics.models import AnalyticsEvent
 from devinbox.sink import SmtpSink
-from eventbus import batching, counters, registry
+from eventbus.contract import registry
 from eventbus.deadletters import Kind
+from eventbus.delivery import batch as batching
 from eventbus.models import DeadLetter, OutboxEvent, ProcessedEvent
-from eventbus.publish import publish
-from eventbus.relay import relay
+from eventbus.observability import counters
+from eventbus.outbox.publish import publish
+from eventbus.outbox.relay import relay
 from project import queues
 from signups.events import UserEmailVerified, UserSignedUp
 from tests.conftest import purge_broker, queue_length, running_worker, wait_for, worker_env, worker_process
@@ -29,7 +31,7 @@ ANALYTICS = "analytics.record_event"
 
 def pending_events(count: int, first_user: int = 1) -> list[str]:
     """``count`` sign-up events in the outbox, not yet sent (as after a broker outage)."""
-    with mock.patch("eventbus.publish.dispatch_after_commit"), transaction.atomic():
+    with mock.patch("eventbus.outbox.publish.dispatch_after_commit"), transaction.atomic():
         return [
             str(publish(UserSignedUp(user_id=n), aggregate=f"user:{n}").id)
             for n in range(first_user, first_user + count)
@@ -70,7 +72,7 @@ def test_batches_grow_past_the_default_prefetch_limit_beside_emails_that_keep_it
         get_user_model().objects.create_user(username=f"roomy{n}@example.com", email=f"roomy{n}@example.com")
         for n in range(300)
     ]
-    with mock.patch("eventbus.publish.dispatch_after_commit"), transaction.atomic():
+    with mock.patch("eventbus.outbox.publish.dispatch_after_commit"), transaction.atomic():
         for user in users:
             publish(UserSignedUp(user_id=user.pk), aggregate=f"user:{user.pk}")
     relay(grace=0)
@@ -101,9 +103,9 @@ def test_poison_duplicates_and_gaps_in_a_batch_go_their_own_way(broker: None) ->
     task = registry.get(ANALYTICS).task
     fresh, done = pending_events(2, first_user=10)
     done_wire = OutboxEvent.objects.get(id=done).to_wire()
-    with mock.patch("eventbus.publish.dispatch_after_commit"), transaction.atomic():
+    with mock.patch("eventbus.outbox.publish.dispatch_after_commit"), transaction.atomic():
         verified = publish(UserEmailVerified(user_id=20), aggregate="user:10")  # after sign-up 10: in order
-    with mock.patch("eventbus.publish.dispatch_after_commit"), transaction.atomic():
+    with mock.patch("eventbus.outbox.publish.dispatch_after_commit"), transaction.atomic():
         publish(UserSignedUp(user_id=30), aggregate="user:30")
         gapped = publish(UserEmailVerified(user_id=30), aggregate="user:30")
     broken = {"id": str(uuid.uuid4()), "type": "user.signed_up", "version": 99}

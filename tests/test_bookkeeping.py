@@ -1,4 +1,4 @@
-"""A delivery's Redis bookkeeping in two round trips (eventbus/bookkeeping.py), against a real Redis."""
+"""A delivery's Redis bookkeeping in two round trips (eventbus/fastpath/bookkeeping.py), against a real Redis."""
 
 from __future__ import annotations
 
@@ -9,11 +9,14 @@ from typing import Any
 import pytest
 import redis
 
-from eventbus import bookkeeping, counters, deliveries, effectlock, latency
-from eventbus.breaker import OPEN, CircuitBreaker
-from eventbus.counters import DELIVERED
+from eventbus.delivery import attempts as deliveries
+from eventbus.delivery import effectlock
+from eventbus.fastpath import bookkeeping
+from eventbus.observability import counters, latency
+from eventbus.observability.counters import DELIVERED
+from eventbus.protection.breaker import OPEN, CircuitBreaker
+from eventbus.protection.windowlimit import WindowLimiter
 from eventbus.redis import client, key
-from eventbus.windowlimit import WindowLimiter
 
 
 class CountedCommands:

@@ -15,12 +15,12 @@ from typing import Any
 import pytest
 
 from eventbus import redis as eventbus_redis
-from eventbus.breaker import CircuitBreaker
+from eventbus.protection.breaker import CircuitBreaker
 
 RESET = 3600.0
 # Decisions come back in whole microseconds; the server's clock is read as a float.
 MICROSECOND = 2e-6
-# The moments of the breaker's hash, in whole microseconds of the Redis server's clock (eventbus/breaker.py).
+# The moments of the breaker's hash, in whole microseconds of the Redis server's clock (eventbus/protection/breaker.py).
 MOMENTS = ("opened_at", "half_open_at", "probe_until")
 
 
@@ -243,7 +243,7 @@ def test_the_state_is_one_hash_under_the_prefix_with_a_ttl(redis_prefix: str) ->
 
 
 def test_each_transition_is_logged_with_the_breakers_name(redis_prefix: str, caplog: Any) -> None:
-    caplog.set_level(logging.INFO, logger="eventbus.breaker")
+    caplog.set_level(logging.INFO, logger="eventbus.protection.breaker")
     breaker = CircuitBreaker("logged", failure_threshold=1, reset_timeout=RESET)
 
     breaker.record_failure()
@@ -254,7 +254,7 @@ def test_each_transition_is_logged_with_the_breakers_name(redis_prefix: str, cap
     breaker.before_call()
     breaker.record_success()
 
-    transitions = [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "eventbus.breaker"]
+    transitions = [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "eventbus.protection.breaker"]
     assert transitions == [
         (
             "WARNING",

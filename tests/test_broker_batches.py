@@ -1,4 +1,4 @@
-"""The batching worker's shortcuts through the broker, against the real Redis (eventbus/broker.py, batching.py).
+"""The batching worker's shortcuts through the broker, against the real Redis (eventbus/fastpath/broker.py).
 
 Each is checked against what kombu or Celery would have done one message at
 a time: the request dict Celery's ``Request`` builds, the unacknowledged
@@ -19,8 +19,9 @@ from celery.worker.request import Request
 from django.conf import settings
 from kombu import Consumer, Exchange, Queue
 
-from eventbus import broker, registry
-from eventbus.batching import item_from_message
+from eventbus.contract import registry
+from eventbus.delivery.batch import item_from_message
+from eventbus.fastpath import broker
 from eventbus.redis import client as redis_client
 from project import queues
 from project.celery import app as celery_app

@@ -1,4 +1,4 @@
-"""The broker channel (eventbus/broker.py) builds one redis-py client for its commands, not one per command."""
+"""The broker channel (eventbus/fastpath/broker.py) builds one redis-py client for its commands, not one per command."""
 
 from __future__ import annotations
 

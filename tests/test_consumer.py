@@ -13,16 +13,18 @@ from django.test import Client
 
 from analytics.models import AnalyticsEvent
 from devinbox.sink import SmtpSink
-from eventbus import counters, deliveries, registry
-from eventbus.breaker import CircuitBreaker
-from eventbus.decorators import subscriber
-from eventbus.dispatch import send_many
-from eventbus.errors import PermanentError
+from eventbus.contract import registry
+from eventbus.contract.errors import PermanentError
+from eventbus.contract.retry import RetryPolicy
+from eventbus.contract.subscriber import subscriber
+from eventbus.delivery import attempts as deliveries
 from eventbus.models import DeadLetter, DeliveryStep, OutboxEvent, ProcessedEvent
-from eventbus.publish import publish
-from eventbus.relay import relay
-from eventbus.retry import RetryPolicy
-from eventbus.safety import problems
+from eventbus.observability import counters
+from eventbus.operations.checks import problems
+from eventbus.outbox.fanout import send_many
+from eventbus.outbox.publish import publish
+from eventbus.outbox.relay import relay
+from eventbus.protection.breaker import CircuitBreaker
 from notifications.provider import email_breaker
 from project import queues
 from project.celery import app as celery_app

@@ -21,10 +21,11 @@ import pytest
 from django.test import Client
 
 from devinbox.sink import SmtpSink
-from eventbus import context, registry, tracing
-from eventbus.dispatch import send_many
-from eventbus.envelope import Envelope
+from eventbus.contract import registry
+from eventbus.contract.envelope import Envelope
 from eventbus.models import OutboxEvent, ProcessedEvent
+from eventbus.observability import context, tracing
+from eventbus.outbox.fanout import send_many
 from eventbus.tasks import relay_outbox
 from project import queues
 from project.celery import app as celery_app
@@ -217,7 +218,9 @@ def test_one_signups_request_id_is_in_the_web_log_and_the_worker_log(client: Cli
 
     # then: the web log says where the event went: one line per subscriber, with its task id
     web_text, worker_text = web.getvalue(), worker_log.read_text()
-    sent = {line["subscriber"]: line for line in json_lines(web_text) if line["logger"] == "eventbus.tracing"}
+    sent = {
+        line["subscriber"]: line for line in json_lines(web_text) if line["logger"] == "eventbus.observability.tracing"
+    }
     assert sent.keys() == set(SUBSCRIBERS)
     for line in sent.values():
         assert (line["correlation_id"], line["event_id"], line["event_type"]) == (
@@ -232,12 +235,12 @@ def test_one_signups_request_id_is_in_the_web_log_and_the_worker_log(client: Cli
         task_lines = [line for line in worker_lines if line.get("task_id") == web_line["task_id"]]
         by_logger = {line["logger"]: line for line in task_lines}
         if registry.get(subscriber).batch:
-            assert "in a batch of" in by_logger["eventbus.batching"]["message"], task_lines
-            ours = [by_logger["eventbus.batching"]]
+            assert "in a batch of" in by_logger["eventbus.delivery.batch"]["message"], task_lines
+            ours = [by_logger["eventbus.delivery.batch"]]
         else:
-            assert {"eventbus.consumer", "celery.app.trace"} <= by_logger.keys(), task_lines
+            assert {"eventbus.delivery.consumer", "celery.app.trace"} <= by_logger.keys(), task_lines
             assert "succeeded" in by_logger["celery.app.trace"]["message"]
-            ours = [by_logger["eventbus.consumer"], by_logger["celery.app.trace"]]
+            ours = [by_logger["eventbus.delivery.consumer"], by_logger["celery.app.trace"]]
         for line in ours:
             assert (line["correlation_id"], line["event_id"], line["subscriber"], line["event_type"]) == (
                 request_id,
@@ -269,7 +272,9 @@ def test_each_beat_run_of_the_relay_has_a_fresh_id_in_the_beat_log_and_the_worke
 
     # then: beat logged each send with a new id, and the worker's lines of that run carry it
     sends = [
-        line for line in json_lines(beat_log.read_text()) if line["logger"] == "eventbus.tracing" and "task_id" in line
+        line
+        for line in json_lines(beat_log.read_text())
+        if line["logger"] == "eventbus.observability.tracing" and "task_id" in line
     ]
     successes = {
         line["task_id"]: line

@@ -1,11 +1,11 @@
-"""A worker's database connections between tasks (eventbus/dbconnections.py), on the test database."""
+"""A worker's database connections between tasks (eventbus/fastpath/dbconnections.py), on the test database."""
 
 from __future__ import annotations
 
 import pytest
 from django.db import connection
 
-from eventbus import dbconnections
+from eventbus.fastpath import dbconnections
 
 # A real connection, used by several "tasks" in a row, as a pool process uses it.
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.integration]

@@ -9,10 +9,10 @@ from io import StringIO
 import pytest
 from django.core.management import CommandError, call_command
 
-from eventbus import ledger
+from eventbus.contract.envelope import Envelope
 from eventbus.deadletters import Kind
 from eventbus.deadletters.parsing import parse_duration, parse_rate
-from eventbus.envelope import Envelope
+from eventbus.delivery import ledger
 from eventbus.models import DeadLetter, DeadLetterReplay
 from project import queues
 from tests.test_deadletters import ANALYTICS, dead_letter, queued

@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 from django.test import override_settings
 
-from eventbus import ledger
+from eventbus.contract.envelope import Envelope
 from eventbus.deadletters import Kind, operations
-from eventbus.envelope import Envelope
+from eventbus.delivery import ledger
 from eventbus.models import DeadLetter, DeadLetterReplay
 from eventbus.tasks import purge_dead_letters
 from project import queues

@@ -20,12 +20,14 @@ from django.conf import settings
 from kombu import Connection, Message
 
 from analytics.models import AnalyticsEvent
-from eventbus import counters, registry, worker
+from eventbus.contract import registry
 from eventbus.deadletters import Kind, operations, send_to_dead_letter
 from eventbus.deadletters.capture import DeadLetterNotCaptured
 from eventbus.deadletters.poison import failure_from_message
 from eventbus.deadletters.shapes import task_message_problem
+from eventbus.delivery import receive as worker
 from eventbus.models import DeadLetter, ProcessedEvent
+from eventbus.observability import counters
 from eventbus.redis import client as redis_client
 from project import queues
 from project.celery import app as celery_app
@@ -153,7 +155,7 @@ def test_a_shape_the_check_did_not_foresee_is_dead_lettered_and_never_stops_the_
 @pytest.fixture
 def dead_letter_worker(broker: None) -> Iterator[Any]:
     """A real worker on the analytics queue and the dead_letter queue (which stores dead letters)."""
-    assert settings.CELERY_WORKER_CONSUMER == "eventbus.worker:DeadLetteringConsumer"
+    assert settings.CELERY_WORKER_CONSUMER == "eventbus.delivery.receive:DeadLetteringConsumer"
     with running_worker(queues.ANALYTICS, queues.DEAD_LETTER) as w:
         yield w
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 import pytest
 from django.db import transaction
 
-from eventbus.dispatch import send_many
-from eventbus.envelope import Envelope
-from eventbus.publish import publish
+from eventbus.contract.envelope import Envelope
+from eventbus.outbox.fanout import send_many
+from eventbus.outbox.publish import publish
 from project import queues
 from project.celery import app as celery_app
 from signups.events import UserSignedUp

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 from django.db import connection
 
-from eventbus import counters
 from eventbus.models import ProcessedEvent
+from eventbus.observability import counters
 from project import queues
 from tests.conftest import running_worker, wait_for
 from tests.factories import sign_up_via_client

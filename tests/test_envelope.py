@@ -8,8 +8,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from eventbus.envelope import Envelope
-from eventbus.errors import PoisonMessage
+from eventbus.contract.envelope import Envelope
+from eventbus.contract.errors import PoisonMessage
 from signups.events import UserSignedUp
 
 

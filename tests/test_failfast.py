@@ -1,4 +1,4 @@
-"""The request path's fail-fast gate (eventbus/failfast.py): after a failure, calls are not made for a
+"""The request path's fail-fast gate (eventbus/protection/failfast.py): after a failure, calls are not made for a
 window; then one caller asks, alone; its answer closes or reopens the gate."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from eventbus.failfast import FailFast, Unavailable
+from eventbus.protection.failfast import FailFast, Unavailable
 
 WINDOW = 0.3
 

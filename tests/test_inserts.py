@@ -1,6 +1,6 @@
 """The consumers' compiled statements write and read what the ORM does, on either database.
 
-eventbus/inserts.py (the ledger's, analytics' and the result rows' INSERTs),
+eventbus/fastpath/inserts.py (the ledger's, analytics' and the result rows' INSERTs),
 eventbus/ordering.history and notifications/recipients.py make their SQL once
 and skip the ORM's compilers; each is compared here with the ORM's own rows or
 answers. Marked integration so that the production profile runs them on
@@ -22,9 +22,10 @@ from django_celery_results.models import TaskResult
 
 from analytics.models import AnalyticsEvent
 from analytics.recording import record, record_many
-from eventbus import ledger, ordering, registry
-from eventbus.envelope import Envelope
-from eventbus.inserts import Insert
+from eventbus.contract import registry
+from eventbus.contract.envelope import Envelope
+from eventbus.delivery import ledger, ordering
+from eventbus.fastpath.inserts import Insert
 from eventbus.models import OutboxEvent, ProcessedEvent
 from notifications.recipients import address_of
 

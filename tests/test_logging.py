@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from eventbus import context
+from eventbus.observability import context
 from project.logging import REDACTED, ContextFilter, JsonFormatter, RedactFilter, TextFormatter
 from signups.verification import make_token
 from tests.conftest import REPO
@@ -214,7 +214,7 @@ PROBE = """
 import logging, django
 django.setup()
 from django.conf import settings
-from eventbus.context import bind
+from eventbus.observability.context import bind
 from signups.verification import make_token
 print(settings.LOG_FORMAT, flush=True)
 with bind(correlation_id="req-probe", task_id="t-probe"):

@@ -1,4 +1,4 @@
-"""Dispatched marks written off the request (eventbus/marks.py), against the real Redis and database.
+"""Dispatched marks written off the request (eventbus/fastpath/marks.py), against the real Redis and database.
 
 In this process the marks are written in the request (tests/conftest.py sets
 EVENTBUS_MARK_BATCH_SECONDS to 0); these tests turn the marker on.
@@ -17,10 +17,10 @@ from typing import Any
 import pytest
 from django.db import transaction
 
-from eventbus import marks
+from eventbus.fastpath import marks
 from eventbus.models import OutboxEvent, ProcessedEvent
-from eventbus.publish import publish
-from eventbus.relay import relay
+from eventbus.outbox.publish import publish
+from eventbus.outbox.relay import relay
 from project import queues
 from signups.events import UserSignedUp
 from tests.conftest import REPO, queue_length, worker_env
@@ -134,7 +134,7 @@ import os, signal, sys
 import django
 django.setup()
 from django.db import transaction
-from eventbus.publish import publish
+from eventbus.outbox.publish import publish
 from signups.events import UserSignedUp
 with transaction.atomic():
     event = publish(UserSignedUp(user_id=7), aggregate="user:7")

@@ -12,9 +12,9 @@ from django.core.management import call_command
 from django.test import Client, override_settings
 
 from devinbox.sink import SmtpSink, free_port
-from eventbus import counters
 from eventbus.models import OutboxEvent, ProcessedEvent
-from eventbus.publish import publish
+from eventbus.observability import counters
+from eventbus.outbox.publish import publish
 from notifications.provider import email_breaker
 from ops import status
 from ops.views.access import VIEW_DEAD_LETTERS, VIEW_EVENTS

@@ -1,4 +1,4 @@
-"""Order checks of a batch (eventbus/ordering.py's ``history`` and ``in_order_many``): answers and queries."""
+"""Order checks of a batch (eventbus/delivery/ordering.py's ``history`` and ``in_order_many``): answers and queries."""
 
 from __future__ import annotations
 
@@ -8,10 +8,11 @@ import pytest
 from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 
-from eventbus import ledger, ordering, registry
-from eventbus.envelope import Envelope
+from eventbus.contract import registry
+from eventbus.contract.envelope import Envelope
+from eventbus.delivery import ledger, ordering
 from eventbus.models import OutboxEvent
-from eventbus.publish import publish
+from eventbus.outbox.publish import publish
 from signups.events import UserEmailVerified, UserSignedUp
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -21,7 +22,7 @@ ANALYTICS = "analytics.record_event"
 
 def published(*events: tuple[object, str]) -> list[Envelope]:
     """Events in the outbox (their dispatch held back), as envelopes a batch would carry."""
-    with mock.patch("eventbus.publish.dispatch_after_commit"), transaction.atomic():
+    with mock.patch("eventbus.outbox.publish.dispatch_after_commit"), transaction.atomic():
         rows = [publish(payload, aggregate=aggregate) for payload, aggregate in events]
     return [Envelope.from_dict(OutboxEvent.objects.get(id=row.id).to_wire()) for row in rows]
 

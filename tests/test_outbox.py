@@ -15,8 +15,8 @@ from django.test import Client, override_settings
 
 from devinbox.sink import SmtpSink, free_port
 from eventbus.models import OutboxEvent, ProcessedEvent
-from eventbus.publish import publish
-from eventbus.relay import relay
+from eventbus.outbox.publish import publish
+from eventbus.outbox.relay import relay
 from project import queues
 from signups.events import UserSignedUp
 from tests import bounds

@@ -1,4 +1,4 @@
-"""The outbox's prepared statements (eventbus/statements.py) write what the ORM writes, on either database."""
+"""The outbox's prepared statements (eventbus/fastpath/statements.py) write what the ORM writes, on either database."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ from django.db import connection
 from django.db.models import F
 from django.test.utils import CaptureQueriesContext
 
-from eventbus import ledger, statements
+from eventbus.delivery import ledger
+from eventbus.fastpath import statements
 from eventbus.models import OutboxEvent, ProcessedEvent
 
 # Marked integration so that the production profile runs them on PostgreSQL too.

@@ -17,10 +17,11 @@ from kombu import Connection
 
 from analytics.models import AnalyticsEvent
 from devinbox.sink import SmtpSink
-from eventbus import counters, registry
-from eventbus.decorators import subscriber
-from eventbus.dispatch import send_many
+from eventbus.contract import registry
+from eventbus.contract.subscriber import subscriber
 from eventbus.models import DeadLetter, OutboxEvent, ProcessedEvent
+from eventbus.observability import counters
+from eventbus.outbox.fanout import send_many
 from project import queues
 from project.celery import app as celery_app
 from tests.conftest import queue_length, running_worker, wait_for

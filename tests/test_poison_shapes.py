@@ -11,7 +11,7 @@ reason; the queue empty (and, on Redis, nothing left unacknowledged); and the
 worker's consumer still consuming: a valid event sent afterwards is handled.
 
 The workers run in threads of this process with the project's consumer
-(eventbus/worker.py), then, for shapes that used to stop it, as a real
+(eventbus/delivery/receive.py), then, for shapes that used to stop it, as a real
 ``celery worker`` subprocess. The tests run on Redis and on RabbitMQ
 (``TEST_BROKER_URL``); raw list items exist on Redis only.
 """
@@ -35,7 +35,7 @@ from kombu import Connection
 
 from analytics.models import AnalyticsEvent
 from devinbox.sink import SmtpSink
-from eventbus import registry
+from eventbus.contract import registry
 from eventbus.deadletters import Kind
 from eventbus.deadletters.poison import UNREADABLE_ITEM
 from eventbus.models import DeadLetter, ProcessedEvent
@@ -291,7 +291,7 @@ def test_every_list_item_that_is_not_a_kombu_message_is_a_poison_dead_letter(
         pytest.skip("raw list items exist on Redis only: RabbitMQ hands the worker whole AMQP messages")
     # given: a valid event, then items that are not kombu messages, waiting on the queue's list
     # (a batching worker takes the items behind a valid one in the same round trip, recorded as
-    # unacknowledged by eventbus/broker.py's script: those records must go too)
+    # unacknowledged by eventbus/fastpath/broker.py's script: those records must go too)
     task = TASK_OF_QUEUE[queue]
     good = valid_event(queue)
     registry.get(task).task.apply_async(args=(good,), queue=queue)

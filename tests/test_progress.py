@@ -11,7 +11,7 @@ import pytest
 from django.core.management import call_command
 
 from eventbus.models import DeadLetter, OutboxEvent
-from eventbus.publish import publish
+from eventbus.outbox.publish import publish
 from project.progress import ProgressBar
 from signups.events import UserSignedUp
 from tests.brokers import dead_broker_url, using_broker

@@ -1,6 +1,6 @@
 """The outbox INSERT failing takes the producer's change down with it: no user without its event.
 
-``publish`` writes its row with ``savepoint=False`` (eventbus/publish.py): a
+``publish`` writes its row with ``savepoint=False`` (eventbus/outbox/publish.py): a
 failed write marks the caller's whole transaction for rollback, so even a
 caller that catches the error cannot commit the change without its event.
 The write is made to fail for real, by a trigger in the database.
@@ -15,7 +15,7 @@ from django.contrib.auth import get_user_model
 from django.db import DatabaseError, connection, transaction
 
 from eventbus.models import OutboxEvent
-from eventbus.publish import publish
+from eventbus.outbox.publish import publish
 from signups.events import UserSignedUp, aggregate_of
 from signups.models import Account
 from signups.services import sign_up

@@ -16,7 +16,7 @@ import pytest
 from django.core.exceptions import ImproperlyConfigured
 
 from eventbus import redis as eventbus_redis
-from eventbus.ratelimit import Rate, TokenBucket, parse_rate
+from eventbus.protection.tokenbucket import Rate, TokenBucket, parse_rate
 from tests import bounds
 
 REPO = Path(__file__).resolve().parent.parent

@@ -15,10 +15,12 @@ from django.core.management import call_command
 from django.db import connection, transaction
 from django.utils import timezone
 
-from eventbus import brokerwatch, counters, safety
 from eventbus.models import BrokerLoss, BrokerMarker, DeadLetter, DeliveryStep, OutboxEvent, ProcessedEvent
-from eventbus.publish import publish
-from eventbus.reconcile import reconcile
+from eventbus.observability import counters
+from eventbus.operations import brokerwatch
+from eventbus.operations import checks as safety
+from eventbus.operations.reconcile import reconcile
+from eventbus.outbox.publish import publish
 from eventbus.redis import client as redis_client
 from project import queues
 from project.celery import app as celery_app
@@ -31,7 +33,7 @@ WELCOME = "notifications.send_welcome_email"
 ANALYTICS = "analytics.record_event"
 
 
-# The broker watch exists for a Redis broker only (eventbus/brokerwatch.py): RabbitMQ keeps
+# The broker watch exists for a Redis broker only (eventbus/operations/brokerwatch.py): RabbitMQ keeps
 # durable queues across restarts, and what a RabbitMQ node may lose is sent again by the
 # reconciler's time-based pass, which runs on RabbitMQ here
 # (test_a_delivery_the_broker_lost_is_sent_again_once_it_is_old_enough); that the watch

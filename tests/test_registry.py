@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from eventbus import catalogue, registry
-from eventbus.decorators import subscriber
-from eventbus.errors import EventDeclarationError
+from eventbus.contract import catalogue, registry
+from eventbus.contract.errors import EventDeclarationError
+from eventbus.contract.subscriber import subscriber
 from project import queues
 from project.celery import app as celery_app
 

@@ -1,6 +1,6 @@
 """The relay draining a backlog in batches, against the real broker and real workers.
 
-Batched sending (eventbus/publishing_batch.py) must change nothing a worker,
+Batched sending (eventbus/fastpath/publishing_batch.py) must change nothing a worker,
 Flower or an operator sees: the same messages as ``apply_async``'s, one per
 subscriber per event, a row dispatched only once the broker took its
 messages, backpressure still applied.
@@ -25,12 +25,14 @@ import pytest
 from celery.signals import before_task_publish
 from django.conf import settings as django_settings
 
-from eventbus import dispatch, sentevents, tracing
-from eventbus.dispatch import send, send_many
+from eventbus.fastpath import sentevents
 from eventbus.models import OutboxEvent, ProcessedEvent
-from eventbus.publish import publish
+from eventbus.observability import tracing
+from eventbus.outbox import fanout as dispatch
+from eventbus.outbox.fanout import send, send_many
+from eventbus.outbox.publish import publish
+from eventbus.outbox.relay import relay
 from eventbus.redis import client as redis_client
-from eventbus.relay import relay
 from project import queues
 from project.celery import app as celery_app
 from signups.events import UserSignedUp
@@ -48,7 +50,7 @@ def _leave_for_relay(wire: object) -> None:
 
 def backlog(count: int, first_user: int = 100) -> list[str]:
     """``count`` pending events (oldest first), their on-commit dispatch held back."""
-    with mock.patch("eventbus.publish.dispatch_after_commit", _leave_for_relay):
+    with mock.patch("eventbus.outbox.publish.dispatch_after_commit", _leave_for_relay):
         ids = [
             str(publish(UserSignedUp(user_id=n), aggregate=f"user:{n}").id)
             for n in range(first_user, first_user + count)

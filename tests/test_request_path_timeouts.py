@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from django.conf import settings
 
-from eventbus.publishing_batch import request_producer
+from eventbus.fastpath.publishing_batch import request_producer
 from eventbus.redis import client, request_client
 from project.celery import app as celery_app
 from tests.conftest import broker_is_redis

@@ -1,4 +1,4 @@
-"""Celery's result rows in one upsert each (eventbus/results.py), on the test database."""
+"""Celery's result rows in one upsert each (eventbus/fastpath/results.py), on the test database."""
 
 from __future__ import annotations
 
@@ -18,11 +18,11 @@ from django.test.utils import CaptureQueriesContext
 from django_celery_results.models import TaskResult
 
 from devinbox.sink import SmtpSink
-from eventbus import results
-from eventbus.gatherer import Gatherer
+from eventbus.fastpath import results
+from eventbus.fastpath.gatherer import Gatherer
+from eventbus.fastpath.results import UpsertDatabaseBackend
 from eventbus.models import ProcessedEvent
-from eventbus.publish import publish
-from eventbus.results import UpsertDatabaseBackend
+from eventbus.outbox.publish import publish
 from project import queues
 from project.celery import app as celery_app
 from signups.events import UserSignedUp

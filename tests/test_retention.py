@@ -1,4 +1,4 @@
-"""Retention (eventbus/retention.py): what each table keeps, bounded runs, the start check, and effects
+"""Retention (eventbus/operations/retention.py): what each table keeps, bounded runs, the start check, and effects
 that stay once when a purge runs beside a real worker and an old event is delivered or replayed again."""
 
 from __future__ import annotations
@@ -20,10 +20,12 @@ from kombu import Connection
 
 from analytics.models import AnalyticsEvent
 from devinbox.sink import SmtpSink
-from eventbus import counters, retention, retention_tables, safety
 from eventbus.deadletters import operations
 from eventbus.models import AggregateSequence, DeadLetter, DeliveryStep, OutboxEvent, ProcessedEvent
-from eventbus.reconcile import reconcile
+from eventbus.observability import counters
+from eventbus.operations import checks as safety
+from eventbus.operations import retention, retention_tables
+from eventbus.operations.reconcile import reconcile
 from project import queues
 from project.celery import app as celery_app
 from telemetry.models import Device, Rollup

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from eventbus.retry import RetryPolicy
+from eventbus.contract.retry import RetryPolicy
 
 
 def test_ceilings_double_up_to_the_cap() -> None:

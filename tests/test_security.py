@@ -416,7 +416,7 @@ def test_a_worker_with_a_wrong_redis_password_logs_why_and_never_gets_ready(
         # silent hang, each attempt logs the reason, the password masked.
         wait_for(lambda: "invalid username-password pair" in log.read_text(), timeout=20, what="the error")
         text = log.read_text()
-        assert f"Cannot connect to eventbus.broker:FailFastRedisTransport://:**@127.0.0.1:{port}/0" in text
+        assert f"Cannot connect to eventbus.fastpath.broker:FailFastRedisTransport://:**@127.0.0.1:{port}/0" in text
         assert "ready." not in text and "wrong-password" not in text
         assert process.poll() is None
     finally:

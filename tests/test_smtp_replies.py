@@ -16,9 +16,9 @@ from django.conf import settings as django_settings
 from django.test import Client
 
 from devinbox.sink import SmtpSink
-from eventbus import counters
-from eventbus.errors import PermanentError
+from eventbus.contract.errors import PermanentError
 from eventbus.models import DeadLetter, ProcessedEvent
+from eventbus.observability import counters
 from notifications import replies, smtp
 from notifications.provider import email_breaker
 from project import queues

@@ -1,12 +1,12 @@
-"""eventbus.status reads the delivery steps: retrying, dead-lettered, replayed and stale deliveries."""
+"""eventbus.observability.status reads the delivery steps: retrying, dead-lettered, replayed and stale deliveries."""
 
 from __future__ import annotations
 
 import pytest
 from django.utils import timezone
 
-from eventbus import status
 from eventbus.models import DeliveryStep, OutboxEvent
+from eventbus.observability import status
 from ops import timeline
 from signups.events import aggregate_of
 from signups.services import sign_up

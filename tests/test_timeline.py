@@ -13,8 +13,8 @@ from django.utils import timezone
 from django_celery_results.models import TaskResult
 
 from devinbox.sink import SmtpSink
-from eventbus import status as event_status
 from eventbus.models import DeadLetterReplay, DeliveryStep, OutboxEvent, ProcessedEvent
+from eventbus.observability import status as event_status
 from ops import timeline
 from ops.views import timeline as views
 from ops.views.access import VIEW_EVENTS

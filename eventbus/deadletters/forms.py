@@ -8,7 +8,7 @@ from typing import Any
 
 from django import forms
 
-from eventbus import catalogue, registry
+from eventbus.contract import catalogue, registry
 from eventbus.deadletters.parsing import parse_duration
 from eventbus.models import DeadLetter
 

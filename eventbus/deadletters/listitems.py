@@ -4,7 +4,7 @@ kombu's own ``_brpop_read`` decodes a popped item without a guard, and builds
 the message by key: an item that is not JSON or not a kombu message (pushed by
 hand, by another program, or cut short) raised in the worker's main process,
 which stopped, and the item, already off its list, was lost. The project's
-transport (eventbus/broker.py) reads every popped item through here instead.
+transport (eventbus/fastpath/broker.py) reads every popped item through here instead.
 
 Loaded with the transport, before Django is set up: what needs Django is
 imported where it is used.

@@ -18,10 +18,12 @@ from typing import Any
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from eventbus import ledger, registry, timeline
-from eventbus.envelope import Envelope
-from eventbus.errors import PoisonMessage
+from eventbus.contract import registry
+from eventbus.contract.envelope import Envelope
+from eventbus.contract.errors import PoisonMessage
+from eventbus.delivery import ledger
 from eventbus.models import DeadLetter, DeadLetterReplay
+from eventbus.observability import timeline
 
 log = logging.getLogger(__name__)
 

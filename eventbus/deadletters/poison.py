@@ -1,7 +1,7 @@
 """Poison messages that never reach a task: undecodable, disallowed, of the wrong shape, or for an unknown task.
 
-The worker's consumer (eventbus.worker) meets these before any task code runs;
-the Redis transport (eventbus.broker) meets list items that are not even a
+The worker's consumer (eventbus.delivery.receive) meets these before any task code runs;
+the Redis transport (eventbus.fastpath.broker) meets list items that are not even a
 kombu message.
 This module reads what can safely be read from such a message, to describe it
 as a dead letter. It never deserializes anything but JSON: a pickled body is
@@ -95,7 +95,7 @@ def failure_from_raw_item(item: bytes, *, queue: str, reason: str) -> DeadLetter
 
 
 def _subscriber_named(task_name: str) -> str:
-    from eventbus import registry
+    from eventbus.contract import registry
 
     try:
         return registry.get(task_name).name

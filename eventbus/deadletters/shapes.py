@@ -2,10 +2,10 @@
 
 A worker reads every message in its one main process before a task runs:
 kombu turns a Redis list item into a message (``FailFastChannel``,
-eventbus/broker.py), then Celery's ``on_task_received``
+eventbus/fastpath/broker.py), then Celery's ``on_task_received``
 (celery/worker/consumer/consumer.py) hands it to the task's strategy
 (celery/worker/strategy.py builds a ``Request``; the batching strategy,
-eventbus/batching.py, an ``Item``). Both unpack the body as
+eventbus/delivery/batch.py, an ``Item``). Both unpack the body as
 ``args, kwargs, embed = payload`` and read headers by key. Celery catches a
 few errors on that path (an undecodable body, a disallowed content type, an
 unknown task, a bad ETA); a body like ``{"a": 1}`` raises ``ValueError``

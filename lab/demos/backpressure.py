@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import time
 
-from eventbus import counters
-from eventbus.backpressure import high_water_mark
 from eventbus.models import OutboxEvent, ProcessedEvent
-from eventbus.relay import relay
+from eventbus.observability import counters
+from eventbus.outbox.relay import relay
+from eventbus.protection.backpressure import high_water_mark
 from lab.narration import Verdict, check
 from lab.stage import DemoTimeout, Stage
 from project import queues

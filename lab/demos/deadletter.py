@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from celery import current_app
 
-from eventbus import counters
 from eventbus.deadletters.operations import replay
 from eventbus.models import DeadLetter, DeadLetterReplay
+from eventbus.observability import counters
 from lab.narration import Verdict, check
 from lab.stage import Stage
 from notifications.subscribers import send_welcome_email

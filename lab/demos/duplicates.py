@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from celery import current_app
 
-from eventbus import counters, registry
+from eventbus.contract import registry
 from eventbus.models import OutboxEvent
+from eventbus.observability import counters
 from lab.narration import Verdict, check
 from lab.stage import Stage
 from project import queues

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from eventbus import registry
+from eventbus.contract import registry
 from eventbus.models import OutboxEvent, ProcessedEvent
 from lab.narration import Verdict, check
 from lab.stage import Stage

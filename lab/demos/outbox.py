@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 from eventbus.models import OutboxEvent
-from eventbus.relay import relay
+from eventbus.outbox.relay import relay
 from lab.narration import Verdict, check
 from lab.stage import DemoTimeout, Stage
 from project import queues

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import re
 
-from eventbus import counters, registry
+from eventbus.contract import registry
 from eventbus.models import DeliveryStep
+from eventbus.observability import counters
 from lab.narration import Verdict, check
 from lab.stage import Stage
 from notifications.subscribers import send_welcome_email

@@ -6,7 +6,7 @@ and their replays, and django-celery-results' ``TaskResult``. So the story
 survives restarts of workers and of Flower, and these functions are plain
 calls returning frozen dataclasses, testable without HTTP.
 
-The state of each delivery comes from ``eventbus.status``, the module behind
+The state of each delivery comes from ``eventbus.observability.status``, the module behind
 the sign-up status page, so the two pages cannot disagree about it; the steps
 below it are the detail.
 

@@ -11,7 +11,7 @@ from datetime import datetime
 from django.db.models import Count, Q, QuerySet
 from django_celery_results.models import TaskResult
 
-from eventbus import registry
+from eventbus.contract import registry
 from eventbus.models import DeadLetter, DeadLetterReplay, DeliveryStep, OutboxEvent, ProcessedEvent
 from ops.timeline.links import as_uuid
 from signups.events import aggregate_of

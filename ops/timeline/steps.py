@@ -15,12 +15,12 @@ from datetime import datetime
 
 from django.urls import reverse
 
-from eventbus import registry
+from eventbus.contract import registry
 from eventbus.models import DeadLetter, DeliveryStep, OutboxEvent, ProcessedEvent
 from ops.timeline.links import TaskRef
 from ops.timeline.records import Records
 
-# The consumer writes "<reason>; retry <n>/<max> in <countdown>s" (eventbus/consumer.py).
+# The consumer writes "<reason>; retry <n>/<max> in <countdown>s" (eventbus/delivery/consumer.py).
 _RETRY = re.compile(r"^(?P<reason>.*); retry (?P<attempt>\d+)/(?P<max>\d+) in (?P<countdown>[\d.]+)s$", re.DOTALL)
 
 Step = DeliveryStep.Step
@@ -123,7 +123,7 @@ def _from_delivery_step(row: DeliveryStep, records: Records) -> TimelineStep:
 
 
 def _describe(row: DeliveryStep) -> tuple[str, str]:
-    """A step's title and detail, in words; the detail strings come from eventbus/consumer.py."""
+    """A step's title and detail, in words; the detail strings come from eventbus/delivery/consumer.py."""
     detail = row.detail
     if row.step == Step.RETRIED:
         match = _RETRY.match(detail)

@@ -7,9 +7,9 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
-from eventbus import registry
-from eventbus import status as event_status
+from eventbus.contract import registry
 from eventbus.models import OutboxEvent, ProcessedEvent
+from eventbus.observability import status as event_status
 from ops.timeline.links import TaskRef, as_uuid, search_url
 from ops.timeline.records import Records
 from ops.timeline.steps import TimelineStep, steps_for
@@ -26,7 +26,10 @@ class SubscriberStory:
     registered: bool
     """False for a subscriber the records name but the running code no longer declares."""
     state: str
-    """The state the sign-up status page shows (``eventbus.status``): pending, deferred, queued, done, shed..."""
+    """The state the sign-up status page shows (``eventbus.observability.status``).
+
+    Pending, deferred, queued, done, shed...
+    """
     state_text: str
     steps: tuple[TimelineStep, ...]
     """In the order they happened; steps without a time keep their place in the records."""

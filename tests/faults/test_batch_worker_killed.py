@@ -3,7 +3,7 @@
 The analytics pool as docs/operations.md starts it for batches (prefetch 100
 per process) drains a backlog. Its worker's main process fetches many
 messages per round trip, recording each as unacknowledged in the same atomic
-step (eventbus/broker.py), and acknowledges a batch at once after it
+step (eventbus/fastpath/broker.py), and acknowledges a batch at once after it
 committed. Its one pool process is killed while it holds a batch (the batch's
 delivery counts are in Redis, and the worker then logs the batch lost with its
 process), then the whole worker,
@@ -36,9 +36,9 @@ from django.db import transaction
 from analytics.models import AnalyticsEvent
 from eventbus import redis as eventbus_redis
 from eventbus.models import DeadLetter, ProcessedEvent
-from eventbus.publish import publish
+from eventbus.outbox.publish import publish
+from eventbus.outbox.relay import relay
 from eventbus.redis import key
-from eventbus.relay import relay
 from project import queues
 from signups.events import UserSignedUp
 from tests.conftest import wait_for
@@ -56,7 +56,7 @@ BATCH_POOL = {"CELERY_WORKER_PREFETCH_MULTIPLIER": "100"}
 def queued_events(count: int) -> set[str]:
     """``count`` sign-up events relayed to the analytics queue (the email queue emptied: nobody reads it)."""
     ids: set[str] = set()
-    with mock.patch("eventbus.publish.dispatch_after_commit"):
+    with mock.patch("eventbus.outbox.publish.dispatch_after_commit"):
         for start in range(0, count, 500):
             with transaction.atomic():
                 ids |= {
@@ -88,11 +88,11 @@ def whereabouts() -> tuple[set[str], set[str], set[str]]:
 
 def batch_in_flight() -> bool:
     """A pool process is inside a batch: it counted the starts of the batch's deliveries in Redis
-    and has not cleared them yet (eventbus/batching.py, steps 1 and 4)."""
+    and has not cleared them yet (eventbus/delivery/batch.py, steps 1 and 4)."""
     return next(eventbus_redis.client().scan_iter(match=key("deliveries", "*"), count=1000), None) is not None
 
 
-# What the worker logs when its pool process died holding a batch (eventbus/batching.py, _Buffer._settle).
+# What the worker logs when its pool process died holding a batch (eventbus/delivery/batch.py, _Buffer._settle).
 BATCH_LOST = re.compile(r"analytics\.record_event: batch of (\d+) failed \(.*\); its messages go back")
 
 

@@ -3,8 +3,8 @@
 Redis restarting without persistence, FLUSHDB, a worker in the middle of a
 task when it happens, and a backlog merely older than EVENTBUS_REDELIVER_AFTER:
 the outbox knows whom each event was sent to, the ledger which deliveries
-ended, and the reconciler sends again the rest (eventbus/reconcile.py,
-eventbus/brokerwatch.py), run here by a real beat.
+ended, and the reconciler sends again the rest (eventbus/operations/reconcile.py,
+eventbus/operations/brokerwatch.py), run here by a real beat.
 """
 
 from __future__ import annotations
@@ -14,10 +14,11 @@ import time
 import pytest
 from django.test import Client
 
-from eventbus import brokerwatch, counters
 from eventbus import redis as eventbus_redis
 from eventbus.models import BrokerLoss
-from eventbus.reconcile import reconcile
+from eventbus.observability import counters
+from eventbus.operations import brokerwatch
+from eventbus.operations.reconcile import reconcile
 from project import queues
 from tests.conftest import wait_for
 from tests.factories import sign_up_via_client

@@ -11,10 +11,10 @@ import pytest
 from django.conf import settings
 from django.test import Client
 
-from eventbus import counters
 from eventbus import redis as eventbus_redis
 from eventbus.models import OutboxEvent
-from eventbus.relay import relay, waiting_count
+from eventbus.observability import counters
+from eventbus.outbox.relay import relay, waiting_count
 from project import queues
 from tests import bounds
 from tests.conftest import wait_for

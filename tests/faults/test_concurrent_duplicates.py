@@ -3,8 +3,8 @@
 The duplicate tests elsewhere deliver copies one after another, where the
 ledger alone keeps them apart. Here the second copy arrives while the first
 is provably inside its effect, so what is tested is what guards that moment:
-the effect lock in Redis for an email (eventbus/effectlock.py), the unique
-indexes for a database effect (eventbus/ledger.py, analytics' event id).
+the effect lock in Redis for an email (eventbus/delivery/effectlock.py), the unique
+indexes for a database effect (eventbus/delivery/ledger.py, analytics' event id).
 """
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ from django.test import Client
 from django.utils import timezone
 
 from analytics.models import AnalyticsEvent
-from eventbus import counters
 from eventbus import redis as eventbus_redis
 from eventbus.models import OutboxEvent, ProcessedEvent
-from eventbus.reconcile import reconcile
+from eventbus.observability import counters
+from eventbus.operations.reconcile import reconcile
 from project import queues
 from project.celery import app as celery_app
 from tests.conftest import wait_for
@@ -164,7 +164,7 @@ def _wait_for_the_copy(sink: ProviderSink, message_id: str, copy: str) -> None:
 
 
 def _under_way(task_id: str) -> bool:
-    """The delivery of ``task_id`` has started and not ended (eventbus/deliveries.py counts each start
+    """The delivery of ``task_id`` has started and not ended (eventbus/delivery/attempts.py counts each start
     before the ledger is asked, and clears the count when the delivery ends)."""
     return bool(eventbus_redis.client().exists(eventbus_redis.key("deliveries", task_id, "0")))
 
@@ -185,7 +185,7 @@ def test_a_send_still_under_way_when_the_reconciler_sends_it_again_has_one_effec
     workers: Workers, sink: ProviderSink, settings: Any
 ) -> None:
     """The reconciler sends again a delivery with no end ``EVENTBUS_REDELIVER_AFTER`` after it was sent
-    (eventbus/reconcile.py). One that is still running by then (it waited in its queue, or its provider
+    (eventbus/operations/reconcile.py). One that is still running by then (it waited in its queue, or its provider
     is slow) meets its own redelivered copy: the copy waits on the effect lock, then finds it done."""
     # given: a provider that holds its reply to DATA; two workers compete on the email queue
     sink.hold_data(at_most=HOLD)

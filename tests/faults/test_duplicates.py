@@ -6,10 +6,10 @@ import pytest
 from django.test import Client
 
 from devinbox.sink import SmtpSink
-from eventbus import counters
-from eventbus.dispatch import send_many
 from eventbus.models import OutboxEvent
-from eventbus.relay import relay
+from eventbus.observability import counters
+from eventbus.outbox.fanout import send_many
+from eventbus.outbox.relay import relay
 from project import queues
 from tests.conftest import wait_for
 from tests.faults.harness import ANALYTICS, WELCOME, sign_up_many, wait_until_delivered

@@ -7,9 +7,9 @@ import itertools
 import pytest
 from django.test import Client
 
-from eventbus import counters
+from eventbus.contract.retry import RetryPolicy
 from eventbus.models import DeadLetter
-from eventbus.retry import RetryPolicy
+from eventbus.observability import counters
 from project import queues
 from tests.conftest import wait_for
 from tests.faults.faultapp.probes import (

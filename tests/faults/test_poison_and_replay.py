@@ -11,8 +11,8 @@ import pytest
 from django.test import Client
 from kombu import Connection
 
-from eventbus import counters
 from eventbus.models import DeadLetter, ProcessedEvent
+from eventbus.observability import counters
 from eventbus.redis import client as redis_client
 from project import queues
 from project.celery import app as celery_app

@@ -8,7 +8,7 @@ import re
 import pytest
 from django.test import Client
 
-from eventbus import counters
+from eventbus.observability import counters
 from project import queues
 from tests.faults.harness import WELCOME, sign_up_many, wait_until_delivered
 from tests.faults.invariants import check_invariant

@@ -4,7 +4,7 @@ Two hangs: a ``redis-server`` of the test's own paused with ``CLIENT PAUSE ...
 ALL`` (connections accepted, every command held), and a listener that accepts
 and never answers. Every request answers within its bound (tests/faults/hangs.py
 ``request_bound``); after the first one timed out, the next does not wait at
-all (the fail-fast gate, eventbus/failfast.py); after the gate's window a
+all (the fail-fast gate, eventbus/protection/failfast.py); after the gate's window a
 request asks again. Nothing is lost: the events wait in the outbox, the relay
 sends them once Redis answers, and each subscriber's effect happens once.
 """
@@ -22,9 +22,10 @@ from django.contrib.auth import get_user_model
 from django.test import Client, override_settings
 
 from analytics.models import AnalyticsEvent
-from eventbus import failfast, registry
+from eventbus.contract import registry
 from eventbus.models import OutboxEvent, ProcessedEvent
-from eventbus.relay import relay, waiting_count
+from eventbus.outbox.relay import relay, waiting_count
+from eventbus.protection import failfast
 from project import queues
 from signups.services import aggregate_of
 from telemetry.models import Reading, Rollup

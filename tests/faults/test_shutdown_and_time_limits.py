@@ -7,8 +7,9 @@ import signal
 
 import pytest
 
-from eventbus import counters, registry
+from eventbus.contract import registry
 from eventbus.models import DeadLetter, DeliveryStep, ProcessedEvent
+from eventbus.observability import counters
 from project import queues
 from tests.conftest import wait_for
 from tests.faults.faultapp.probes import STUBBORN, STUBBORN_HARD_LIMIT, STUBBORN_SUBSCRIBER, attempts, effects

@@ -8,8 +8,8 @@ import time
 import pytest
 from django.test import Client
 
-from eventbus import counters
-from eventbus.retry import RetryPolicy
+from eventbus.contract.retry import RetryPolicy
+from eventbus.observability import counters
 from notifications.provider import email_breaker
 from project import queues
 from tests.conftest import wait_for

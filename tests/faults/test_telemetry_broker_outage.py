@@ -10,7 +10,7 @@ import pytest
 import requests
 
 from eventbus.models import OutboxEvent, ProcessedEvent
-from eventbus.relay import relay
+from eventbus.outbox.relay import relay
 from project import queues
 from telemetry.models import Reading, Rollup
 from tests import bounds

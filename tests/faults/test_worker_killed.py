@@ -12,7 +12,7 @@ from django.core.management import call_command
 from django.db import connection
 from django.test import Client
 
-from eventbus import counters
+from eventbus.observability import counters
 from project import queues
 from tests.conftest import wait_for
 from tests.factories import sign_up_via_client

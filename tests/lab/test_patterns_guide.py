@@ -145,6 +145,6 @@ def test_every_named_command_and_demo_exists() -> None:
 
 
 def test_the_resolver_finds_a_module_of_the_project() -> None:
-    assert isinstance(resolve_dotted("eventbus.publish"), ModuleType)
+    assert isinstance(resolve_dotted("eventbus.outbox.publish"), ModuleType)
     with pytest.raises(AttributeError):
-        resolve_dotted("eventbus.publish.no_such_function")
+        resolve_dotted("eventbus.outbox.publish.no_such_function")

@@ -20,7 +20,7 @@ import pytest
 from django.test import Client
 
 from eventbus.models import DeliveryStep, ProcessedEvent
-from eventbus.reconcile import reconcile
+from eventbus.operations.reconcile import reconcile
 from eventbus.redis import client as redis_client
 from tests.conftest import wait_for
 from tests.factories import sign_up_via_client

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 from django.test import Client
 
-from eventbus import counters
 from eventbus.models import OutboxEvent
+from eventbus.observability import counters
 from telemetry import door, tokens
 from telemetry.models import Reading
 from tests.telemetry.helpers import URL, batch, body, device, reading

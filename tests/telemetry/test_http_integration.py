@@ -15,7 +15,7 @@ import requests
 from django.db import transaction
 
 from eventbus.models import DeadLetter, OutboxEvent, ProcessedEvent
-from eventbus.publish import publish
+from eventbus.outbox.publish import publish
 from project import queues
 from telemetry.events import ReadingsReceived
 from telemetry.models import Reading, Rollup

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from django.utils import timezone
 
-from eventbus.envelope import Envelope
-from eventbus.errors import PoisonMessage
+from eventbus.contract.envelope import Envelope
+from eventbus.contract.errors import PoisonMessage
 from telemetry.events import ReadingsReceived
 from telemetry.models import Reading, Rollup
 from telemetry.retention import purge_expired

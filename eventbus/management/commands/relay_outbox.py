@@ -7,7 +7,7 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from eventbus.relay import relay, waiting_count
+from eventbus.outbox.relay import relay, waiting_count
 from project.progress import ProgressBar
 
 

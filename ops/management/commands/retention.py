@@ -19,7 +19,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandParser
 from django.utils import timezone
 
-from eventbus import retention
+from eventbus.operations import retention
 from ops.management.commands.eventbus_status import table
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from eventbus.catalogue import event_type
+from eventbus.contract.catalogue import event_type
 from tests.faults.faultapp.probes import STUBBORN
 
 PROBE = "faults.probe"

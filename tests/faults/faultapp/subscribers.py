@@ -13,7 +13,7 @@ import time
 from celery.exceptions import SoftTimeLimitExceeded
 
 from eventbus import Envelope, RetryPolicy, subscriber
-from eventbus.errors import PermanentError
+from eventbus.contract.errors import PermanentError
 from eventbus.redis import client
 from project import queues
 from tests.faults.faultapp.events import PROBE
