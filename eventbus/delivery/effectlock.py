@@ -65,6 +65,7 @@ def release(subscriber: str, event_id: object, token: str) -> None:
     released (Redis out of reach) expires by itself.
     """
     try:
-        release_script()(keys=[lock_key(subscriber, event_id)], args=[token])
+        # On the current client: the script object is cached, and its own client may be one REDIS_URL ago.
+        release_script()(keys=[lock_key(subscriber, event_id)], args=[token], client=client())
     except redis.RedisError as exc:
         log.warning("effect lock of %s for %s not released (it expires): %s", event_id, subscriber, exc)
