@@ -1,7 +1,7 @@
 """The queues of the system, named in one place.
 
-Settings derive ``task_queues`` from this module; the run command, the README's
-worker commands and docker-compose start one worker pool per name listed in
+Settings derive ``task_queues`` from this module; the run command, the worker
+commands of docs/running.md and docker-compose start one worker pool per name listed in
 ``WORKER_QUEUES``. A subscriber names its queue with one of these constants, and
 a test checks that every subscriber's queue is declared here.
 """

@@ -1,7 +1,7 @@
 """Django settings, every one read from the environment.
 
 The variables, their defaults and what they do are listed in `.env.example`
-and the README. Defaults are safe for development on one machine: SQLite in
+and docs/configuration.md. Defaults are safe for development on one machine: SQLite in
 ``var/``, a Redis on localhost, DEBUG on, secrets that are obviously not secret.
 """
 

@@ -5,7 +5,7 @@ set -euo pipefail
 action=${1:?usage: rabbitmq_vhost.sh reset|delete NAME}
 vhost=${2:?usage: rabbitmq_vhost.sh reset|delete NAME}
 if ! command -v rabbitmqctl >/dev/null 2>&1; then
-  echo "rabbitmqctl not found: the production-profile tests need a local RabbitMQ (see the README)" >&2
+  echo "rabbitmqctl not found: the production-profile tests need a local RabbitMQ (see docs/running.md)" >&2
   exit 1
 fi
 case "$action" in

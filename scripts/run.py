@@ -41,7 +41,7 @@ MARKER = "EVENTDEMO_RUN_ID"
 RUN_VARIABLES: dict[str, str] = {
     "FLOWER_BASIC_AUTH": "user:password for Flower; generated once into VAR_DIR/flower-basic-auth when unset",
 }
-"""Variables that only this command reads; settings.py reads the others. .env.example and the README list both."""
+"""Variables only this command reads (settings.py the others); .env.example and docs/configuration.md list both."""
 
 
 # --- Environment ---------------------------------------------------------------

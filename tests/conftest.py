@@ -212,7 +212,7 @@ CELERY_WORKER = (sys.executable, "-m", "celery", "-A", "project", "worker")
 
 
 def worker_options(worker_queues: Iterable[str], concurrency: int, nodename: str) -> list[str]:
-    """A worker's options as the README's worker commands give them, with a quiet start for tests."""
+    """A worker's options as the worker commands of docs/running.md give them, with a quiet start for tests."""
     return [
         "-Q",
         ",".join(worker_queues),

@@ -2,7 +2,7 @@
 
 No Docker engine runs where these tests run: the file is validated against the
 Compose specification's JSON schema, never run. The worker declarations of the
-compose file, the Procfile and the README are checked against project/queues.py.
+compose file, the Procfile and docs/running.md are checked against project/queues.py.
 """
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ def test_django_services_share_the_anchor(compose: dict[str, Any]) -> None:
 
 def test_compose_environment_uses_the_documented_names(compose: dict[str, Any]) -> None:
     unknown = set(compose["x-django"]["environment"]) - all_variables()
-    assert not unknown, f"variables that .env.example and the README do not know: {sorted(unknown)}"
+    assert not unknown, f"variables that .env.example and docs/configuration.md do not know: {sorted(unknown)}"
 
 
 def test_published_ports_are_on_loopback_only(compose: dict[str, Any]) -> None:
@@ -116,7 +116,7 @@ def worker_lines(text: str) -> list[tuple[str, str, str]]:
     return re.findall(pattern, text)
 
 
-@pytest.mark.parametrize("path", ["README.md", "Procfile"])
-def test_readme_and_procfile_start_one_pool_per_queue(path: str) -> None:
+@pytest.mark.parametrize("path", ["docs/running.md", "Procfile"])
+def test_documented_commands_and_procfile_start_one_pool_per_queue(path: str) -> None:
     expected = [(q, str(queues.DEFAULT_CONCURRENCY[q]), f"{q}@%h") for q in queues.WORKER_QUEUES]
     assert worker_lines((REPO / path).read_text()) == expected

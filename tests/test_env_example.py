@@ -1,4 +1,4 @@
-"""settings.py, .env.example and the README's configuration table name the same variables.
+"""settings.py, .env.example and the configuration table of docs/configuration.md name the same variables.
 
 The variables are read off the source with ``ast`` (every ``env_*("NAME", default)``
 call in settings.py, and ``RUN_VARIABLES`` in scripts/run.py), so adding a
@@ -54,11 +54,10 @@ def env_example() -> dict[str, str]:
     return values
 
 
-def readme_table() -> set[str]:
-    """Names in the first column of the table under the README's "## Configuration"."""
-    readme = (REPO / "README.md").read_text()
-    section = readme.split("\n## Configuration", 1)[1].split("\n## ", 1)[0]
-    return set(re.findall(r"^\|\s*`([A-Z][A-Z0-9_]*)`\s*\|", section, flags=re.MULTILINE))
+def configuration_table() -> set[str]:
+    """Names in the first column of the table in docs/configuration.md."""
+    page = (REPO / "docs" / "configuration.md").read_text()
+    return set(re.findall(r"^\|\s*`([A-Z][A-Z0-9_]*)`\s*\|", page, flags=re.MULTILINE))
 
 
 def literal(node: ast.expr) -> object:
@@ -84,15 +83,15 @@ def test_every_variable_is_in_env_example() -> None:
     assert not missing, f"add these to .env.example (with default and comment): {sorted(missing)}"
 
 
-def test_every_variable_is_in_the_readme_table() -> None:
-    missing = all_variables() - readme_table()
-    assert not missing, f"add these to the README's Configuration table: {sorted(missing)}"
+def test_every_variable_is_in_the_configuration_table() -> None:
+    missing = all_variables() - configuration_table()
+    assert not missing, f"add these to the table of docs/configuration.md: {sorted(missing)}"
 
 
-def test_env_example_and_readme_list_nothing_unknown() -> None:
+def test_env_example_and_configuration_table_list_nothing_unknown() -> None:
     known = all_variables()
     assert not set(env_example()) - known, "variables in .env.example that nothing reads"
-    assert not readme_table() - known, "variables in the README table that nothing reads"
+    assert not configuration_table() - known, "variables in the table of docs/configuration.md that nothing reads"
 
 
 def test_every_variable_has_a_comment_above_it() -> None:

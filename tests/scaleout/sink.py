@@ -7,7 +7,7 @@ anything (it waits before answering MAIL FROM), and ``waiting`` says which clien
 addresses are inside that wait: a host cut off there has sent nothing the provider
 kept, so the redelivery elsewhere is the only copy.
 
-(A wait in DATA instead, after the message is complete, is the README's "one
+(A wait in DATA instead, after the message is complete, is docs/reliability.md's "one
 window left": the provider keeps the message, the cut host never hears the 250,
 and the redelivery sends a second copy with the same Message-ID.)
 """

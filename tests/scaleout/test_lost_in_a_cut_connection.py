@@ -4,8 +4,8 @@ kombu's Redis transport pops a message with ``BRPOP`` and records it as
 unacknowledged only once it has arrived. A worker whose link is cut while its
 ``BRPOP`` waits in Redis still looks connected to Redis, which pops the next
 message pushed to that queue and writes it into the dead connection: it is in
-no queue and in no unacknowledged set (README "Known limits" used to end
-there). This test makes that happen on purpose (host a idle, its ``BRPOP``
+no queue and in no unacknowledged set (docs/reliability.md, "Known limits", used
+to end there). This test makes that happen on purpose (host a idle, its ``BRPOP``
 just issued, its link cut, then a sign-up), shows that the broker lost exactly
 that delivery, and that the reconciler sends it again and host b does it: one
 email and one analytics row per sign-up.
