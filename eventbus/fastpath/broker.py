@@ -60,6 +60,9 @@ worker goes on.
 
 And it builds one redis-py client object per channel for its commands
 instead of one per command (see ``_create_client``).
+
+Buys: figure 2, 0.71x -> 1.82x (bulk acks) -> 2.74x (many per fetch) (levers 8, 11 and 12,
+docs/benchmarks-levers.md#the-fast-path-module-by-module).
 """
 
 from __future__ import annotations

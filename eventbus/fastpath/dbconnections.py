@@ -13,11 +13,13 @@ One difference: Django's health check (``conn_health_checks``, a ``SELECT 1``
 before a connection's first use in each request) is skipped for a
 connection that finished a task without an error less than
 ``HEALTH_CHECK_AFTER_IDLE`` seconds ago. A worker runs hundreds of tasks a
-second; on PostgreSQL the check was a round trip per task (figure 1 of
-docs/benchmarks.md) to ask a server that had just answered. A connection
-that dies within that second fails its next task's first query, which is
-retried like any transient failure, and Django then checks it (an error
-occurred) and replaces it.
+second, and on PostgreSQL the check is a round trip per task to a server that
+has just answered. A connection that dies within that second fails its next
+task's first query, which is retried like any transient failure, and Django
+then checks it (an error occurred) and replaces it.
+
+Buys: figure 1, 4,040 connections for 4,040 deliveries -> 2 (13% of pool time on PostgreSQL, 3% on SQLite;
+lever 22 not measured alone; docs/benchmarks-levers.md#the-fast-path-module-by-module).
 """
 
 from __future__ import annotations

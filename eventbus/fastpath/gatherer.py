@@ -13,6 +13,9 @@ exits in an orderly way writes what it holds, at exit (``atexit``) and when a
 Celery pool process shuts down (``flush_on_exit``). That flush first waits for
 a write the thread has begun: the interpreter would otherwise cut the daemon
 thread off mid-write.
+
+Buys: nothing alone; marks.py (figure 4) and results.py (figure 1) buy with it
+(docs/benchmarks-levers.md#the-fast-path-module-by-module).
 """
 
 from __future__ import annotations

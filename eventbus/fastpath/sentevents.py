@@ -4,10 +4,8 @@ With ``CELERY_TASK_SEND_SENT_EVENT`` on, every task message a producer sends
 is followed by a ``task-sent`` event, so that Flower can show a task as sent
 before a worker takes it. On Redis an event is a ``PUBLISH`` on the
 ``celeryev`` channel: nothing keeps it, and a process that is not subscribed
-at that moment (Flower, ``celery events``) never sees it. Building and
-publishing the event was a fifth of what dispatching a sign-up's two messages
-cost the request (figure 4 of docs/benchmarks.md), also when no listener was
-there.
+at that moment (Flower, ``celery events``) never sees it; building and
+publishing it costs the request also when no listener is there.
 
 Redis says how many subscribers got each ``PUBLISH`` (pattern subscribers
 included). The project's Redis channel (eventbus/fastpath/broker.py) reports that
@@ -17,6 +15,9 @@ ask. A listener that subscribes meanwhile misses at most that long of
 ``task-sent`` events; it gets every event the workers send, and every
 ``task-sent`` after that. Nothing else depends on them. Other transports
 (RabbitMQ) never report, and always send.
+
+Buys: figure Pa, not measured alone: 0.59x -> 0.43x between two full runs, with lever 25; figure 4 nothing
+(lever 26, docs/benchmarks-levers.md#the-fast-path-module-by-module).
 """
 
 from __future__ import annotations
