@@ -110,6 +110,7 @@ __all__ = [
     "event_statuses_for",
     "filter_dead_letters",
     "find_subscription",
+    "get_subscription",
     "high_water_mark",
     "latency_histogram",
     "limiter_states",
@@ -192,6 +193,11 @@ def find_subscription(name: str) -> SubscriptionInfo | None:
     """The subscriber named ``name``; None for a name no subscriber has (any longer)."""
     found = registry.find(name)
     return None if found is None else _info(found)
+
+
+def get_subscription(name: str) -> SubscriptionInfo:
+    """The subscriber named ``name``; raises KeyError for a name no subscriber has."""
+    return _info(registry.get(name))
 
 
 def counters_by_subscriber() -> dict[str, dict[str, int]]:
