@@ -8,9 +8,9 @@ class AnalyticsConfig(AppConfig):
         # The bus purges the analytics records (eventbus/operations/retention.py);
         # it imports no app, so the app names them.
         from analytics.models import AnalyticsEvent
-        from eventbus.operations.retention import Retention, register
+        from eventbus import Retention, register_retention
 
-        register(
+        register_retention(
             Retention(
                 "analytics.events",
                 AnalyticsEvent,

@@ -7,7 +7,7 @@ from typing import Any
 
 from analytics.models import AnalyticsEvent
 from eventbus import Envelope
-from eventbus.fastpath.inserts import Insert
+from eventbus.doors import Insert
 
 
 def _columns(event: Envelope) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import itertools
 import time
 from collections.abc import Callable
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -30,6 +31,14 @@ PASSWORD = "a long enough passphrase 42"
 
 class DemoTimeout(Exception):
     """What a demo waited for did not happen in time; the demo fails with this text."""
+
+
+@lru_cache(maxsize=2)
+def _broker_redis(url: str) -> Any:
+    """The lab's own client of the Redis whose lists are the broker's queues (REDIS_URL); each wait bounded."""
+    import redis
+
+    return redis.Redis.from_url(url, decode_responses=True, socket_connect_timeout=5.0, socket_timeout=5.0)
 
 
 class Stage:
@@ -114,19 +123,15 @@ class Stage:
     # --- readings ---------------------------------------------------------
 
     def queue_depth(self, queue: str) -> int:
-        from eventbus.redis import client
-
-        return int(client().llen(settings.REDIS_KEY_PREFIX + queue))
+        return int(_broker_redis(settings.REDIS_URL).llen(settings.REDIS_KEY_PREFIX + queue))
 
     def peek(self, queue: str) -> list[str]:
         """The task name and event id of each message waiting in ``queue`` (kombu's JSON on a Redis list)."""
         import base64
         import json
 
-        from eventbus.redis import client
-
         shown = []
-        for raw in client().lrange(settings.REDIS_KEY_PREFIX + queue, 0, -1):
+        for raw in _broker_redis(settings.REDIS_URL).lrange(settings.REDIS_KEY_PREFIX + queue, 0, -1):
             message = json.loads(raw)
             body = json.loads(base64.b64decode(message["body"])) if message.get("body") else [[{}]]
             wire = body[0][0] if body and body[0] else {}
@@ -150,9 +155,9 @@ class Stage:
         return len(set(self.sink.message_ids()))
 
     def counter(self, name: str, subscriber: str) -> int:
-        from eventbus.observability import counters
+        from eventbus import ops_api
 
-        return int(counters.read(name).get(subscriber, 0))
+        return int(ops_api.read_counter(name).get(subscriber, 0))
 
     def skip_steps(self) -> int:
         """Mark every delivery step recorded so far as told (a flood of alike steps); returns how many."""

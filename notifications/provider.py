@@ -8,8 +8,7 @@ from __future__ import annotations
 
 from django.conf import settings
 
-from eventbus.protection.breaker import CircuitBreaker
-from eventbus.protection.windowlimit import WindowLimiter
+from eventbus import CircuitBreaker, WindowLimiter
 
 PROVIDER = "smtp"
 

@@ -32,7 +32,7 @@ from __future__ import annotations
 import logging
 import smtplib
 
-from eventbus.contract.errors import PermanentError
+from eventbus import PermanentError
 from notifications.pipelining import Refusals
 
 log = logging.getLogger(__name__)

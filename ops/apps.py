@@ -18,9 +18,9 @@ class OpsConfig(AppConfig):
 
         from django.contrib.sessions.models import Session
 
-        from eventbus.operations.retention import Retention, register
+        from eventbus import Retention, register_retention
 
-        register(
+        register_retention(
             Retention(
                 "django.sessions",
                 Session,

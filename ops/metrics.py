@@ -49,16 +49,13 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
-from eventbus.contract import registry
+from eventbus import ops_api
 from eventbus.models import OutboxEvent
-from eventbus.observability import latency
-from eventbus.protection import backpressure
-from eventbus.protection.breaker import CLOSED, HALF_OPEN, OPEN
 from ops import status
 from project import queues
 from telemetry.door import throttled_counts
 
-BREAKER_STATE_VALUES = {CLOSED: 0, HALF_OPEN: 1, OPEN: 2}
+BREAKER_STATE_VALUES = {ops_api.CLOSED: 0, ops_api.HALF_OPEN: 1, ops_api.OPEN: 2}
 
 COUNTER_HELP = {
     "delivered": "Effects that happened, one per event and subscriber.",
@@ -147,7 +144,7 @@ def _families_dead_letters() -> Iterator[Metric]:
         "eventbus_dead_letters", "Dead letters stored (not purged), by subscriber.", labels=["subscriber"]
     )
     stored = status.dead_letters_by_subscriber()
-    for name in sorted({s.name for s in registry.all_subscriptions()} | set(stored)):
+    for name in sorted({s.name for s in ops_api.subscriptions()} | set(stored)):
         family.add_metric([name], stored.get(name, 0))
     yield family
 
@@ -162,14 +159,14 @@ def _families_queues() -> Iterator[Metric]:
     )
     for name in queues.WORKER_QUEUES:
         depth.add_metric([name], depths[name])
-        mark.add_metric([name], backpressure.high_water_mark(name))
+        mark.add_metric([name], ops_api.high_water_mark(name))
     yield depth
     yield mark
 
 
 def _families_redis() -> Iterator[Metric]:
-    values = status.counter_values()
-    for counter in status.COUNTER_NAMES:
+    values = ops_api.counters_by_subscriber()
+    for counter in ops_api.COUNTER_NAMES:
         family = CounterMetricFamily(f"eventbus_{counter}", COUNTER_HELP.get(counter, counter), labels=["subscriber"])
         for subscriber, by_name in values.items():
             family.add_metric([subscriber], by_name[counter])
@@ -181,7 +178,7 @@ def _families_redis() -> Iterator[Metric]:
         labels=["subscriber"],
     )
     for subscriber in values:
-        h = latency.histogram(subscriber)
+        h = ops_api.latency_histogram(subscriber)
         buckets = [(floatToGoString(bound), count) for bound, count in h.cumulative]
         histogram.add_metric([subscriber], buckets, sum_value=h.total)
     yield histogram
@@ -192,7 +189,7 @@ def _families_redis() -> Iterator[Metric]:
     failures = GaugeMetricFamily(
         "eventbus_breaker_consecutive_failures", "Consecutive failures a breaker counted.", labels=["breaker"]
     )
-    for breaker in status.breaker_states():
+    for breaker in ops_api.breaker_states():
         breakers.add_metric([breaker.name], BREAKER_STATE_VALUES[breaker.state])
         failures.add_metric([breaker.name], breaker.consecutive_failures)
     yield breakers
@@ -204,7 +201,7 @@ def _families_redis() -> Iterator[Metric]:
     limits = GaugeMetricFamily(
         "eventbus_rate_limiter_limit", "Grants a rate limiter allows per window.", labels=["limiter"]
     )
-    for limiter in status.limiter_states():
+    for limiter in ops_api.limiter_states():
         if limiter.grants_in_window is not None and limiter.limit is not None:
             grants.add_metric([limiter.name], limiter.grants_in_window)
             limits.add_metric([limiter.name], limiter.limit)

@@ -9,7 +9,9 @@ timeout, the database reads are aggregates over indexed columns, and
 throughput covers the last ``THROUGHPUT_MINUTES`` minutes.
 
 The readers are public: ``/metrics`` (ops/metrics.py) calls the ones it needs,
-without the workers' round trip.
+without the workers' round trip. What the bus keeps in Redis (counters,
+breakers, limiters), its subscriptions and its queues' marks come through
+``eventbus.ops_api``; the database parts are queries on ``eventbus.models``.
 """
 
 from __future__ import annotations
@@ -26,13 +28,9 @@ from django.db.models import Count, Min, Q
 from django.db.models.functions import TruncMinute
 from django.utils import timezone
 
-from eventbus.contract import registry
+from eventbus import ops_api
 from eventbus.models import BrokerLoss, DeadLetter, OutboxEvent, ProcessedEvent
-from eventbus.observability import counters
-from eventbus.protection import backpressure
-from eventbus.protection.breaker import OPEN, CircuitBreaker
-from eventbus.protection.windowlimit import WindowLimiter
-from eventbus.redis import client as redis_client
+from eventbus.ops_api import COUNTER_NAMES, BreakerStatus, LimiterStatus
 from project import queues
 from project.celery import app as celery_app
 
@@ -46,24 +44,6 @@ THROUGHPUT_MINUTES = 10
 """Minutes of published and processed events shown, the current (partial) one included."""
 NO_SUBSCRIBER = "(unknown)"
 """The subscriber of a dead letter that names none (a poison message no task could read)."""
-
-COUNTER_NAMES: tuple[str, ...] = (
-    counters.DELIVERED,
-    counters.DUPLICATES,
-    counters.RETRIES,
-    counters.DEAD_LETTERED,
-    counters.SHED,
-    counters.DEFERRED,
-    counters.STALE,
-    counters.ORDER_WAITS,
-    counters.RATE_LIMIT_WAITS,
-    counters.BREAKER_WAITS,
-    counters.EFFECT_WAITS,
-    counters.BATCHES,
-    counters.BATCHED,
-    counters.REDELIVERED,
-)
-"""Every counter of eventbus/observability/counters.py, in the order tables show them."""
 
 _WAITING = (OutboxEvent.Status.PENDING, OutboxEvent.Status.DEFERRED)
 
@@ -123,32 +103,6 @@ class SubscriberStatus:
     """Each of COUNTER_NAMES; None when Redis could not be read."""
     dead_letters: int | None
     """Dead letters stored for this subscriber; None when the database could not be read."""
-
-
-@dataclass(frozen=True)
-class BreakerStatus:
-    name: str
-    state: str
-    """``closed``, ``half_open`` or ``open``, as a caller would meet it now."""
-    consecutive_failures: int
-    failure_threshold: int
-    probe_in_seconds: float | None
-    """While open: seconds (on the Redis server's clock) until one probe may call again."""
-    subscribers: tuple[str, ...]
-
-    @property
-    def state_label(self) -> str:
-        return self.state.replace("_", "-")
-
-
-@dataclass(frozen=True)
-class LimiterStatus:
-    name: str
-    grants_in_window: int | None
-    """None for a limiter that cannot tell (only the sliding window can)."""
-    limit: int | None
-    window_seconds: float | None
-    subscribers: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -230,7 +184,7 @@ def queue_depths() -> dict[str, int]:
     """Messages waiting in each queue of WORKER_QUEUES, read from the broker now (no cache)."""
     with celery_app.connection_for_read() as connection:
         channel = connection.default_channel
-        return {name: backpressure.read_depth(channel, name) for name in queues.WORKER_QUEUES}
+        return {name: ops_api.queue_depth(channel, name) for name in queues.WORKER_QUEUES}
 
 
 def workers_by_queue(timeout: float = WORKERS_TIMEOUT) -> dict[str, tuple[str, ...]]:
@@ -288,61 +242,6 @@ def dead_letters_by_subscriber() -> dict[str, int]:
         name = row["subscriber"] or NO_SUBSCRIBER
         totals[name] = totals.get(name, 0) + row["count"]
     return totals
-
-
-def counter_values() -> dict[str, dict[str, int]]:
-    """Every counter per subscriber, zero where a subscriber has none yet (one HGETALL per counter)."""
-    read = {name: counters.read(name) for name in COUNTER_NAMES}
-    names = {s.name for s in registry.all_subscriptions()} | {label for values in read.values() for label in values}
-    return {label: {name: read[name].get(label, 0) for name in COUNTER_NAMES} for label in sorted(names)}
-
-
-def _server_seconds() -> float:
-    seconds, micros = redis_client().time()
-    return float(seconds) + micros / 1_000_000
-
-
-def breaker_states() -> tuple[BreakerStatus, ...]:
-    """Each circuit breaker the subscriptions use, once per breaker name, as a caller would meet it now."""
-    found: dict[str, tuple[CircuitBreaker, list[str]]] = {}
-    for subscription in registry.all_subscriptions():
-        if subscription.breaker is not None:
-            breaker = subscription.breaker()
-            found.setdefault(breaker.name, (breaker, []))[1].append(subscription.name)
-    statuses = []
-    for name, (breaker, users) in sorted(found.items()):
-        state = breaker.state()
-        probe_in = None
-        if state.state == OPEN and state.half_open_at is not None:
-            probe_in = max(0.0, state.half_open_at - _server_seconds())
-        statuses.append(
-            BreakerStatus(
-                name=name,
-                state=state.state,
-                consecutive_failures=state.consecutive_failures,
-                failure_threshold=breaker.failure_threshold,
-                probe_in_seconds=probe_in,
-                subscribers=tuple(users),
-            )
-        )
-    return tuple(statuses)
-
-
-def limiter_states() -> tuple[LimiterStatus, ...]:
-    """Each shared rate limiter the subscriptions use, once per name: grants in its current window."""
-    found: dict[str, tuple[registry.Limiter, list[str]]] = {}
-    for subscription in registry.all_subscriptions():
-        if subscription.limiter is not None:
-            limiter = subscription.limiter()
-            found.setdefault(limiter.name, (limiter, []))[1].append(subscription.name)
-    statuses = []
-    for name, (limiter, users) in sorted(found.items()):
-        if isinstance(limiter, WindowLimiter):
-            status = LimiterStatus(name, limiter.grants_in_window(), limiter.limit, limiter.window, tuple(users))
-        else:
-            status = LimiterStatus(name, None, None, None, tuple(users))
-        statuses.append(status)
-    return tuple(statuses)
 
 
 def _per_minute(rows: Iterable[tuple[datetime, int]]) -> dict[datetime, int]:
@@ -408,13 +307,13 @@ def take_snapshot(*, workers_timeout: float = WORKERS_TIMEOUT) -> Snapshot:
     queue_rows = tuple(
         QueueStatus(
             name=name,
-            high_water_mark=backpressure.high_water_mark(name),
+            high_water_mark=ops_api.high_water_mark(name),
             depth=None if depths is None else depths.get(name),
             workers=None if workers is None else workers.get(name, ()),
         )
         for name in queues.WORKER_QUEUES
     )
-    counted = attempt("counters", counter_values, unavailable)
+    counted = attempt("counters", ops_api.counters_by_subscriber, unavailable)
     dead = attempt("dead_letters", dead_letters_by_subscriber, unavailable)
     return Snapshot(
         taken_at=now,
@@ -422,8 +321,8 @@ def take_snapshot(*, workers_timeout: float = WORKERS_TIMEOUT) -> Snapshot:
         outbox=attempt("outbox", lambda: outbox_status(now), unavailable),
         reconcile=attempt("reconcile", lambda: reconcile_status(now), unavailable),
         subscribers=_subscribers(counted, dead),
-        breakers=attempt("breakers", breaker_states, unavailable),
-        limiters=attempt("limiters", limiter_states, unavailable),
+        breakers=attempt("breakers", ops_api.breaker_states, unavailable),
+        limiters=attempt("limiters", ops_api.limiter_states, unavailable),
         throughput=attempt("throughput", lambda: throughput(now=now), unavailable),
         unavailable=unavailable,
     )
@@ -432,7 +331,7 @@ def take_snapshot(*, workers_timeout: float = WORKERS_TIMEOUT) -> Snapshot:
 def _subscribers(
     counted: dict[str, dict[str, int]] | None, dead: dict[str, int] | None
 ) -> tuple[SubscriberStatus, ...]:
-    known = {s.name: s for s in registry.all_subscriptions()}
+    known = {s.name: s for s in ops_api.subscriptions()}
     names = set(known) | set(counted or ()) | set(dead or ())
     rows = []
     for name in sorted(names):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from eventbus.contract.catalogue import event_type
+from eventbus import event_type
 
 
 @event_type("user.signed_up", version=1)

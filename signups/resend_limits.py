@@ -28,9 +28,8 @@ import redis
 from django.conf import settings
 from django.http import HttpRequest
 
-from eventbus.protection import failfast
-from eventbus.protection.tokenbucket import Rate, TokenBucket, parse_rate
-from eventbus.redis import request_client
+from eventbus import Rate, TokenBucket, parse_rate
+from eventbus.doors import REDIS_GATE, Unavailable, request_client
 from signups.services import normalize_email
 from signups.throttle import client_key
 
@@ -55,9 +54,9 @@ def _address_bucket(email: str) -> TokenBucket:
 def _wait(bucket: TokenBucket, what: str) -> float:
     """Take a token, bounded like every request-path call; 0 (no limit applied) when Redis fails."""
     try:
-        with failfast.REDIS.attempt():
+        with REDIS_GATE.attempt():
             return bucket.try_acquire(connection=request_client())
-    except failfast.Unavailable:
+    except Unavailable:
         return 0  # logged once, when Redis failed
     except redis.RedisError as exc:
         log.warning("verification link limit %s not applied (Redis: %s)", what, exc)

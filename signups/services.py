@@ -9,7 +9,7 @@ from django.db.models import Q, QuerySet
 from django.db.models.functions import Lower
 from django.utils import timezone
 
-from eventbus.outbox.publish import publish
+from eventbus import publish
 from signups.events import UserEmailVerified, UserSignedUp, VerificationRequested, aggregate_of
 from signups.models import Account
 from signups.verification import InvalidToken, VerificationClaim

@@ -2,7 +2,7 @@
 
 Over the limit, the sign-up form answers 429 with ``Retry-After``. When Redis
 cannot be reached, or does not answer within the request path's bound
-(EVENTBUS_REQUEST_TIMEOUT, eventbus/redis.py ``request_client``), the limit is
+(EVENTBUS_REQUEST_TIMEOUT, ``eventbus.doors.request_client``), the limit is
 not applied (and the failure is logged): a sign-up must not fail, nor wait,
 because a protective side system is down. After such a failure the process
 does not ask Redis for a few seconds (eventbus/protection/failfast.py).
@@ -31,9 +31,8 @@ from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 
-from eventbus.protection import failfast
-from eventbus.protection.tokenbucket import Rate, TokenBucket, parse_rate
-from eventbus.redis import request_client
+from eventbus import Rate, TokenBucket, parse_rate
+from eventbus.doors import REDIS_GATE, Unavailable, request_client
 
 log = logging.getLogger(__name__)
 
@@ -75,9 +74,9 @@ def limit_signups_per_ip(view: View) -> View:
             return view(request)
         ip = client_key(request.META.get("REMOTE_ADDR", ""))
         try:
-            with failfast.REDIS.attempt():
+            with REDIS_GATE.attempt():
                 wait = _bucket(ip).try_acquire(connection=request_client())
-        except failfast.Unavailable:
+        except Unavailable:
             return view(request)  # logged once, when Redis failed
         except redis.RedisError as exc:
             log.warning("sign-up rate limit not applied (Redis: %s)", exc)

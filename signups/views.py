@@ -7,7 +7,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods
 
-from eventbus.observability import status as event_status
+from eventbus import ops_api
 from signups import resend_limits
 from signups.events import aggregate_of
 from signups.forms import EMAIL_TAKEN_MESSAGE, ResendVerificationForm, SignUpForm
@@ -44,7 +44,7 @@ def _status_context(request: HttpRequest) -> dict[str, object] | None:
     user = get_user_model().objects.select_related("account").filter(pk=user_id).first()
     if user is None:
         return None
-    events = event_status.for_aggregate(aggregate_of(user.pk))
+    events = ops_api.event_statuses_for(aggregate_of(user.pk))
     return {
         "email": user.email,
         "verified": user.account.is_verified,

@@ -27,11 +27,16 @@ from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest
 
-from eventbus.fastpath import publishing_batch
-from eventbus.observability import counters
-from eventbus.protection import backpressure, failfast
-from eventbus.protection.tokenbucket import TokenBucket, parse_rate
-from eventbus.redis import request_client
+from eventbus import TokenBucket, ops_api, parse_rate
+from eventbus.doors import (
+    BROKER_GATE,
+    REDIS_GATE,
+    Unavailable,
+    count_on_request,
+    queue_pressure,
+    request_client,
+    request_producer,
+)
 from project import queues
 from telemetry import tokens
 from telemetry.models import Device
@@ -40,7 +45,7 @@ from telemetry.schemas import MAX_BODY_BYTES
 log = logging.getLogger(__name__)
 
 THROTTLED = "telemetry_throttled"
-"""Counter (eventbus/observability/counters.py) of 429 answers, labelled ``<device name>|<reason>``."""
+"""Counter (``eventbus.doors.count_on_request``) of 429 answers, labelled ``<device name>|<reason>``."""
 RATE = "rate"
 PRESSURE = "pressure"
 
@@ -88,15 +93,15 @@ def admit(request: HttpRequest) -> Device:
 def _check_rate(device: Device) -> None:
     rate = parse_rate(settings.TELEMETRY_DEVICE_RATE, setting="TELEMETRY_DEVICE_RATE")
     try:
-        with failfast.REDIS.attempt():
+        with REDIS_GATE.attempt():
             wait = TokenBucket(f"telemetry-device:{device.pk}", rate).try_acquire(connection=request_client())
-    except failfast.Unavailable:
+    except Unavailable:
         return  # logged once, when Redis failed
     except redis.RedisError as exc:
         log.warning("telemetry: rate of device %s not checked (Redis: %s)", device.name, exc)
         return
     if wait > 0:
-        counters.incr(THROTTLED, f"{device.name}|{RATE}", request_path=True)
+        count_on_request(THROTTLED, f"{device.name}|{RATE}")
         raise DoorRefusal(
             429, f"this device sends more than {settings.TELEMETRY_DEVICE_RATE} requests", max(1, math.ceil(wait))
         )
@@ -105,15 +110,15 @@ def _check_rate(device: Device) -> None:
 def _check_pressure(device: Device) -> None:
     app = current_app._get_current_object()
     try:
-        with failfast.BROKER.attempt(), publishing_batch.request_producer(app) as producer:
-            pressure = backpressure.pressure(producer.channel, queues.TELEMETRY)
-    except failfast.Unavailable:
+        with BROKER_GATE.attempt(), request_producer(app) as producer:
+            pressure = queue_pressure(producer.channel, queues.TELEMETRY)
+    except Unavailable:
         return  # logged once, when the broker failed
     except Exception as exc:  # the broker's errors are many and transport-specific
         log.warning("telemetry: depth of the %s queue not read (%s); accepting", queues.TELEMETRY, exc)
         return
     if pressure.above:
-        counters.incr(THROTTLED, f"{device.name}|{PRESSURE}", request_path=True)
+        count_on_request(THROTTLED, f"{device.name}|{PRESSURE}")
         raise DoorRefusal(
             429,
             f"ingestion is saturated ({pressure.describe()}); try again later",
@@ -124,7 +129,7 @@ def _check_pressure(device: Device) -> None:
 def throttled_counts() -> dict[tuple[str, str], int]:
     """429 answers so far, by (device name, reason), for /metrics."""
     counts: dict[tuple[str, str], int] = {}
-    for label, value in counters.read(THROTTLED).items():
+    for label, value in ops_api.read_counter(THROTTLED).items():
         name, _, reason = label.rpartition("|")
         counts[(name, reason)] = value
     return counts

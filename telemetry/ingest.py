@@ -17,7 +17,7 @@ from datetime import datetime
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
-from eventbus.outbox.publish import publish
+from eventbus import publish
 from telemetry import metric_names
 from telemetry.events import ReadingsReceived
 from telemetry.models import Device, Reading

@@ -38,8 +38,8 @@ def purge_expired(days: int, *, batch: int = BATCH, max_batches: int = MAX_BATCH
 
 def register() -> None:
     """Name the telemetry tables to the bus's retention (eventbus/operations/retention.py)."""
-    from eventbus.operations.retention import Retention
-    from eventbus.operations.retention import register as add
+    from eventbus import Retention
+    from eventbus import register_retention as add
 
     add(
         Retention(

@@ -28,8 +28,7 @@ from typing import Any
 from django.db import connection
 from django.utils import timezone
 
-from eventbus import Envelope
-from eventbus.contract.errors import PoisonMessage
+from eventbus import Envelope, PoisonMessage
 from telemetry.schemas import MAX_ABS_VALUE
 
 log = logging.getLogger(__name__)

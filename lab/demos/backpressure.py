@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import time
 
+from eventbus import ops_api
 from eventbus.models import OutboxEvent, ProcessedEvent
-from eventbus.observability import counters
-from eventbus.outbox.relay import relay
-from eventbus.protection.backpressure import high_water_mark
 from lab.narration import Verdict, check
 from lab.stage import DemoTimeout, Stage
 from project import queues
@@ -23,7 +21,7 @@ ANALYTICS = "analytics.record_event"
 
 
 def run(stage: Stage) -> Verdict:
-    marks = {q: high_water_mark(q) for q in (queues.NOTIFICATIONS, queues.ANALYTICS)}
+    marks = {q: ops_api.high_water_mark(q) for q in (queues.NOTIFICATIONS, queues.ANALYTICS)}
     stage.say("high-water marks: " + ", ".join(f"{q}={m}" for q, m in marks.items()) + "; no worker runs yet")
     for n in range(1, SIGN_UPS + 1):
         stage.sign_up()
@@ -48,7 +46,7 @@ def run(stage: Stage) -> Verdict:
     while OutboxEvent.objects.exclude(status=OutboxEvent.Status.DISPATCHED).exists():
         if time.monotonic() > deadline:
             raise DemoTimeout("the relay did not drain the deferred events in 20s")
-        result = relay(grace=0)
+        result = ops_api.relay(grace=0)
         if result.dispatched:
             relayed += result.dispatched
             stage.say(f"relay: sent {result.dispatched} deferred events as the queue drained ({result.deferred} wait)")
@@ -58,9 +56,9 @@ def run(stage: Stage) -> Verdict:
     from analytics.models import AnalyticsEvent
 
     recorded = AnalyticsEvent.objects.count()
-    shed_counted = stage.counter(counters.SHED, ANALYTICS)
+    shed_counted = stage.counter(ops_api.SHED, ANALYTICS)
     # Counted at each deferral: a row the relay finds still above the mark is deferred (and counted) again.
-    deferrals = stage.counter(counters.DEFERRED, WELCOME)
+    deferrals = stage.counter(ops_api.DEFERRED, WELCOME)
     return check(
         f"{SIGN_UPS} sign-ups, mark {MARK}: analytics {recorded} recorded + {shed} shed, "
         f"email {deferred} deferred ({deferrals} deferrals) then relayed, {stage.emails()} emails",

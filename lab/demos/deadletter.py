@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from celery import current_app
 
-from eventbus.deadletters.operations import replay
+from eventbus import ops_api
 from eventbus.models import DeadLetter, DeadLetterReplay
-from eventbus.observability import counters
 from lab.narration import Verdict, check
 from lab.stage import Stage
 from notifications.subscribers import send_welcome_email
@@ -35,14 +34,14 @@ def run(stage: Stage) -> Verdict:
 
     stage.sink.handler.reject_containing = None
     stage.say("the operator fixed the mailbox at the provider, and replays every dead letter")
-    first = replay(DeadLetter.objects.all(), by="demo")
+    first = ops_api.replay_dead_letters(DeadLetter.objects.all(), by="demo")
     for line in first.lines():
         stage.say(f"  {line}")
     stage.say(first.summary())
     stage.wait("the replayed email", lambda: stage.ledger_rows(WELCOME) >= 1 and stage.emails() >= 1)
-    second = replay(DeadLetter.objects.all(), by="demo")
+    second = ops_api.replay_dead_letters(DeadLetter.objects.all(), by="demo")
     stage.say(f"replayed again: {second.summary()}")
-    stage.wait("the second replay skipped by the ledger", lambda: stage.counter(counters.DUPLICATES, WELCOME) >= 1)
+    stage.wait("the second replay skipped by the ledger", lambda: stage.counter(ops_api.DUPLICATES, WELCOME) >= 1)
     recorded = DeadLetterReplay.objects.count()
     return check(
         f"{len(kinds)} dead letters ({', '.join(kinds)}), replay: {len(first.sent)} sent, "

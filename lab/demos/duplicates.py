@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from celery import current_app
 
-from eventbus.contract import registry
+from eventbus import ops_api
 from eventbus.models import OutboxEvent
-from eventbus.observability import counters
 from lab.narration import Verdict, check
 from lab.stage import Stage
 from project import queues
@@ -22,7 +21,7 @@ def run(stage: Stage) -> Verdict:
     stage.worker("duplicates", queues.NOTIFICATIONS, queues.ANALYTICS, concurrency=2)
     stage.sign_up()
     event = OutboxEvent.objects.get(type="user.signed_up")
-    subscribers = registry.subscriptions_for(event.type)
+    subscribers = ops_api.subscriptions_for(event.type)
     stage.say(f"event {event.id} dispatched once, as every sign-up is")
     stage.wait("the first delivery's effects", lambda: stage.ledger_rows() == len(subscribers) and stage.emails())
     stage.say(f"after delivery 1: {stage.emails()} email, {stage.ledger_rows()} ledger rows")
@@ -38,7 +37,7 @@ def run(stage: Stage) -> Verdict:
     expected = len(subscribers) * (DELIVERIES - 1)
 
     def duplicates() -> int:
-        return sum(int(counters.read(counters.DUPLICATES).get(s.name, 0)) for s in subscribers)
+        return sum(int(ops_api.read_counter(ops_api.DUPLICATES).get(s.name, 0)) for s in subscribers)
 
     stage.wait(f"{expected} duplicates skipped", lambda: duplicates() >= expected)
     emails, distinct = stage.emails(), stage.distinct_emails()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from eventbus.contract import registry
+from eventbus import ops_api
 from eventbus.models import OutboxEvent, ProcessedEvent
 from lab.narration import Verdict, check
 from lab.stage import Stage
@@ -12,7 +12,7 @@ SUMMARY = "one sign-up event, two subscribers: a message on each one's queue, a 
 
 
 def run(stage: Stage) -> Verdict:
-    subscribers = registry.subscriptions_for("user.signed_up")
+    subscribers = ops_api.subscriptions_for("user.signed_up")
     stage.say("subscribers of user.signed_up: " + ", ".join(f"{s.name} (queue {s.queue})" for s in subscribers))
     user = stage.sign_up()
     event = OutboxEvent.objects.get(type="user.signed_up")

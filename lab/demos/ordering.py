@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from celery import current_app
 
-from eventbus.contract import registry
+from eventbus import ops_api
 from eventbus.models import DeliveryStep, OutboxEvent, ProcessedEvent
-from eventbus.observability import counters
 from lab.narration import Verdict, check
 from lab.stage import Stage
 from project import queues
@@ -37,7 +36,7 @@ def run(stage: Stage) -> Verdict:
 
     stage.worker("ordering", queues.ANALYTICS)
     signed_up, verified = events
-    task = registry.get(ANALYTICS)
+    task = ops_api.get_subscription(ANALYTICS)
     current_app.send_task(task.name, args=(verified.to_wire(),), queue=task.queue)
     stage.say(f"delivered #{verified.sequence} {verified.type} first")
     stage.wait(
@@ -53,7 +52,7 @@ def run(stage: Stage) -> Verdict:
         .order_by("processed_at", "id")
         .values_list("sequence", flat=True)
     )
-    waits = stage.counter(counters.ORDER_WAITS, ANALYTICS)
+    waits = stage.counter(ops_api.ORDER_WAITS, ANALYTICS)
     stage.say(f"ledger order of application: {' then '.join(f'#{s}' for s in applied)}; {waits} waits for #1")
     return check(
         f"#2 delivered first, deferred {waits} times, applied in order {applied}, "

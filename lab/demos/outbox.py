@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import time
 
+from eventbus import ops_api
 from eventbus.models import OutboxEvent
-from eventbus.outbox.relay import relay
 from lab.narration import Verdict, check
 from lab.stage import DemoTimeout, Stage
 from project import queues
@@ -38,7 +38,7 @@ def run(stage: Stage) -> Verdict:
     while OutboxEvent.objects.exclude(status=OutboxEvent.Status.DISPATCHED).exists():
         if time.monotonic() > deadline:
             raise DemoTimeout("the relay did not send the pending events in 15s")
-        result = relay(grace=0)
+        result = ops_api.relay(grace=0)
         relayed += result.dispatched
         stage.say(f"relay: {result.dispatched} sent, {result.failed} failed {result.error[:60]}".rstrip())
         time.sleep(0.2)

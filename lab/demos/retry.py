@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import re
 
-from eventbus.contract import registry
+from eventbus import ops_api
 from eventbus.models import DeliveryStep
-from eventbus.observability import counters
 from lab.narration import Verdict, check
 from lab.stage import Stage
 from notifications.subscribers import send_welcome_email
@@ -22,7 +21,7 @@ WELCOME = send_welcome_email.name
 
 
 def run(stage: Stage) -> Verdict:
-    policy = registry.get(WELCOME).retry
+    policy = ops_api.get_subscription(WELCOME).retry
     ceilings = ", ".join(f"{policy.ceiling(n):g}s" for n in range(FAILURES + 1))
     stage.say(
         f"retry policy of {WELCOME}: {policy.max_retries} retries, delay drawn from [0, min(cap, base·2ⁿ)], "
@@ -39,7 +38,7 @@ def run(stage: Stage) -> Verdict:
     arrived = stage.sink.messages[0].at if stage.sink.messages else 0.0
     if first is not None:
         stage.say(f"the email arrived {arrived - first.timestamp():.2f}s after the first failure")
-    counted = stage.counter(counters.RETRIES, WELCOME)
+    counted = stage.counter(ops_api.RETRIES, WELCOME)
     schedule = " + ".join(f"{d:g}s" for d in delays)
     # The step's text rounds the delay to 0.1 s.
     within = all(d <= policy.ceiling(n) + 0.05 for n, d in enumerate(delays))

@@ -11,7 +11,7 @@ from datetime import datetime
 from django.db.models import Count, Q, QuerySet
 from django_celery_results.models import TaskResult
 
-from eventbus.contract import registry
+from eventbus import ops_api
 from eventbus.models import DeadLetter, DeadLetterReplay, DeliveryStep, OutboxEvent, ProcessedEvent
 from ops.timeline.links import as_uuid
 from signups.events import aggregate_of
@@ -139,7 +139,7 @@ def rows(events: Iterable[OutboxEvent]) -> list[EventRow]:
             status=e.status,
             correlation_id=e.correlation_id,
             handled=handled.get(e.id, 0),
-            subscribers=len(registry.subscriptions_for(e.type)),
+            subscribers=len(ops_api.subscriptions_for(e.type)),
             dead_lettered=dead.get(e.id, 0),
         )
         for e in page

@@ -15,7 +15,7 @@ from datetime import datetime
 
 from django.urls import reverse
 
-from eventbus.contract import registry
+from eventbus import ops_api
 from eventbus.models import DeadLetter, DeliveryStep, OutboxEvent, ProcessedEvent
 from ops.timeline.links import TaskRef
 from ops.timeline.records import Records
@@ -187,7 +187,7 @@ def _unnoted_replays(name: str, own_steps: Sequence[DeliveryStep], records: Reco
 
 
 def _succeeded(entry: ProcessedEvent, records: Records) -> TimelineStep:
-    subscription = registry.find(entry.subscriber)
+    subscription = ops_api.find_subscription(entry.subscriber)
     return TimelineStep(
         "succeeded",
         f"succeeded: {subscription.done_label}" if subscription else "succeeded",

@@ -7,9 +7,8 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
-from eventbus.contract import registry
+from eventbus import ops_api
 from eventbus.models import OutboxEvent, ProcessedEvent
-from eventbus.observability import status as event_status
 from ops.timeline.links import TaskRef, as_uuid, search_url
 from ops.timeline.records import Records
 from ops.timeline.steps import TimelineStep, steps_for
@@ -103,7 +102,7 @@ def build(event_id: uuid.UUID | str) -> EventTimeline | None:
         return None
     records = Records.load(event)
     states = _states(event)
-    names = [s.name for s in registry.subscriptions_for(event.type)]
+    names = [s.name for s in ops_api.subscriptions_for(event.type)]
     names += sorted(records.subscribers() - set(names))
     subscribers = tuple(_subscriber_story(event, name, records, states) for name in names)
     neighbours = _aggregate_events(event)
@@ -132,17 +131,17 @@ def build(event_id: uuid.UUID | str) -> EventTimeline | None:
     )
 
 
-def _states(event: OutboxEvent) -> dict[str, event_status.DeliveryStatus]:
-    for status in event_status.for_aggregate(event.aggregate):
+def _states(event: OutboxEvent) -> dict[str, ops_api.DeliveryStatus]:
+    for status in ops_api.event_statuses_for(event.aggregate):
         if status.event_id == str(event.id):
             return {d.subscriber: d for d in status.deliveries}
     return {}
 
 
 def _subscriber_story(
-    event: OutboxEvent, name: str, records: Records, states: dict[str, event_status.DeliveryStatus]
+    event: OutboxEvent, name: str, records: Records, states: dict[str, ops_api.DeliveryStatus]
 ) -> SubscriberStory:
-    subscription = registry.find(name)
+    subscription = ops_api.find_subscription(name)
     entry = records.ledger.get(name)
     status = states.get(name)
     if status is not None:

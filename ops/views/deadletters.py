@@ -21,9 +21,9 @@ from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_POST
 
-from eventbus.deadletters import operations
-from eventbus.deadletters.forms import DeadLetterFilterForm, PurgeForm, ReplayForm, selected_ids
+from eventbus import ops_api
 from eventbus.models import DeadLetter
+from eventbus.ops_api import DeadLetterFilterForm, PurgeForm, ReplayForm, selected_ids
 from ops.views.access import PURGE_DEAD_LETTERS, REPLAY_DEAD_LETTERS, VIEW_DEAD_LETTERS, permission_required
 
 PAGE_SIZE = 50
@@ -35,7 +35,7 @@ MAX_REPORT_LINES = 20
 @permission_required(VIEW_DEAD_LETTERS)
 def dead_letter_list(request: HttpRequest) -> HttpResponse:
     form = DeadLetterFilterForm(request.GET or None)
-    queryset = operations.filter_dead_letters(**form.filters()).annotate(replay_count=Count("replays"))
+    queryset = ops_api.filter_dead_letters(**form.filters()).annotate(replay_count=Count("replays"))
     page = Paginator(queryset, PAGE_SIZE).get_page(request.GET.get("page"))
     query = request.GET.copy()
     query.pop("page", None)
@@ -79,7 +79,7 @@ def dead_letter_replay(request: HttpRequest) -> HttpResponse:
     elif not form.is_valid():
         messages.error(request, f"Not replayed: {form.errors.as_text()}")
     else:
-        report = operations.replay(
+        report = ops_api.replay_dead_letters(
             DeadLetter.objects.filter(pk__in=ids),
             by=request.user.get_username(),
             subscriber=form.cleaned_data["subscriber"] or None,
@@ -106,7 +106,7 @@ def dead_letter_purge(request: HttpRequest) -> HttpResponse:
     if not form.is_valid():
         messages.error(request, "Not purged: tick the confirmation box to delete dead letters.")
         return _back(request)
-    count = operations.purge(DeadLetter.objects.filter(pk__in=ids))
+    count = ops_api.purge_dead_letters(DeadLetter.objects.filter(pk__in=ids))
     messages.success(request, f"Purged {count} dead letter{'s' if count != 1 else ''}.")
     # The page it came from may be the detail of a row that no longer exists.
     return redirect("ops:deadletters")

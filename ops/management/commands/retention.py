@@ -19,7 +19,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandParser
 from django.utils import timezone
 
-from eventbus.operations import retention
+from eventbus import ops_api
 from ops.management.commands.eventbus_status import table
 
 
@@ -32,7 +32,7 @@ def kept_for(period: timedelta | None) -> str:
     return f"{period.total_seconds():g} s"
 
 
-def render(states: list[retention.TableState]) -> list[str]:
+def render(states: list[ops_api.TableState]) -> list[str]:
     now = timezone.now()
     lines = table(
         ("TABLE", "ROWS", "OLDEST", "AGE", "EXPIRED", "RETENTION", "SETTING", "PURGED BY"),
@@ -66,9 +66,9 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         if options["purge"]:
-            deleted = retention.purge_expired()
+            deleted = ops_api.purge_expired()
             self.stdout.write(
                 "purged: " + (", ".join(f"{name} {count}" for name, count in deleted.items()) or "nothing to purge")
             )
             self.stdout.write("")
-        self.stdout.write("\n".join(render(retention.states())))
+        self.stdout.write("\n".join(render(ops_api.retention_states())))
