@@ -25,9 +25,9 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.urls import reverse
 
+from eventbus.management.progress import ProgressBar
 from eventbus.models import OutboxEvent
 from eventbus.observability.context import reset_correlation_id, set_correlation_id
-from project.progress import ProgressBar
 from signups.services import EmailTaken, sign_up, verify_email
 from signups.verification import make_token, read_token
 

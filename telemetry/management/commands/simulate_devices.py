@@ -8,8 +8,8 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from eventbus.management.progress import ProgressBar
 from eventbus.protection.tokenbucket import parse_rate
-from project.progress import ProgressBar
 from telemetry.schemas import MAX_READINGS
 from telemetry.simulator import Simulation, register
 
