@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from types import ModuleType
+
 from django.apps import AppConfig
 from django.utils.module_loading import autodiscover_modules
 
@@ -7,6 +9,14 @@ from django.utils.module_loading import autodiscover_modules
 class EventbusConfig(AppConfig):
     name = "eventbus"
     verbose_name = "Event bus"
+
+    def __init__(self, app_name: str, app_module: ModuleType | None) -> None:
+        super().__init__(app_name, app_module)
+        # The defaults of the settings the host left out (eventbus/conf.py), in place
+        # before any models module or ready() reads them.
+        from eventbus.conf import install_defaults
+
+        install_defaults()
 
     def ready(self) -> None:
         # Event types first (producers' `events` modules), then the consumers'
