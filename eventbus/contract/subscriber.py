@@ -14,7 +14,6 @@ from eventbus.contract.registry import BreakerFactory, Handler, LimiterFactory, 
 from eventbus.contract.retry import RetryPolicy
 from eventbus.delivery.batch import BatchConsumerTask
 from eventbus.delivery.consumer import ConsumerTask
-from project import queues
 
 
 def subscriber(
@@ -65,10 +64,8 @@ def subscriber(
     """
     if not event_types:
         raise EventDeclarationError(f"subscriber {name!r} names no event type")
-    if queue not in queues.WORKER_QUEUES:
-        raise EventDeclarationError(
-            f"subscriber {name!r} uses queue {queue!r}, which project/queues.py does not declare"
-        )
+    if queue not in settings.EVENTBUS_QUEUES:
+        raise EventDeclarationError(f"subscriber {name!r} uses queue {queue!r}, which EVENTBUS_QUEUES does not declare")
     if "." not in name:
         raise EventDeclarationError(f"subscriber name {name!r} must be '<app>.<what it does>'")
     policy = retry or RetryPolicy()
