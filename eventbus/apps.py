@@ -32,15 +32,20 @@ class EventbusConfig(AppConfig):
 
         register_bus_tables()
 
+        from eventbus import signals
+
+        signals.connect()
+
         from django.core import checks
 
         checks.register(_delivery_safety, "eventbus")
 
 
 def _delivery_safety(app_configs: object = None, **_: object) -> list[object]:
+    """``manage.py check``: the worker's start check, on the host's Celery app (the current one)."""
+    from celery import current_app
     from django.core import checks
 
     from eventbus.operations.checks import problems
-    from project.celery import app
 
-    return [checks.Error(problem, id="eventbus.E001") for problem in problems(app.conf)]
+    return [checks.Error(problem, id="eventbus.E001") for problem in problems(current_app.conf)]
