@@ -13,10 +13,13 @@ class EventbusConfig(AppConfig):
     def __init__(self, app_name: str, app_module: ModuleType | None) -> None:
         super().__init__(app_name, app_module)
         # The defaults of the settings the host left out (eventbus/conf.py), in place
-        # before any models module or ready() reads them.
+        # before any models module or ready() reads them; then settings that would
+        # lose or duplicate messages stop the process, as early as a bad settings module.
         from eventbus.conf import install_defaults
+        from eventbus.operations.checks import refuse_improper
 
         install_defaults()
+        refuse_improper()
 
     def ready(self) -> None:
         # Event types first (producers' `events` modules), then the consumers'

@@ -315,15 +315,9 @@ globals().update(_bus)
 globals().update(eventbus_conf.derived(_bus))
 # The CELERY_* settings the bus requires (at least once, JSON only, its queues,
 # routes and beat schedule), derived from the above (eventbus/celery_settings.py).
+# How they must relate to each other is checked as the bus loads (eventbus/operations/checks.py).
 globals().update(celery_settings(globals()))
 CELERY_BEAT_SCHEDULE = beat_schedule(globals())
-
-if CELERY_BROKER_URL.startswith("rediss://") and "ssl_cert_reqs=" not in CELERY_BROKER_URL:
-    # kombu, given rediss:// with no ssl options, accepts any certificate.
-    raise ImproperlyConfigured(
-        "CELERY_BROKER_URL (or REDIS_URL) uses rediss:// without ssl_cert_reqs: the broker would accept any "
-        "certificate. Add ?ssl_cert_reqs=required (and ssl_ca_certs=/path/to/ca.pem for a private CA)."
-    )
 
 # Task events cost the worker's main process a Redis PUBLISH per task and
 # state (a fifth of its time in docs/benchmarks.md), so workers send them only
@@ -337,26 +331,6 @@ CELERY_DB_REUSE_MAX = 1_000_000 if DATABASES["default"].get("CONN_MAX_AGE") else
 CELERY_WORKER_SEND_TASK_EVENTS = env_bool("CELERY_WORKER_SEND_TASK_EVENTS", False)
 CELERY_TASK_SEND_SENT_EVENT = True
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
-
-if _bus["EVENTBUS_MARK_BATCH_SECONDS"] > 0 and _bus["EVENTBUS_RELAY_GRACE"] < 5 * _bus["EVENTBUS_MARK_BATCH_SECONDS"]:
-    raise ImproperlyConfigured(
-        f"EVENTBUS_RELAY_GRACE ({_bus['EVENTBUS_RELAY_GRACE']:g}s) must be at least 5 times "
-        f"EVENTBUS_MARK_BATCH_SECONDS ({_bus['EVENTBUS_MARK_BATCH_SECONDS']:g}s): the relay would send events again "
-        "whose dispatched mark is still being gathered. Raise the grace, or set EVENTBUS_MARK_BATCH_SECONDS=0 to "
-        "mark each row in its request."
-    )
-if _bus["EVENTBUS_RETRY_MAX_DELAY"] >= _bus["EVENTBUS_VISIBILITY_TIMEOUT"]:
-    raise ImproperlyConfigured(
-        f"EVENTBUS_RETRY_MAX_DELAY ({_bus['EVENTBUS_RETRY_MAX_DELAY']:g}s) must be below CELERY_VISIBILITY_TIMEOUT "
-        f"({_bus['EVENTBUS_VISIBILITY_TIMEOUT']}s): a countdown longer than the visibility timeout makes Redis "
-        "deliver the task twice. Lower the cap or raise the timeout."
-    )
-if _bus["EVENTBUS_REDELIVER_AFTER"] <= _bus["EVENTBUS_TIME_LIMIT"]:
-    raise ImproperlyConfigured(
-        f"EVENTBUS_REDELIVER_AFTER ({_bus['EVENTBUS_REDELIVER_AFTER']:g}s) must exceed EVENTBUS_TIME_LIMIT "
-        f"({_bus['EVENTBUS_TIME_LIMIT']:g}s): the reconciler would send again deliveries that are still running. "
-        "Raise EVENTBUS_REDELIVER_AFTER or lower the time limit."
-    )
 
 # --- Flower -----------------------------------------------------------------
 
