@@ -381,8 +381,9 @@ LOGGING = {
 
 # --- Email provider protection ------------------------------------------------
 
-# Imported beside the one setting that needs it. Safe inside settings: the
-# module reads no settings and imports no models when imported.
+# Imported beside the settings that need them. Safe inside settings: neither
+# module reads settings nor imports models when imported.
+from eventbus.operations.checks import countdown_problem  # noqa: E402
 from eventbus.protection.tokenbucket import parse_rate  # noqa: E402
 
 # The provider's limit for the whole cluster, shared by every worker through a
@@ -411,17 +412,14 @@ EMAIL_BREAKER_FAILURE_THRESHOLD = env_int("EMAIL_BREAKER_FAILURE_THRESHOLD", 5, 
 EMAIL_BREAKER_RESET_TIMEOUT = env_float("EMAIL_BREAKER_RESET_TIMEOUT", 30.0, minimum=0.1)
 # Tasks that meet a refusing limiter or an open breaker are rescheduled with
 # that wait as countdown; one at or above the visibility timeout makes Redis
-# deliver the task twice (kombu#337).
+# deliver the task twice (kombu#337). The rule is the bus's (eventbus/operations/checks.py).
 for _setting, _wait in (
     ("EMAIL_RATE_LIMIT", 1 / _EMAIL_RATE.tokens_per_second),
     ("EMAIL_BREAKER_RESET_TIMEOUT", EMAIL_BREAKER_RESET_TIMEOUT),
 ):
-    if _wait >= _bus["EVENTBUS_VISIBILITY_TIMEOUT"]:
-        raise ImproperlyConfigured(
-            f"{_setting} makes tasks wait {_wait:g}s, not below CELERY_VISIBILITY_TIMEOUT "
-            f"({_bus['EVENTBUS_VISIBILITY_TIMEOUT']}s): a countdown that long makes Redis deliver the task twice. "
-            "Allow a faster rate or a shorter reset timeout, or raise the visibility timeout."
-        )
+    _problem = countdown_problem(_setting, _wait, _bus["EVENTBUS_VISIBILITY_TIMEOUT"])
+    if _problem:
+        raise ImproperlyConfigured(_problem)
 
 # --- Metrics ------------------------------------------------------------------
 

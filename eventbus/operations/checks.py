@@ -5,6 +5,8 @@ Three moments, one module:
 - as the bus's app loads, in every process (``refuse_improper``): the bus's
   settings against each other and the broker URL; an ImproperlyConfigured
   stops the process as a bad settings module would;
+- in the host's settings module, for the host's own countdowns
+  (``countdown_problem``);
 - at each ``@subscriber`` declaration (``check_declaration``): its time
   limits and retry cap against the visibility timeout;
 - when a worker starts (``worker_init``, eventbus/signals.py) and in
@@ -73,6 +75,21 @@ def improper(values: Any) -> list[str]:
                 "tasks would go to a queue no worker declares. Add it to EVENTBUS_QUEUES."
             )
     return found
+
+
+def countdown_problem(setting: str, wait: float, visibility: float) -> str | None:
+    """A host's own countdown (a limiter's or a breaker's wait, set by ``setting``) against the visibility timeout.
+
+    For a host's settings module, which has no bus loaded yet to ask: it passes
+    its EVENTBUS_VISIBILITY_TIMEOUT, and raises ImproperlyConfigured on a problem.
+    """
+    if wait < visibility:
+        return None
+    return (
+        f"{setting} makes tasks wait {wait:g}s, not below CELERY_VISIBILITY_TIMEOUT ({visibility}s): a countdown "
+        "that long makes Redis deliver the task twice. Allow a faster rate or a shorter reset timeout, or raise "
+        "the visibility timeout."
+    )
 
 
 def refuse_improper() -> None:
