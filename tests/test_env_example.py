@@ -84,6 +84,8 @@ def test_settings_read_variables() -> None:
     # given the parser works at all (an empty set would make every test below pass)
     assert {"DJANGO_DEBUG", "REDIS_URL", "DATABASE_URL", "WEB_PORT"} <= set(setting_calls())
     assert {"CELERY_VISIBILITY_TIMEOUT", "EVENTBUS_TIME_LIMIT"} <= set(setting_calls())
+    # and settings.py does read the bus's table from the environment (else listing it here would be a lie)
+    assert "env_setting(s.env" in (REPO / "project" / "settings.py").read_text()
     assert "FLOWER_BASIC_AUTH" in run_variables()
 
 

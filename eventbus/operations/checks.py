@@ -1,6 +1,6 @@
 """Every start check of the bus: settings that would lose or duplicate messages stop the process, saying what to change.
 
-Three moments, one module:
+Four moments, one module:
 
 - as the bus's app loads, in every process (``refuse_improper``): the bus's
   settings against each other and the broker URL; an ImproperlyConfigured
@@ -12,16 +12,16 @@ Three moments, one module:
 - when a worker starts (``worker_init``, eventbus/signals.py) and in
   ``manage.py check`` (``problems``), on the Celery configuration in force:
 
-- a task acknowledged late must be rejected (put back) when its worker dies
-  or its hard time limit kills it, or that message is lost;
-- every time limit and retry countdown must stay below the Redis visibility
-  timeout, or Redis delivers the task a second time while the first still
-  runs or waits (kombu#337);
-- no serializer but JSON may be accepted: a pickled message runs code;
-- the reconciler's ``EVENTBUS_REDELIVER_AFTER`` must exceed every task time
-  limit, or it sends again deliveries that are still running;
-- the ledger must be kept longer than a late copy of a delivery can still
-  arrive, or that copy takes effect twice (eventbus/operations/retention_tables.py).
+  - a task acknowledged late must be rejected (put back) when its worker dies
+    or its hard time limit kills it, or that message is lost;
+  - every time limit and retry countdown must stay below the Redis visibility
+    timeout, or Redis delivers the task a second time while the first still
+    runs or waits (kombu#337);
+  - no serializer but JSON may be accepted: a pickled message runs code;
+  - the reconciler's ``EVENTBUS_REDELIVER_AFTER`` must exceed every task time
+    limit, or it sends again deliveries that are still running;
+  - the ledger must be kept longer than a late copy of a delivery can still
+    arrive, or that copy takes effect twice (eventbus/operations/retention_tables.py).
 """
 
 from __future__ import annotations
