@@ -14,7 +14,7 @@ from urllib.parse import urlencode
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
-from django.urls import reverse
+from django.urls import NoReverseMatch, reverse
 from django.utils.html import format_html
 
 from eventbus.contract import registry
@@ -42,11 +42,20 @@ def _clip(text: str, width: int = _DETAIL_WIDTH) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
+def _ops_url(name: str, *args: object) -> str | None:
+    """The URL of a page of the host's ops site (``ops:<name>``), or None in a host that has none."""
+    try:
+        return reverse(f"ops:{name}", args=args)
+    except NoReverseMatch:
+        return None
+
+
 def timeline_link(event_id: object, text: str = "timeline") -> str:
-    """A link to the event's page on the ops site (``ops:event``); blank without an event id."""
-    if not event_id:
+    """A link to the event's page on the ops site (``ops:event``); blank without an event id or an ops site."""
+    url = _ops_url("event", event_id) if event_id else None
+    if url is None:
         return "—"
-    return format_html('<a href="{}">{}</a>', reverse("ops:event", args=[event_id]), text)
+    return format_html('<a href="{}">{}</a>', url, text)
 
 
 def body_cut_note(dead_letter: DeadLetter) -> str:
@@ -277,8 +286,10 @@ class AggregateSequenceAdmin(ReadOnlyAdmin):
 
     @admin.display(description="events")
     def events(self, obj: AggregateSequence) -> str:
-        url = f"{reverse('ops:events')}?{urlencode({'q': obj.aggregate})}"
-        return format_html('<a href="{}">{}</a>', url, "find them")
+        url = _ops_url("events")
+        if url is None:
+            return "—"
+        return format_html('<a href="{}?{}">{}</a>', url, urlencode({"q": obj.aggregate}), "find them")
 
 
 # --- dead letters -------------------------------------------------------------

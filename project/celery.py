@@ -10,17 +10,15 @@ import os
 from typing import Any
 
 from celery import Celery
-from celery.signals import setup_logging, task_postrun, task_prerun, worker_init
-
-from eventbus.observability import tracing
+from celery.signals import setup_logging, task_prerun
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
 
 app = Celery("project")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
-# The correlation id in every task's headers and every worker log line (eventbus/observability/tracing.py).
-tracing.connect()
+# The event bus connects its own hooks (tracing, connection reuse, the start
+# check) when Django sets up its app (eventbus/signals.py).
 
 
 @setup_logging.connect
@@ -43,23 +41,3 @@ def record_queue_in_result(task: Any = None, **_: Any) -> None:
     meta = dict(getattr(task.request, "meta", None) or {})
     meta["queue"] = delivery.get("routing_key") or delivery.get("queue") or ""
     task.request.meta = meta
-
-
-@task_prerun.connect
-@task_postrun.connect
-def tidy_database_connections(**_: Any) -> None:
-    """Reuse database connections across tasks within CONN_MAX_AGE (eventbus/fastpath/dbconnections.py)."""
-    from django.conf import settings
-
-    if settings.CELERY_DB_REUSE_MAX:
-        from eventbus.fastpath import dbconnections
-
-        dbconnections.tidy()
-
-
-@worker_init.connect
-def refuse_unsafe_settings(sender: Any = None, **_: Any) -> None:
-    """A worker with settings that lose or duplicate messages does not start (eventbus/operations/checks.py)."""
-    from eventbus.operations.checks import refuse_unsafe
-
-    refuse_unsafe(app.conf)

@@ -62,3 +62,14 @@ def env_list(name: str, default: list[str]) -> list[str]:
     if raw is None:
         return default
     return [item.strip() for item in raw.split(",") if item.strip()]
+
+
+def env_setting(name: str, default: bool | int | float | str, *, minimum: float | None = None) -> object:
+    """The reader that fits ``default``'s type (a table of settings, eventbus/conf.py, gives only the default)."""
+    if isinstance(default, bool):
+        return env_bool(name, default)
+    if isinstance(default, int):
+        return env_int(name, default, minimum=None if minimum is None else int(minimum))
+    if isinstance(default, float):
+        return env_float(name, default, minimum=minimum)
+    return env_str(name, default)

@@ -11,10 +11,11 @@ from pathlib import Path
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
-from kombu import Exchange, Queue
 
+from eventbus import conf as eventbus_conf
+from eventbus.celery_settings import beat_schedule, celery_settings
 from project import queues
-from project.env import env_bool, env_float, env_int, env_list, env_str
+from project.env import env_bool, env_float, env_int, env_list, env_setting, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("VAR_DIR", str(BASE_DIR / "var")))
@@ -298,114 +299,25 @@ REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:6379/0")
 REDIS_KEY_PREFIX = env_str("REDIS_KEY_PREFIX", "")
 
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", REDIS_URL)
-# Results go to the database (django-celery-results) so that they survive
-# restarts and show in Django admin with their task name, queue and arguments.
-# https://docs.celeryq.dev/en/stable/userguide/configuration.html#result-extended
-# django-celery-results' own backend ("django-db"), writing each state in one
-# upsert instead of a read and a write (eventbus/fastpath/results.py).
-CELERY_RESULT_BACKEND = "eventbus.fastpath.results:UpsertDatabaseBackend"
-CELERY_RESULT_EXTENDED = True
 CELERY_RESULT_EXPIRES = env_int("CELERY_RESULT_EXPIRES", 7 * 24 * 3600, minimum=0)
-# A worker process gathers its tasks' SUCCESS rows for this many seconds and a
-# thread writes them in one upsert (eventbus/fastpath/results.py), instead of a statement
-# and a commit per task; 0 writes each as its task ends. A process killed
-# meanwhile loses those rows, never a delivery: the ledger records each one.
-EVENTBUS_RESULT_BATCH_SECONDS = env_float("EVENTBUS_RESULT_BATCH_SECONDS", 0.2, minimum=0.0)
-
-# JSON only, in and out: a pickled message could run code in the worker.
-CELERY_ACCEPT_CONTENT = ["json"]
-CELERY_RESULT_ACCEPT_CONTENT = ["json"]
-CELERY_TASK_SERIALIZER = "json"
-CELERY_RESULT_SERIALIZER = "json"
-CELERY_EVENT_SERIALIZER = "json"
-
-# At-least-once: a message is acknowledged after its task finished, and a task
-# whose worker process died is put back instead of being acknowledged.
-# https://docs.celeryq.dev/en/stable/userguide/configuration.html#task-acks-late
-CELERY_TASK_ACKS_LATE = True
-CELERY_TASK_REJECT_ON_WORKER_LOST = True
-# A task killed by its hard time limit is put back too. Celery's default acknowledges
-# it (task_acks_on_timeout, new in 5.7, defaults to task_acks_on_failure_or_timeout,
-# True): the message was gone with no ledger entry and no dead letter. A pool process
-# killed mid-task whose death the worker noticed only after the limit ran out took
-# that path as well. EVENTBUS_MAX_DELIVERIES still dead-letters one that never fits.
-CELERY_TASK_ACKS_ON_TIMEOUT = False
 # One message reserved per process: a slow email never holds back messages a
 # free process could take. https://docs.celeryq.dev/en/stable/userguide/optimizing.html#prefetch-limits
 CELERY_WORKER_PREFETCH_MULTIPLIER = env_int("CELERY_WORKER_PREFETCH_MULTIPLIER", 1, minimum=1)
 
-# Redis redelivers an unacknowledged message after this many seconds. It must
-# exceed the longest task and every retry countdown, or a task runs twice
-# (kombu#337). The retry cap (EVENTBUS_RETRY_MAX_DELAY) is checked against it.
-EVENTBUS_VISIBILITY_TIMEOUT = env_int("CELERY_VISIBILITY_TIMEOUT", 3600, minimum=1)
-
-# Publishing happens inside a request: a broker that does not answer must cost
-# a bounded, small time there. The outbox relay does the waiting instead.
-EVENTBUS_PUBLISH_TIMEOUT = env_float("EVENTBUS_PUBLISH_TIMEOUT", 1.0, minimum=0.05)
-# --- The request path's bound (a sign-up, a telemetry post) ---
-# A request asks at most two side services, the Redis of the limits (REDIS_URL)
-# and the broker, each at most once before eventbus/protection/failfast.py stops asking:
-# each gets half of EVENTBUS_PUBLISH_TIMEOUT per socket operation (connect, and
-# each reply), so that a hang of both costs a request about
-# EVENTBUS_PUBLISH_TIMEOUT in all. These short timeouts apply only to the
-# request path's own Redis client (eventbus/redis.py request_client) and
-# producer pool (eventbus/fastpath/publishing_batch.py request_producer); workers, beat
-# and the relay keep the longer ones below.
-EVENTBUS_REQUEST_TIMEOUT = EVENTBUS_PUBLISH_TIMEOUT / 2
-EVENTBUS_REQUEST_TRANSPORT_OPTIONS = {
-    # Redis (kombu's redis transport, redis-py).
-    "socket_connect_timeout": EVENTBUS_REQUEST_TIMEOUT,
-    "socket_timeout": EVENTBUS_REQUEST_TIMEOUT,
-    # RabbitMQ (py-amqp): a passive declare's reply, a publish's write.
-    "read_timeout": EVENTBUS_REQUEST_TIMEOUT,
-    "write_timeout": EVENTBUS_REQUEST_TIMEOUT,
-}
-# After a request-path call to Redis or the broker failed (refused or timed out),
-# the process does not ask that service again for this many seconds: the requests
-# meanwhile pay nothing for it. Then one request asks again. 0 always asks.
-EVENTBUS_FAILFAST_SECONDS = env_float("EVENTBUS_FAILFAST_SECONDS", 5.0, minimum=0.0)
-# --- end of the request path's bound ---
-CELERY_BROKER_TRANSPORT_OPTIONS = {
-    "visibility_timeout": EVENTBUS_VISIBILITY_TIMEOUT,
-    "socket_connect_timeout": EVENTBUS_PUBLISH_TIMEOUT,
-    # Workers' and the relay's commands (a batch of 200 events, a Lua fetch of
-    # many) may take longer than a request's share; a BRPOP is not bound by it
-    # (kombu reads its reply once the socket is readable, brpop_timeout 1 s).
-    "socket_timeout": max(EVENTBUS_PUBLISH_TIMEOUT, 5.0),
-    "retry_on_timeout": False,
-    # Opening a channel for publishing tries once: no sleep-and-retry on the
-    # request path. Workers pass their own broker_connection_max_retries.
-    "max_retries": 0,
-    # How soon a running worker finds messages a dead worker held. kombu's
-    # default scans every 10th sweep of 10 s: ~100 s after the visibility
-    # timeout, measured. Sweep every visibility/10 seconds (1 to 10 s), scan
-    # each time (one cheap ZRANGEBYSCORE), and let a dead sweeper's lock go
-    # with the visibility timeout rather than after 5 minutes.
-    "unacked_restore_interval": max(1, min(10, EVENTBUS_VISIBILITY_TIMEOUT // 10)),
-    "unacked_restore_throttle": 1,
-    "unacked_mutex_expire": max(10, min(300, EVENTBUS_VISIBILITY_TIMEOUT)),
-}
-if REDIS_KEY_PREFIX and CELERY_BROKER_URL.startswith(("redis://", "rediss://", "unix://")):
-    CELERY_BROKER_TRANSPORT_OPTIONS["global_keyprefix"] = REDIS_KEY_PREFIX
-if CELERY_BROKER_URL.startswith("rediss://") and "ssl_cert_reqs=" not in CELERY_BROKER_URL:
-    # kombu, given rediss:// with no ssl options, accepts any certificate.
-    raise ImproperlyConfigured(
-        "CELERY_BROKER_URL (or REDIS_URL) uses rediss:// without ssl_cert_reqs: the broker would accept any "
-        "certificate. Add ?ssl_cert_reqs=required (and ssl_ca_certs=/path/to/ca.pem for a private CA)."
-    )
-if CELERY_BROKER_URL.startswith("redis://"):
-    # redis-py would retry a refused connection for ~4 s; see eventbus/fastpath/broker.py.
-    CELERY_BROKER_TRANSPORT = "eventbus.fastpath.broker:FailFastRedisTransport"
-CELERY_BROKER_CONNECTION_TIMEOUT = EVENTBUS_PUBLISH_TIMEOUT
-CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
-
-# Queues are declared in project/queues.py; a message for an undeclared queue
-# is a bug, so Celery must not invent queues on the fly.
-CELERY_TASK_QUEUES = [Queue(name, Exchange(name, type="direct"), routing_key=name) for name in queues.WORKER_QUEUES]
-CELERY_TASK_DEFAULT_QUEUE = queues.EVENTBUS
-# Each subscriber's task goes to the queue its @subscriber declaration names.
-CELERY_TASK_ROUTES = ("eventbus.contract.routing.route_task",)
-CELERY_TASK_CREATE_MISSING_QUEUES = False
+# The event bus: its settings, their defaults and why are in eventbus/conf.py;
+# here each is read from its environment variable (.env.example lists them).
+# The queues are this project's (project/queues.py).
+EVENTBUS_QUEUES = queues.WORKER_QUEUES
+EVENTBUS_DEAD_LETTER_QUEUE = queues.DEAD_LETTER
+EVENTBUS_HOUSEKEEPING_QUEUE = queues.EVENTBUS
+_bus = {s.name: env_setting(s.env, s.default, minimum=s.minimum) for s in eventbus_conf.SETTINGS if s.env}
+globals().update(_bus)
+globals().update(eventbus_conf.derived(_bus))
+# The CELERY_* settings the bus requires (at least once, JSON only, its queues,
+# routes and beat schedule), derived from the above (eventbus/celery_settings.py).
+# How they must relate to each other is checked as the bus loads (eventbus/operations/checks.py).
+globals().update(celery_settings(globals()))
+CELERY_BEAT_SCHEDULE = beat_schedule(globals())
 
 # Task events cost the worker's main process a Redis PUBLISH per task and
 # state (a fifth of its time in docs/benchmarks.md), so workers send them only
@@ -418,106 +330,7 @@ CELERY_TASK_CREATE_MISSING_QUEUES = False
 CELERY_DB_REUSE_MAX = 1_000_000 if DATABASES["default"].get("CONN_MAX_AGE") else None
 CELERY_WORKER_SEND_TASK_EVENTS = env_bool("CELERY_WORKER_SEND_TASK_EVENTS", False)
 CELERY_TASK_SEND_SENT_EVENT = True
-# No "started" result row (Celery's default): it would be a database write
-# before every task body, in the path of every delivery (figures 1 and 5 of
-# docs/benchmarks.md). Which worker runs a task is in Flower and the worker's
-# log; which one did it is in the ledger and in the SUCCESS row.
-CELERY_TASK_TRACK_STARTED = False
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
-
-# Every EVENTBUS_RELAY_INTERVAL seconds beat asks the relay to send what the
-# on-commit dispatch could not (broker down, process killed after commit).
-EVENTBUS_RELAY_INTERVAL = env_float("EVENTBUS_RELAY_INTERVAL", 5.0, minimum=0.1)
-# The relay leaves a row alone for this long after it was written, so that it
-# does not race the on-commit dispatch of the request that wrote it.
-EVENTBUS_RELAY_GRACE = env_float("EVENTBUS_RELAY_GRACE", 10.0, minimum=0.0)
-# A process gathers the dispatched marks of the events it sent for this many
-# seconds and writes them in one transaction, off the request
-# (eventbus/fastpath/marks.py); 0 marks each row in the request that sent it. A mark
-# lost with its process leaves the row to the relay, so the grace must be
-# several times longer.
-EVENTBUS_MARK_BATCH_SECONDS = env_float("EVENTBUS_MARK_BATCH_SECONDS", 0.2, minimum=0.0)
-if EVENTBUS_MARK_BATCH_SECONDS > 0 and EVENTBUS_RELAY_GRACE < 5 * EVENTBUS_MARK_BATCH_SECONDS:
-    raise ImproperlyConfigured(
-        f"EVENTBUS_RELAY_GRACE ({EVENTBUS_RELAY_GRACE:g}s) must be at least 5 times EVENTBUS_MARK_BATCH_SECONDS "
-        f"({EVENTBUS_MARK_BATCH_SECONDS:g}s): the relay would send events again whose dispatched mark is still "
-        "being gathered. Raise the grace, or set EVENTBUS_MARK_BATCH_SECONDS=0 to mark each row in its request."
-    )
-# A relay that claimed a row and died releases it after this many seconds.
-EVENTBUS_RELAY_LEASE = env_float("EVENTBUS_RELAY_LEASE", 60.0, minimum=1.0)
-EVENTBUS_RELAY_BATCH = env_int("EVENTBUS_RELAY_BATCH", 500, minimum=1)
-CELERY_BEAT_SCHEDULE = {
-    "eventbus.relay_outbox": {
-        "task": "eventbus.relay_outbox",
-        "schedule": EVENTBUS_RELAY_INTERVAL,
-        "options": {"queue": queues.EVENTBUS, "expires": EVENTBUS_RELAY_INTERVAL * 2},
-    },
-}
-
-# The reconciler (eventbus/operations/reconcile.py) sends again a delivery the broker took
-# this many seconds ago that has no end in the ledger or the dead letters, nor
-# a retry or wait on its timeline since. It must exceed the longest task time
-# limit (checked below, and per subscriber in eventbus/operations/checks.py): a delivery
-# still running is not lost. A delivery that was only slow arrives twice, and
-# its ledger makes the second a counted no-op.
-EVENTBUS_REDELIVER_AFTER = env_float("EVENTBUS_REDELIVER_AFTER", 900.0, minimum=1.0)
-# Beat runs the reconciler this often; each run reads at most
-# EVENTBUS_RECONCILE_BATCH outbox rows per batch, and starts no batch after 20 s.
-EVENTBUS_RECONCILE_INTERVAL = env_float("EVENTBUS_RECONCILE_INTERVAL", 60.0, minimum=1.0)
-EVENTBUS_RECONCILE_BATCH = env_int("EVENTBUS_RECONCILE_BATCH", 1000, minimum=1)
-# How often beat checks that the broker's Redis still holds its marker
-# (eventbus/operations/brokerwatch.py): a Redis that lost its data is found within this
-# many seconds, and what it lost is sent again at once.
-EVENTBUS_BROKER_CHECK_INTERVAL = env_float("EVENTBUS_BROKER_CHECK_INTERVAL", 5.0, minimum=0.5)
-CELERY_BEAT_SCHEDULE["eventbus.reconcile_deliveries"] = {
-    "task": "eventbus.reconcile_deliveries",
-    "schedule": EVENTBUS_RECONCILE_INTERVAL,
-    "options": {"queue": queues.EVENTBUS, "expires": EVENTBUS_RECONCILE_INTERVAL * 2},
-}
-CELERY_BEAT_SCHEDULE["eventbus.watch_broker"] = {
-    "task": "eventbus.watch_broker",
-    "schedule": EVENTBUS_BROKER_CHECK_INTERVAL,
-    "options": {"queue": queues.EVENTBUS, "expires": EVENTBUS_BROKER_CHECK_INTERVAL * 2},
-}
-
-# Retry policy defaults for every subscriber (each may override them):
-# exponential backoff with full jitter, capped.
-EVENTBUS_RETRY_MAX_RETRIES = env_int("EVENTBUS_RETRY_MAX_RETRIES", 8, minimum=0)
-EVENTBUS_RETRY_BASE_DELAY = env_float("EVENTBUS_RETRY_BASE_DELAY", 2.0, minimum=0.0)
-EVENTBUS_RETRY_MAX_DELAY = env_float("EVENTBUS_RETRY_MAX_DELAY", 600.0, minimum=0.0)
-if EVENTBUS_RETRY_MAX_DELAY >= EVENTBUS_VISIBILITY_TIMEOUT:
-    raise ImproperlyConfigured(
-        f"EVENTBUS_RETRY_MAX_DELAY ({EVENTBUS_RETRY_MAX_DELAY:g}s) must be below CELERY_VISIBILITY_TIMEOUT "
-        f"({EVENTBUS_VISIBILITY_TIMEOUT}s): a countdown longer than the visibility timeout makes Redis "
-        "deliver the task twice. Lower the cap or raise the timeout."
-    )
-
-# A delivery that started this many times without an orderly end (its worker
-# died each time) is dead-lettered instead of redelivered again.
-EVENTBUS_MAX_DELIVERIES = env_int("EVENTBUS_MAX_DELIVERIES", 5, minimum=1)
-# Default time limits of a subscriber's task. Past the soft one the handler
-# gets SoftTimeLimitExceeded (a transient failure); past the hard one its
-# process is killed. Both must stay below the visibility timeout.
-EVENTBUS_SOFT_TIME_LIMIT = env_float("EVENTBUS_SOFT_TIME_LIMIT", 60.0, minimum=0.1)
-EVENTBUS_TIME_LIMIT = env_float("EVENTBUS_TIME_LIMIT", 90.0, minimum=0.2)
-if EVENTBUS_REDELIVER_AFTER <= EVENTBUS_TIME_LIMIT:
-    raise ImproperlyConfigured(
-        f"EVENTBUS_REDELIVER_AFTER ({EVENTBUS_REDELIVER_AFTER:g}s) must exceed EVENTBUS_TIME_LIMIT "
-        f"({EVENTBUS_TIME_LIMIT:g}s): the reconciler would send again deliveries that are still running. "
-        "Raise EVENTBUS_REDELIVER_AFTER or lower the time limit."
-    )
-# An ordered subscriber re-checks a deferred event this often, and gives up on
-# a gap (dead-letters the event) once it is this old.
-EVENTBUS_ORDERING_RECHECK = env_float("EVENTBUS_ORDERING_RECHECK", 1.0, minimum=0.05)
-EVENTBUS_ORDERING_GAP_TIMEOUT = env_float("EVENTBUS_ORDERING_GAP_TIMEOUT", 300.0, minimum=1.0)
-# Backpressure: above this many messages waiting in a queue, dispatch sheds
-# events for sheddable subscribers and holds those for critical ones in the
-# outbox until the queue drains. "queue=N" pairs; a queue not named gets the default.
-EVENTBUS_HIGH_WATER_MARK = env_int("EVENTBUS_HIGH_WATER_MARK", 10_000, minimum=1)
-EVENTBUS_HIGH_WATER_MARKS = env_str("EVENTBUS_HIGH_WATER_MARKS", "")
-# Queue depths are read from the broker at most this often per process, so
-# that a busy web process does not ask the broker on every request.
-EVENTBUS_QUEUE_DEPTH_CACHE = env_float("EVENTBUS_QUEUE_DEPTH_CACHE", 1.0, minimum=0.0)
 
 # --- Flower -----------------------------------------------------------------
 
@@ -568,8 +381,9 @@ LOGGING = {
 
 # --- Email provider protection ------------------------------------------------
 
-# Imported beside the one setting that needs it. Safe inside settings: the
-# module reads no settings and imports no models when imported.
+# Imported beside the settings that need them. Safe inside settings: neither
+# module reads settings nor imports models when imported.
+from eventbus.operations.checks import countdown_problem  # noqa: E402
 from eventbus.protection.tokenbucket import parse_rate  # noqa: E402
 
 # The provider's limit for the whole cluster, shared by every worker through a
@@ -598,53 +412,14 @@ EMAIL_BREAKER_FAILURE_THRESHOLD = env_int("EMAIL_BREAKER_FAILURE_THRESHOLD", 5, 
 EMAIL_BREAKER_RESET_TIMEOUT = env_float("EMAIL_BREAKER_RESET_TIMEOUT", 30.0, minimum=0.1)
 # Tasks that meet a refusing limiter or an open breaker are rescheduled with
 # that wait as countdown; one at or above the visibility timeout makes Redis
-# deliver the task twice (kombu#337).
+# deliver the task twice (kombu#337). The rule is the bus's (eventbus/operations/checks.py).
 for _setting, _wait in (
     ("EMAIL_RATE_LIMIT", 1 / _EMAIL_RATE.tokens_per_second),
     ("EMAIL_BREAKER_RESET_TIMEOUT", EMAIL_BREAKER_RESET_TIMEOUT),
 ):
-    if _wait >= EVENTBUS_VISIBILITY_TIMEOUT:
-        raise ImproperlyConfigured(
-            f"{_setting} makes tasks wait {_wait:g}s, not below CELERY_VISIBILITY_TIMEOUT "
-            f"({EVENTBUS_VISIBILITY_TIMEOUT}s): a countdown that long makes Redis deliver the task twice. "
-            "Allow a faster rate or a shorter reset timeout, or raise the visibility timeout."
-        )
-
-# --- Dead letters -------------------------------------------------------------
-
-# Celery's stock consumer logs and discards a message it cannot hand to a task
-# (not JSON, pickled, an unknown task name); this one first turns it into a
-# "poison" dead letter. The setting is Celery's worker_consumer (celery/app/defaults.py).
-# https://docs.celeryq.dev/en/stable/reference/celery.worker.consumer.html
-CELERY_WORKER_CONSUMER = "eventbus.delivery.receive:DeadLetteringConsumer"
-# Dead letters whose last failure is older than this are deleted by the beat
-# task below: long enough to notice a failure after a holiday and repair it.
-EVENTBUS_DEADLETTER_RETENTION_DAYS = env_int("EVENTBUS_DEADLETTER_RETENTION_DAYS", 30, minimum=1)
-# Hourly: retention counts in days, so an hour late is nothing, and each run has little to delete.
-CELERY_BEAT_SCHEDULE["eventbus.purge_dead_letters"] = {
-    "task": "eventbus.purge_dead_letters",
-    "schedule": 3600.0,
-    "options": {"queue": queues.EVENTBUS, "expires": 3600.0},
-}
-# A message bigger than this is not handed to a task: the worker's consumer
-# takes it off the queue as a poison dead letter (eventbus/delivery/receive.py). The
-# largest message the project sends is a telemetry batch (a request body is at
-# most 1 MiB, telemetry/schemas.py), so 4 MiB leaves room and still stops a
-# runaway producer from filling a worker's memory one message at a time.
-EVENTBUS_MAX_MESSAGE_BYTES = env_int("EVENTBUS_MAX_MESSAGE_BYTES", 4 * 1024 * 1024, minimum=1024)
-# A dead letter keeps at most this much of a body; beyond it, a preview, the
-# whole length and a sha256 of the whole (eventbus/deadletters/failure.py):
-# enough to read and recognise any envelope the project sends, without storing
-# (and rendering on the ops page) a 20 MB body whole.
-EVENTBUS_DEAD_LETTER_BODY_MAX_BYTES = env_int("EVENTBUS_DEAD_LETTER_BODY_MAX_BYTES", 64 * 1024, minimum=1024)
-
-# Every ten minutes: each run deletes at most a bounded number of expired
-# readings (telemetry/retention.py), so a run never holds the database long.
-CELERY_BEAT_SCHEDULE["telemetry.purge_readings"] = {
-    "task": "telemetry.purge_readings",
-    "schedule": 600.0,
-    "options": {"queue": queues.TELEMETRY, "expires": 600.0},
-}
+    _problem = countdown_problem(_setting, _wait, _bus["EVENTBUS_VISIBILITY_TIMEOUT"])
+    if _problem:
+        raise ImproperlyConfigured(_problem)
 
 # --- Metrics ------------------------------------------------------------------
 
@@ -667,39 +442,21 @@ if METRICS_TOKEN_FILE:
 
 # --- Retention ----------------------------------------------------------------
 
-# How long each growing table keeps its rows (docs/operations.md, "Retention").
-# Beat's eventbus.purge_expired deletes older ones every ten minutes in bounded
-# chunks (eventbus/operations/retention.py); dead letters and raw readings keep their tasks above.
-# Dispatched, settled outbox rows (pending, deferred and unsettled ones stay):
-# as long as raw readings, so that a telemetry batch's payload (~45 KB for 500
-# readings) does not outlive the readings it carried.
-EVENTBUS_OUTBOX_RETENTION_DAYS = env_int("EVENTBUS_OUTBOX_RETENTION_DAYS", 7, minimum=1)
-# A ledger row goes only once its event's outbox row and dead letters are gone,
-# and not before this age, which the start check (eventbus/operations/checks.py) requires
-# to exceed the longest a late copy of a delivery can still arrive (~7 h by default).
-# 30 days: who did what and when stays as long as a dead letter does.
-EVENTBUS_LEDGER_RETENTION_DAYS = env_int("EVENTBUS_LEDGER_RETENTION_DAYS", 30, minimum=1)
-# Timeline steps (retries, waits, dead letters, replays): as long as dead letters,
-# so the steps that explain a failure stay while it can be replayed.
-EVENTBUS_TIMELINE_RETENTION_DAYS = env_int("EVENTBUS_TIMELINE_RETENTION_DAYS", 30, minimum=1)
+# How long each of this project's growing tables keeps its rows (docs/operations.md,
+# "Retention"); the bus's own tables keep theirs by EVENTBUS_*_RETENTION_DAYS
+# (eventbus/conf.py). Beat's eventbus.purge_expired deletes older rows every ten
+# minutes in bounded chunks (eventbus/operations/retention.py); raw readings
+# have a task of their own below.
 # Analytics records, by the event's time: the page charts 14 days; a year
 # leaves a year-over-year comparison possible, at one small row per event.
 ANALYTICS_RETENTION_DAYS = env_int("ANALYTICS_RETENTION_DAYS", 365, minimum=1)
 # Per-minute rollups: one row per device, metric and minute, 60 times fewer
 # than raw readings at one a second; three months of history for the charts.
 TELEMETRY_ROLLUP_RETENTION_DAYS = env_int("TELEMETRY_ROLLUP_RETENTION_DAYS", 90, minimum=1)
-CELERY_BEAT_SCHEDULE["eventbus.purge_expired"] = {
-    "task": "eventbus.purge_expired",
+# Every ten minutes: each run deletes at most a bounded number of expired
+# readings (telemetry/retention.py), so a run never holds the database long.
+CELERY_BEAT_SCHEDULE["telemetry.purge_readings"] = {
+    "task": "telemetry.purge_readings",
     "schedule": 600.0,
-    "options": {"queue": queues.EVENTBUS, "expires": 600.0},
-}
-# Result rows expire by Celery's own CELERY_RESULT_EXPIRES through its built-in
-# celery.backend_cleanup, which beat adds by itself, daily at 4 am, for a backend
-# without native expiry (django-celery-results'). Named here under its own name,
-# beat runs it every ten minutes instead: eventbus/fastpath/results.py bounds each run, so
-# one run a day could not keep up with a day of results.
-CELERY_BEAT_SCHEDULE["celery.backend_cleanup"] = {
-    "task": "celery.backend_cleanup",
-    "schedule": 600.0,
-    "options": {"queue": queues.EVENTBUS, "expires": 600.0},
+    "options": {"queue": queues.TELEMETRY, "expires": 600.0},
 }

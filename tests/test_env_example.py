@@ -1,7 +1,8 @@
 """settings.py, .env.example and the configuration table of docs/configuration.md name the same variables.
 
 The variables are read off the source with ``ast`` (every ``env_*("NAME", default)``
-call in settings.py, and ``RUN_VARIABLES`` in scripts/run.py), so adding a
+call in settings.py, and ``RUN_VARIABLES`` in scripts/run.py) and off the bus's
+table of settings (eventbus/conf.py, which settings.py reads), so adding a
 setting without documenting it, or documenting one that does not exist, fails here.
 """
 
@@ -14,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from eventbus import conf as eventbus_conf
+
 REPO = Path(__file__).resolve().parent.parent
 ENV_READERS = {"env_str", "env_bool", "env_int", "env_float", "env_list"}
 _TRUE = {"1", "true", "yes", "on"}
@@ -21,9 +24,13 @@ _FALSE = {"0", "false", "no", "off", ""}
 
 
 def setting_calls() -> dict[str, ast.expr | None]:
-    """Each variable settings.py reads, with the expression of its default."""
+    """Each variable settings.py reads, with the expression of its default; the bus's through its table."""
     tree = ast.parse((REPO / "project" / "settings.py").read_text())
-    found: dict[str, ast.expr | None] = {}
+    found: dict[str, ast.expr | None] = {
+        setting.env: ast.parse(repr(setting.default), mode="eval").body
+        for setting in eventbus_conf.SETTINGS
+        if setting.env
+    }
     for node in ast.walk(tree):
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in ENV_READERS:
             name = node.args[0]
@@ -75,6 +82,9 @@ def all_variables() -> set[str]:
 def test_settings_read_variables() -> None:
     # given the parser works at all (an empty set would make every test below pass)
     assert {"DJANGO_DEBUG", "REDIS_URL", "DATABASE_URL", "WEB_PORT"} <= set(setting_calls())
+    assert {"CELERY_VISIBILITY_TIMEOUT", "EVENTBUS_TIME_LIMIT"} <= set(setting_calls())
+    # and settings.py does read the bus's table from the environment (else listing it here would be a lie)
+    assert "env_setting(s.env" in (REPO / "project" / "settings.py").read_text()
     assert "FLOWER_BASIC_AUTH" in run_variables()
 
 

@@ -1,15 +1,21 @@
-"""With DEBUG off, '*' in ALLOWED_HOSTS and an http:// SITE_URL stop the process unless a setting says they are meant.
+"""With DEBUG off, '*' in ALLOWED_HOSTS and an http:// SITE_URL stop the process unless a setting says they are meant;
+the bus's own start checks refuse what would lose or run a delivery twice.
 
-Each case runs ``manage.py check`` in a fresh process with a production
+Each settings case runs ``manage.py check`` in a fresh process with a production
 environment (tests/test_deploy.py's), so the settings module itself decides.
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from eventbus.contract.errors import EventDeclarationError
+from eventbus.contract.retry import RetryPolicy
+from eventbus.operations import checks
 from tests.test_deploy import manage, production_env
 
 
@@ -66,3 +72,29 @@ def test_development_keeps_its_wildcard_and_plain_http(tmp_path: Path) -> None:
     result = manage(env, "check")
 
     assert result.returncode == 0, result.stderr
+
+
+# --- the bus's own start checks (eventbus/operations/checks.py) ----------------------------
+
+
+def test_the_bus_refuses_queues_that_leave_out_its_own(settings: Any) -> None:
+    settings.EVENTBUS_QUEUES = ("notifications", "eventbus")
+
+    (problem,) = checks.improper(settings)
+
+    assert "EVENTBUS_DEAD_LETTER_QUEUE ('dead_letter') is not in EVENTBUS_QUEUES" in problem
+    assert "Add it to EVENTBUS_QUEUES" in problem
+
+
+def test_the_bus_settings_of_this_project_pass_its_start_checks(settings: Any) -> None:
+    # The control for the test above, and for every refusal that manage.py check shows elsewhere.
+    assert checks.improper(settings) == []
+
+
+@pytest.mark.parametrize(
+    ("soft", "hard", "expected"),
+    [(90.0, 60.0, "must be positive and below time_limit"), (60.0, 3600.0, "time_limit (3600s) is not below")],
+)
+def test_a_subscriber_whose_limits_would_run_it_twice_is_refused(soft: float, hard: float, expected: str) -> None:
+    with pytest.raises(EventDeclarationError, match=re.escape(expected)):
+        checks.check_declaration("tests.limits", RetryPolicy(), soft, hard)

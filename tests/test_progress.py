@@ -1,4 +1,5 @@
-"""project.progress: a bar on a terminal, a summary line anywhere else; wired into relay_outbox and deadletters."""
+"""The progress bar of the bus's commands (eventbus/management/progress.py): a bar on a terminal,
+a summary line anywhere else; wired into relay_outbox and deadletters."""
 
 from __future__ import annotations
 
@@ -10,9 +11,9 @@ from typing import Any
 import pytest
 from django.core.management import call_command
 
+from eventbus.management.progress import ProgressBar
 from eventbus.models import DeadLetter, OutboxEvent
 from eventbus.outbox.publish import publish
-from project.progress import ProgressBar
 from signups.events import UserSignedUp
 from tests.brokers import dead_broker_url, using_broker
 from tests.test_deadletters import dead_letter

@@ -14,7 +14,7 @@ from eventbus.contract.registry import BreakerFactory, Handler, LimiterFactory, 
 from eventbus.contract.retry import RetryPolicy
 from eventbus.delivery.batch import BatchConsumerTask
 from eventbus.delivery.consumer import ConsumerTask
-from project import queues
+from eventbus.operations import checks
 
 
 def subscriber(
@@ -65,16 +65,14 @@ def subscriber(
     """
     if not event_types:
         raise EventDeclarationError(f"subscriber {name!r} names no event type")
-    if queue not in queues.WORKER_QUEUES:
-        raise EventDeclarationError(
-            f"subscriber {name!r} uses queue {queue!r}, which project/queues.py does not declare"
-        )
+    if queue not in settings.EVENTBUS_QUEUES:
+        raise EventDeclarationError(f"subscriber {name!r} uses queue {queue!r}, which EVENTBUS_QUEUES does not declare")
     if "." not in name:
         raise EventDeclarationError(f"subscriber name {name!r} must be '<app>.<what it does>'")
     policy = retry or RetryPolicy()
     soft_limit = float(settings.EVENTBUS_SOFT_TIME_LIMIT if soft_time_limit is None else soft_time_limit)
     hard_limit = float(settings.EVENTBUS_TIME_LIMIT if time_limit is None else time_limit)
-    _check_limits(name, policy, soft_limit, hard_limit)
+    checks.check_declaration(name, policy, soft_limit, hard_limit)
     if batch is not None and (batch < 1 or limiter is not None or breaker is not None or not transactional):
         raise EventDeclarationError(
             f"subscriber {name!r}: batch must be a positive size, for a transactional handler without a "
@@ -128,20 +126,3 @@ def subscriber(
         return task
 
     return declare
-
-
-def _check_limits(name: str, policy: RetryPolicy, soft_limit: float, hard_limit: float) -> None:
-    """Refuse a declaration that would make Redis deliver a task twice (kombu#337)."""
-    visibility = settings.EVENTBUS_VISIBILITY_TIMEOUT
-    if not 0 < soft_limit < hard_limit:
-        raise EventDeclarationError(
-            f"subscriber {name!r}: soft_time_limit ({soft_limit:g}s) must be positive and below "
-            f"time_limit ({hard_limit:g}s), so the handler is told before it is killed"
-        )
-    for what, seconds in (("time_limit", hard_limit), ("the retry cap", policy.max_delay)):
-        if seconds >= visibility:
-            raise EventDeclarationError(
-                f"subscriber {name!r}: {what} ({seconds:g}s) is not below CELERY_VISIBILITY_TIMEOUT "
-                f"({visibility}s): Redis would deliver the task a second time while the first still runs "
-                "or waits. Lower it, or raise CELERY_VISIBILITY_TIMEOUT."
-            )

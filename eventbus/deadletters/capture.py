@@ -1,4 +1,4 @@
-"""Capturing a failure: hand it to the ``dead_letter`` queue, or store it directly if the broker refuses."""
+"""Capturing a failure: hand it to the dead-letter queue, or store it directly if the broker refuses."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import json
 import logging
 
 from celery import current_app
+from django.conf import settings
 
 from eventbus.deadletters.failure import DeadLetterFailure
-from project import queues
 
 log = logging.getLogger(__name__)
 
@@ -26,8 +26,8 @@ class DeadLetterNotCaptured(Exception):
 def send_to_dead_letter(failure: DeadLetterFailure) -> None:
     """Make sure ``failure`` ends up as a DeadLetter row; never loses it silently.
 
-    Publishes it to the ``dead_letter`` queue, where the ``eventbus.store_dead_letter``
-    task stores it (late ack: a worker dying mid-store leaves the message for
+    Publishes it to the dead-letter queue (EVENTBUS_DEAD_LETTER_QUEUE), where
+    the ``eventbus.store_dead_letter`` task stores it (late ack: a worker dying mid-store leaves the message for
     the next). If the broker refuses, the row is written to the database right
     here. Both paths use the failure's deterministic id, so doing both, or
     either twice, leaves one row.
@@ -39,12 +39,13 @@ def send_to_dead_letter(failure: DeadLetterFailure) -> None:
     it can.
     """
     wire = failure.to_wire()
+    queue = settings.EVENTBUS_DEAD_LETTER_QUEUE
     try:
         current_app.send_task(
             STORE_TASK,
             args=(wire,),
-            queue=queues.DEAD_LETTER,
-            routing_key=queues.DEAD_LETTER,
+            queue=queue,
+            routing_key=queue,
             retry=True,
             retry_policy=PUBLISH_RETRY_POLICY,
         )
@@ -59,7 +60,7 @@ def send_to_dead_letter(failure: DeadLetterFailure) -> None:
         )
         _store_directly(failure, wire, publish_error)
         return
-    log.info("dead letter %s (%s, %s) sent to %s", wire["id"], failure.kind, failure.reason, queues.DEAD_LETTER)
+    log.info("dead letter %s (%s, %s) sent to %s", wire["id"], failure.kind, failure.reason, queue)
 
 
 def _store_directly(failure: DeadLetterFailure, wire: dict[str, object], publish_error: BaseException) -> None:

@@ -136,7 +136,7 @@ class UpsertDatabaseBackend(DatabaseBackend):
         transaction: a day of results (a row per delivery) at once, holding its
         locks as long as that takes. Here it is eventbus/operations/retention.py's bounded
         purge (``CHUNK`` rows a transaction, ``MAX_CHUNKS`` a run); beat runs
-        this every ten minutes (project/settings.py), so each run has little to do.
+        this every ten minutes (eventbus/celery_settings.py), so each run has little to do.
         """
         if not self.expires:
             return

@@ -1,6 +1,6 @@
 """The correlation id across Celery: into every task's headers when published, back into the context when run.
 
-Three signal handlers, connected by ``connect()`` (project/celery.py):
+Three signal handlers, connected by ``connect()`` (eventbus/signals.py):
 
 - ``before_task_publish`` (the web process, workers, beat): puts the
   correlation id into the message's ``x_correlation_id`` header. It is the

@@ -1,17 +1,27 @@
-"""Settings that would lose or duplicate messages stop a worker at start, with a message saying what to change.
+"""Every start check of the bus: settings that would lose or duplicate messages stop the process, saying what to change.
 
-Checked when a worker starts (``worker_init``) and by ``manage.py check``:
+Four moments, one module:
 
-- a task acknowledged late must be rejected (put back) when its worker dies
-  or its hard time limit kills it, or that message is lost;
-- every time limit and retry countdown must stay below the Redis visibility
-  timeout, or Redis delivers the task a second time while the first still
-  runs or waits (kombu#337);
-- no serializer but JSON may be accepted: a pickled message runs code;
-- the reconciler's ``EVENTBUS_REDELIVER_AFTER`` must exceed every task time
-  limit, or it sends again deliveries that are still running;
-- the ledger must be kept longer than a late copy of a delivery can still
-  arrive, or that copy takes effect twice (eventbus/operations/retention_tables.py).
+- as the bus's app loads, in every process (``refuse_improper``): the bus's
+  settings against each other and the broker URL; an ImproperlyConfigured
+  stops the process as a bad settings module would;
+- in the host's settings module, for the host's own countdowns
+  (``countdown_problem``);
+- at each ``@subscriber`` declaration (``check_declaration``): its time
+  limits and retry cap against the visibility timeout;
+- when a worker starts (``worker_init``, eventbus/signals.py) and in
+  ``manage.py check`` (``problems``), on the Celery configuration in force:
+
+  - a task acknowledged late must be rejected (put back) when its worker dies
+    or its hard time limit kills it, or that message is lost;
+  - every time limit and retry countdown must stay below the Redis visibility
+    timeout, or Redis delivers the task a second time while the first still
+    runs or waits (kombu#337);
+  - no serializer but JSON may be accepted: a pickled message runs code;
+  - the reconciler's ``EVENTBUS_REDELIVER_AFTER`` must exceed every task time
+    limit, or it sends again deliveries that are still running;
+  - the ledger must be kept longer than a late copy of a delivery can still
+    arrive, or that copy takes effect twice (eventbus/operations/retention_tables.py).
 """
 
 from __future__ import annotations
@@ -19,12 +29,95 @@ from __future__ import annotations
 from typing import Any
 
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 
 from eventbus.contract import registry
-from eventbus.operations import retention_tables
+from eventbus.contract.errors import EventDeclarationError
+from eventbus.contract.retry import RetryPolicy
+
+
+def improper(values: Any) -> list[str]:
+    """What is wrong with the bus's settings taken together (``values``: django.conf.settings)."""
+    found: list[str] = []
+    broker_url = str(getattr(values, "CELERY_BROKER_URL", None) or values.REDIS_URL)
+    if broker_url.startswith("rediss://") and "ssl_cert_reqs=" not in broker_url:
+        # kombu, given rediss:// with no ssl options, accepts any certificate.
+        found.append(
+            "CELERY_BROKER_URL (or REDIS_URL) uses rediss:// without ssl_cert_reqs: the broker would accept any "
+            "certificate. Add ?ssl_cert_reqs=required (and ssl_ca_certs=/path/to/ca.pem for a private CA)."
+        )
+    grace, marks = values.EVENTBUS_RELAY_GRACE, values.EVENTBUS_MARK_BATCH_SECONDS
+    if marks > 0 and grace < 5 * marks:
+        found.append(
+            f"EVENTBUS_RELAY_GRACE ({grace:g}s) must be at least 5 times EVENTBUS_MARK_BATCH_SECONDS ({marks:g}s): "
+            "the relay would send events again whose dispatched mark is still being gathered. Raise the grace, or "
+            "set EVENTBUS_MARK_BATCH_SECONDS=0 to mark each row in its request."
+        )
+    cap, visibility = values.EVENTBUS_RETRY_MAX_DELAY, values.EVENTBUS_VISIBILITY_TIMEOUT
+    if cap >= visibility:
+        found.append(
+            f"EVENTBUS_RETRY_MAX_DELAY ({cap:g}s) must be below CELERY_VISIBILITY_TIMEOUT ({visibility}s): a "
+            "countdown longer than the visibility timeout makes Redis deliver the task twice. Lower the cap or "
+            "raise the timeout."
+        )
+    redeliver, limit = values.EVENTBUS_REDELIVER_AFTER, values.EVENTBUS_TIME_LIMIT
+    if redeliver <= limit:
+        found.append(
+            f"EVENTBUS_REDELIVER_AFTER ({redeliver:g}s) must exceed EVENTBUS_TIME_LIMIT ({limit:g}s): the reconciler "
+            "would send again deliveries that are still running. Raise EVENTBUS_REDELIVER_AFTER or lower the time "
+            "limit."
+        )
+    queues = tuple(values.EVENTBUS_QUEUES)
+    for setting in ("EVENTBUS_DEAD_LETTER_QUEUE", "EVENTBUS_HOUSEKEEPING_QUEUE"):
+        if getattr(values, setting) not in queues:
+            found.append(
+                f"{setting} ({getattr(values, setting)!r}) is not in EVENTBUS_QUEUES {queues}: the bus's own "
+                "tasks would go to a queue no worker declares. Add it to EVENTBUS_QUEUES."
+            )
+    return found
+
+
+def countdown_problem(setting: str, wait: float, visibility: float) -> str | None:
+    """A host's own countdown (a limiter's or a breaker's wait, set by ``setting``) against the visibility timeout.
+
+    For a host's settings module, which has no bus loaded yet to ask: it passes
+    its EVENTBUS_VISIBILITY_TIMEOUT, and raises ImproperlyConfigured on a problem.
+    """
+    if wait < visibility:
+        return None
+    return (
+        f"{setting} makes tasks wait {wait:g}s, not below CELERY_VISIBILITY_TIMEOUT ({visibility}s): a countdown "
+        "that long makes Redis deliver the task twice. Allow a faster rate or a shorter reset timeout, or raise "
+        "the visibility timeout."
+    )
+
+
+def refuse_improper() -> None:
+    """Stop the process on the first thing wrong with the bus's settings (run as its app loads)."""
+    found = improper(settings)
+    if found:
+        raise ImproperlyConfigured(found[0])
+
+
+def check_declaration(name: str, policy: RetryPolicy, soft_limit: float, hard_limit: float) -> None:
+    """Refuse a subscriber declaration that would make Redis deliver a task twice (kombu#337)."""
+    visibility = settings.EVENTBUS_VISIBILITY_TIMEOUT
+    if not 0 < soft_limit < hard_limit:
+        raise EventDeclarationError(
+            f"subscriber {name!r}: soft_time_limit ({soft_limit:g}s) must be positive and below "
+            f"time_limit ({hard_limit:g}s), so the handler is told before it is killed"
+        )
+    for what, seconds in (("time_limit", hard_limit), ("the retry cap", policy.max_delay)):
+        if seconds >= visibility:
+            raise EventDeclarationError(
+                f"subscriber {name!r}: {what} ({seconds:g}s) is not below CELERY_VISIBILITY_TIMEOUT "
+                f"({visibility}s): Redis would deliver the task a second time while the first still runs "
+                "or waits. Lower it, or raise CELERY_VISIBILITY_TIMEOUT."
+            )
 
 
 def problems(conf: Any) -> list[str]:
+    """What in the Celery configuration ``conf`` and the declared subscribers would lose or duplicate messages."""
     found: list[str] = []
     accepted = set(conf.accept_content or [])
     unsafe = sorted(accepted - {"json", "application/json"})
@@ -73,6 +166,8 @@ def problems(conf: Any) -> list[str]:
                 f"({settings.EVENTBUS_REDELIVER_AFTER:g}s): the reconciler would send again deliveries still "
                 "running; raise EVENTBUS_REDELIVER_AFTER"
             )
+    from eventbus.operations import retention_tables  # imports models: only once Django is ready
+
     found += retention_tables.problems(visibility)
     return found
 

@@ -23,8 +23,8 @@ from django.db.models import QuerySet
 
 from eventbus.deadletters import operations
 from eventbus.deadletters.parsing import parse_duration, parse_rate
+from eventbus.management.progress import ProgressBar
 from eventbus.models import DeadLetter
-from project.progress import ProgressBar
 
 REASON_WIDTH = 60
 

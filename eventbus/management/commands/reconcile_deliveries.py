@@ -7,9 +7,9 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from eventbus.management.progress import ProgressBar
 from eventbus.operations import brokerwatch
 from eventbus.operations.reconcile import MAX_SECONDS_PER_RUN, cutoff_for, due_count, open_loss, reconcile
-from project.progress import ProgressBar
 
 
 class Command(BaseCommand):

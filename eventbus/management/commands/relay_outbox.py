@@ -7,8 +7,8 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from eventbus.management.progress import ProgressBar
 from eventbus.outbox.relay import relay, waiting_count
-from project.progress import ProgressBar
 
 
 class Command(BaseCommand):

@@ -26,8 +26,8 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.urls import reverse
 
 from eventbus import reset_correlation_id, set_correlation_id
+from eventbus.management.progress import ProgressBar
 from eventbus.models import OutboxEvent
-from project.progress import ProgressBar
 from signups.services import EmailTaken, sign_up, verify_email
 from signups.verification import make_token, read_token
 

@@ -9,7 +9,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from eventbus import parse_rate
-from project.progress import ProgressBar
+from eventbus.management.progress import ProgressBar
 from telemetry.schemas import MAX_READINGS
 from telemetry.simulator import Simulation, register
 
