@@ -79,7 +79,7 @@ def test_anonymous_visitors_are_sent_to_log_in(client: Client) -> None:
     for url in (PAGE, JSON):
         response = client.get(url)
         assert response.status_code == 302
-        assert response["Location"].startswith(f"/admin/login/?next={url}")
+        assert response["Location"].startswith(f"/accounts/login/?next={url}")
 
 
 def test_users_who_are_not_staff_are_refused(client: Client, django_user_model: Any) -> None:

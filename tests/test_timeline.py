@@ -376,7 +376,7 @@ def test_anonymous_visitors_are_sent_to_log_in(client: Client) -> None:
     for url in ("/ops/events/", f"/ops/events/{event.id}/"):
         response = client.get(url)
         assert response.status_code == 302
-        assert response["Location"].startswith(f"/admin/login/?next={url}")
+        assert response["Location"].startswith(f"/accounts/login/?next={url}")
 
 
 @pytest.mark.django_db
