@@ -17,7 +17,8 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
 from ops import status
-from ops.views.access import VIEW_EVENTS, permission_required
+from ops.views.access import VIEW_DEAD_LETTERS, VIEW_EVENTS, allowed, permission_required
+from ops.views.overview_tables import columns, counter_groups, throughput_chart
 
 REFRESH_SECONDS = 5
 """How often the page fetches itself again; each snapshot costs about a second (the workers' answers)."""
@@ -35,7 +36,13 @@ def overview(request: HttpRequest) -> HttpResponse:
             "snapshot": snapshot,
             "outbox_age": status.age(snapshot.outbox.oldest_age_seconds) if snapshot.outbox else None,
             "redeliver_after": status.age(settings.EVENTBUS_REDELIVER_AFTER),
-            "counter_headers": [name.replace("_", " ").capitalize() for name in snapshot.counter_names],
+            "subscriber_columns": columns(snapshot.subscribers),
+            "counter_groups": counter_groups(
+                snapshot.subscribers,
+                snapshot.counter_names,
+                link_dead_letters=allowed(request.user, VIEW_DEAD_LETTERS),
+            ),
+            "throughput_chart": throughput_chart(snapshot.throughput) if snapshot.throughput is not None else None,
             "refresh_seconds": REFRESH_SECONDS,
             "flower_url": settings.FLOWER_URL,
         },
