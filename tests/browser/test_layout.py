@@ -167,3 +167,30 @@ def test_every_page_fits_the_window(
 
     # then: none of them is wider than the window
     assert misfits == [], f"pages wider than {WIDTHS[width][0]}px:\n" + "\n".join(misfits)
+
+
+def test_the_home_page_links_every_area_and_shows_the_data_flow(site: Site, page: Page) -> None:
+    page.goto(site.at("/"))
+
+    links = page.locator("#areas a")
+    hrefs = {links.nth(i).get_attribute("href") for i in range(links.count())}
+
+    assert {
+        "/signup/",
+        "/analytics/",
+        "/telemetry/",
+        "/dev/inbox/",
+        "/ops/",
+        "/ops/events/",
+        "/ops/deadletters/",
+    } <= hrefs
+    assert {"/admin/", "/accounts/login/"} <= hrefs
+    picture = page.locator("img#dataflow")
+    expect(picture).to_be_visible()
+    assert picture.evaluate("img => img.complete && img.naturalWidth > 0"), "the data-flow picture did not load"
+
+
+def test_the_served_data_flow_picture_is_the_one_the_docs_render() -> None:
+    # static/ serves a copy of docs/diagrams/dataflow.svg (`make diagrams` renders the docs' one)
+    served = REPO / "static" / "diagrams" / "dataflow.svg"
+    assert served.read_bytes() == (REPO / "docs" / "diagrams" / "dataflow.svg").read_bytes()
