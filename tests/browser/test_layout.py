@@ -160,6 +160,9 @@ def test_every_page_fits_the_window(
         visit("inbox", "/dev/inbox/")
         page.locator("table.inbox-list tbody a").first.click()
         visit("inbox-message")
+        # the email's <base> lives in its frame; the page has none, and no template comment shows as text
+        assert page.evaluate("document.querySelectorAll('base').length") == 0
+        expect(page.locator("main")).not_to_contain_text("sandboxed")
         visit("telemetry", "/telemetry/")
         visit("admin", "/admin/")
     finally:
