@@ -154,6 +154,9 @@ def test_every_page_fits_the_window(
             expect(page.locator("#subscribers")).to_contain_text("Dead letters stored")
         visit("ops-events", "/ops/events/")
         visit("ops-event", f"/ops/events/{event.id}/")
+        # the timeline's picture: the outbox's lane and one per subscriber, queued marks in each
+        expect(page.locator("#timeline-picture g.lane")).to_have_count(3)
+        expect(page.locator("#timeline-picture circle.mark.queued")).to_have_count(3)
         visit("ops-deadletters", "/ops/deadletters/")
         page.locator("table.deadletters a").first.click()
         visit("ops-deadletter")
