@@ -16,7 +16,7 @@ from django.shortcuts import render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
-from ops import status
+from ops import inflight, status
 from ops.views.access import VIEW_DEAD_LETTERS, VIEW_EVENTS, allowed, permission_required
 from ops.views.overview_tables import columns, counter_groups, throughput_chart
 
@@ -29,6 +29,9 @@ REFRESH_SECONDS = 5
 @permission_required(VIEW_EVENTS)
 def overview(request: HttpRequest) -> HttpResponse:
     snapshot = status.take_snapshot()
+    problems: dict[str, str] = {}
+    # Read only when the outbox could be: without a database it would fail the same way.
+    under_way = status.attempt("under_way", inflight.deliveries_under_way, problems) if snapshot.reconcile else None
     return render(
         request,
         "ops/overview.html",
@@ -36,6 +39,8 @@ def overview(request: HttpRequest) -> HttpResponse:
             "snapshot": snapshot,
             "outbox_age": status.age(snapshot.outbox.oldest_age_seconds) if snapshot.outbox else None,
             "redeliver_after": status.age(settings.EVENTBUS_REDELIVER_AFTER),
+            "under_way": under_way,
+            "under_way_unavailable": problems.get("under_way", ""),
             "subscriber_columns": columns(snapshot.subscribers),
             "counter_groups": counter_groups(
                 snapshot.subscribers,
