@@ -1,7 +1,8 @@
 """Every page fits its window: no horizontal overflow at a laptop's 1280 px nor a phone's 390 px.
 
-A real Chromium walks the tour (home, sign-up, its status and verification,
-sign-in, the operators' pages, the dev inbox, telemetry, the admin) with data
+A real Chromium walks the tour (home, sign-up, its status, verification and
+resend pages, analytics, sign-in, the operators' pages, the dev inbox,
+telemetry, the admin's index and outbox) with data
 on every page, measures ``document.documentElement.scrollWidth`` against the
 window's width, and keeps a full-page screenshot of each page at each width
 (``$SCREENSHOT_DIR/layout/``, else var/screenshots/layout/) for a person to
@@ -137,6 +138,8 @@ def test_every_page_fits_the_window(
         event = OutboxEvent.objects.get(type="user.signed_up", aggregate=f"user:{user.pk}")
         send_welcome_email(user.pk, email, event_id=event.id)
         visit("verify", verification_url(user.pk, email))
+        visit("resend", "/signup/verify/resend/")
+        visit("analytics", "/analytics/")
         visit("signin", "/accounts/login/")
 
         # and an operator signs in and walks the rest
@@ -168,6 +171,7 @@ def test_every_page_fits_the_window(
         expect(page.locator("main")).not_to_contain_text("sandboxed")
         visit("telemetry", "/telemetry/")
         visit("admin", "/admin/")
+        visit("admin-outbox", "/admin/eventbus/outboxevent/")
     finally:
         context.close()
 
