@@ -24,9 +24,16 @@ DEAD_LETTERS_STORED = "dead_letters"
 COUNTER_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
     (
         "How deliveries ended",
-        (counters.DELIVERED, counters.DUPLICATES, counters.DEAD_LETTERED, DEAD_LETTERS_STORED, counters.SHED),
+        (
+            counters.DELIVERED,
+            counters.DUPLICATES,
+            counters.STALE,
+            counters.SHED,
+            counters.DEAD_LETTERED,
+            DEAD_LETTERS_STORED,
+        ),
     ),
-    ("Sent again", (counters.RETRIES, counters.REDELIVERED, counters.STALE)),
+    ("Sent again", (counters.RETRIES, counters.REDELIVERED)),
     (
         "Held back",
         (
