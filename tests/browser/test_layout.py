@@ -7,7 +7,7 @@ on every page, measures ``document.documentElement.scrollWidth`` against the
 window's width, and keeps a full-page screenshot of each page at each width
 (``$SCREENSHOT_DIR/layout/``, else var/screenshots/layout/) for a person to
 look at. A table too wide for a phone may scroll inside its own box; the page
-itself never does.
+itself never does, and a date in a table keeps to one line.
 """
 
 from __future__ import annotations
@@ -64,6 +64,14 @@ MEASURE = """() => {
   }
   return {scrollWidth: document.documentElement.scrollWidth, innerWidth: width, out: out};
 }"""
+
+
+# Dates (cells marked ``.when``) that a narrow column broke over more than one line.
+WRAPPED_DATES = """() => Array.from(document.querySelectorAll('.when')).filter(el => {
+  const range = document.createRange();
+  range.selectNodeContents(el);
+  return new Set(Array.from(range.getClientRects()).map(r => Math.round(r.top))).size > 1;
+}).map(el => el.textContent.trim())"""
 
 
 @pytest.fixture
@@ -123,6 +131,8 @@ def test_every_page_fits_the_window(
         page.screenshot(path=str(layout_screenshots / f"{width}-{name}.png"), full_page=True)
         if (wrong := overflow(page)) is not None:
             misfits.append(f"{name} ({page.url}): {wrong}")
+        if wrapped := page.evaluate(WRAPPED_DATES):
+            misfits.append(f"{name}: dates over more than one line: {wrapped}")
 
     try:
         # when: a visitor signs up, sees the status page, verifies, and opens the sign-in page
@@ -176,7 +186,7 @@ def test_every_page_fits_the_window(
         context.close()
 
     # then: none of them is wider than the window
-    assert misfits == [], f"pages wider than {WIDTHS[width][0]}px:\n" + "\n".join(misfits)
+    assert misfits == [], f"pages that do not fit {WIDTHS[width][0]}px:\n" + "\n".join(misfits)
 
 
 def test_the_home_page_links_every_area_and_shows_the_data_flow(site: Site, page: Page) -> None:
