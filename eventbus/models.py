@@ -205,6 +205,8 @@ class BrokerLoss(models.Model):
 
     class Meta:
         ordering = ["-detected_at"]
+        # Django's default plural would add an "s" to "loss".
+        verbose_name_plural = "broker losses"
 
     def __str__(self) -> str:
         return f"broker loss at {self.detected_at:%Y-%m-%d %H:%M:%S}: {self.reason}"

@@ -203,7 +203,9 @@ STORAGES = {
     },
 }
 
-LOGIN_URL = "admin:login"
+# Django's sign-in page (project/urls.py); after it, the page asked for or the home page.
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "home"
 
 # --- Security ---------------------------------------------------------------
 

@@ -2,6 +2,7 @@
 
 from django.conf import settings
 from django.contrib import admin
+from django.contrib.auth import views as auth_views
 from django.urls import include, path
 from django.views.generic import TemplateView
 
@@ -17,6 +18,9 @@ urlpatterns = [
     # Devices' readings (django-ninja), with its OpenAPI description at /api/v1/openapi.json.
     path("api/v1/", telemetry_api.urls),
     path("ops/", include("ops.urls")),
+    # Django's own sign-in and sign-out (LOGIN_URL): the site's way in, the ops pages' too.
+    path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
+    path("accounts/logout/", auth_views.LogoutView.as_view(next_page="home"), name="logout"),
     path("admin/", admin.site.urls),
     # Probes and Prometheus, at the root where load balancers and scrapers look for them.
     path("healthz", health.healthz, name="healthz"),

@@ -34,7 +34,9 @@ def signup(request: HttpRequest) -> HttpResponse:
             request.session[SESSION_KEY] = user.pk
             return redirect("signups:status")
     status_code = 400 if request.method == "POST" else 200
-    return render(request, "signups/signup.html", {"form": form}, status=status_code)
+    # "Try signing in instead" comes with the sign-in page's link.
+    email_taken = EMAIL_TAKEN_MESSAGE in form.errors.get("email", ())
+    return render(request, "signups/signup.html", {"form": form, "email_taken": email_taken}, status=status_code)
 
 
 def _status_context(request: HttpRequest) -> dict[str, object] | None:

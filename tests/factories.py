@@ -20,3 +20,8 @@ def sign_up_via_client(client: Client, email: str | None = None, password: str =
     email = email or unique_email()
     response = client.post("/signup/", {"email": email, "password": password, "password_confirm": password})
     return response
+
+
+def navigation(page: str) -> str:
+    """The site header's menu of a page's HTML (templates/base.html): what the page's own text does not say."""
+    return page[page.index('<header class="site">') : page.index("</header>")]

@@ -88,6 +88,12 @@ def test_every_model_of_the_project_is_registered() -> None:
     assert missing == []
 
 
+def test_the_admin_index_names_broker_losses_in_plain_english(admin_client: Client) -> None:
+    page = admin_client.get(reverse("admin:index")).text
+    assert "Broker losses" in page
+    assert "losss" not in page
+
+
 def test_every_changelist_and_change_page_loads_for_staff(admin_client: Client, records: OutboxEvent) -> None:
     for model, model_admin in admin.site._registry.items():
         response = admin_client.get(changelist(model))

@@ -36,7 +36,7 @@ def texts(response: Any) -> list[str]:
 def test_anonymous_visitors_are_sent_to_log_in(client: Client) -> None:
     response = client.get(LIST)
     assert response.status_code == 302
-    assert response["Location"].startswith("/admin/login/?next=/ops/deadletters/")
+    assert response["Location"].startswith("/accounts/login/?next=/ops/deadletters/")
     assert client.post("/ops/deadletters/replay/", {"ids": []}).status_code == 302
 
 

@@ -16,8 +16,9 @@ from django.shortcuts import render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
-from ops import status
-from ops.views.access import VIEW_EVENTS, permission_required
+from ops import inflight, status
+from ops.views.access import VIEW_DEAD_LETTERS, VIEW_EVENTS, allowed, permission_required
+from ops.views.overview_tables import columns, counter_groups, throughput_chart
 
 REFRESH_SECONDS = 5
 """How often the page fetches itself again; each snapshot costs about a second (the workers' answers)."""
@@ -28,6 +29,9 @@ REFRESH_SECONDS = 5
 @permission_required(VIEW_EVENTS)
 def overview(request: HttpRequest) -> HttpResponse:
     snapshot = status.take_snapshot()
+    problems: dict[str, str] = {}
+    # Read only when the outbox could be: without a database it would fail the same way.
+    under_way = status.attempt("under_way", inflight.deliveries_under_way, problems) if snapshot.reconcile else None
     return render(
         request,
         "ops/overview.html",
@@ -35,7 +39,15 @@ def overview(request: HttpRequest) -> HttpResponse:
             "snapshot": snapshot,
             "outbox_age": status.age(snapshot.outbox.oldest_age_seconds) if snapshot.outbox else None,
             "redeliver_after": status.age(settings.EVENTBUS_REDELIVER_AFTER),
-            "counter_headers": [name.replace("_", " ").capitalize() for name in snapshot.counter_names],
+            "under_way": under_way,
+            "under_way_unavailable": problems.get("under_way", ""),
+            "subscriber_columns": columns(snapshot.subscribers),
+            "counter_groups": counter_groups(
+                snapshot.subscribers,
+                snapshot.counter_names,
+                link_dead_letters=allowed(request.user, VIEW_DEAD_LETTERS),
+            ),
+            "throughput_chart": throughput_chart(snapshot.throughput) if snapshot.throughput is not None else None,
             "refresh_seconds": REFRESH_SECONDS,
             "flower_url": settings.FLOWER_URL,
         },

@@ -16,6 +16,7 @@ from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
 from ops import timeline
+from ops.timeline.picture import picture
 from ops.views.access import VIEW_EVENTS, permission_required
 
 PAGE_SIZE = 50
@@ -41,4 +42,4 @@ def event_detail(request: HttpRequest, pk: Any) -> HttpResponse:
     story = timeline.build(pk)
     if story is None:
         raise Http404("no such event in the outbox")
-    return render(request, "ops/timeline_detail.html", {"story": story})
+    return render(request, "ops/timeline_detail.html", {"story": story, "picture": picture(story)})

@@ -155,7 +155,7 @@ def test_sign_up_verify_and_see_it_counted(site: Site, browser: Browser, page: P
         expect(page.locator("svg.chart rect.bar.signups:not([height='0.0'])")).to_have_count(1)
         shot(page, "analytics")
 
-    # and: an anonymous visitor is sent to log in on every ops page there is
+    # and: an anonymous visitor is sent to sign in on every ops page there is
     ops_pages = existing_ops_pages()
     assert "/ops/deadletters/" in ops_pages
     anonymous = browser.new_context()
@@ -169,7 +169,7 @@ def test_sign_up_verify_and_see_it_counted(site: Site, browser: Browser, page: P
             assert redirect is not None and redirect.url == site.at(path), f"{path} did not redirect"
             first = redirect.response()
             assert first is not None and first.status == 302
-            expect(visitor).to_have_url(re.compile(re.escape(site.at("/admin/login/?next=") + path) + "$"))
+            expect(visitor).to_have_url(re.compile(re.escape(site.at("/accounts/login/?next=") + path) + "$"))
             expect(visitor.locator("#id_username")).to_be_visible()
             shot(visitor, "login-for-" + path.strip("/").replace("/", "-"))
     finally:
