@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from django.urls import reverse
 from django.utils.http import urlencode
 
-from eventbus.observability import counters
+from eventbus import ops_api
 from ops.status import MinuteCount, SubscriberStatus
 
 DEAD_LETTERS_STORED = "dead_letters"
@@ -25,26 +25,26 @@ COUNTER_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
     (
         "How deliveries ended",
         (
-            counters.DELIVERED,
-            counters.DUPLICATES,
-            counters.STALE,
-            counters.SHED,
-            counters.DEAD_LETTERED,
+            ops_api.DELIVERED,
+            ops_api.DUPLICATES,
+            ops_api.STALE,
+            ops_api.SHED,
+            ops_api.DEAD_LETTERED,
             DEAD_LETTERS_STORED,
         ),
     ),
-    ("Sent again", (counters.RETRIES, counters.REDELIVERED)),
+    ("Sent again", (ops_api.RETRIES, ops_api.REDELIVERED)),
     (
         "Held back",
         (
-            counters.DEFERRED,
-            counters.ORDER_WAITS,
-            counters.RATE_LIMIT_WAITS,
-            counters.BREAKER_WAITS,
-            counters.EFFECT_WAITS,
+            ops_api.DEFERRED,
+            ops_api.ORDER_WAITS,
+            ops_api.RATE_LIMIT_WAITS,
+            ops_api.BREAKER_WAITS,
+            ops_api.EFFECT_WAITS,
         ),
     ),
-    ("Batching", (counters.BATCHES, counters.BATCHED)),
+    ("Batching", (ops_api.BATCHES, ops_api.BATCHED)),
 )
 """Every counter of ops.status.COUNTER_NAMES in one group; one the groups forget lands under "Other"."""
 
