@@ -59,7 +59,7 @@ def bars(figures: dict[str, dict[str, Any]]) -> tuple[list[Bar], list[Bar]]:
                     scaled = (bar.candidate * scale, bar.baseline * scale)
                     latencies.append(Bar(bar.label, *scaled, "ms", bar.ratio, bar.target))
         elif figure["kind"] == "throughput":
-            op, bound = TARGETS.get(number, (None, None))
+            op, bound = TARGETS.get(key) or TARGETS.get(number, (None, None))
             rates.append(
                 Bar(
                     f"{number} {figure['title']}",
@@ -71,7 +71,7 @@ def bars(figures: dict[str, dict[str, Any]]) -> tuple[list[Bar], list[Bar]]:
                 )
             )
         elif figure["kind"] == "latency":
-            op, bound = TARGETS.get(number, (None, None))
+            op, bound = TARGETS.get(key) or TARGETS.get(number, (None, None))
             latencies.append(
                 Bar(
                     f"{number} {figure['title']}, median",

@@ -70,8 +70,10 @@ class Hasher:
 
 
 HASHERS = (
-    Hasher("production", "production hasher (PBKDF2)", False, 15, 4, 3, 0.95),
-    Hasher("fast", "fast hasher (MD5)", True, 10, 3, 2, 0.85),
+    # Issue #24's targets: any publish through Celery's API floors at about 0.90x
+    # with a run-to-run spread of about 0.1 (docs/benchmarks.md).
+    Hasher("production", "production hasher (PBKDF2)", False, 15, 4, 3, 0.9),
+    Hasher("fast", "fast hasher (MD5)", True, 10, 3, 2, 0.75),
 )
 P99_TARGET = 1.25
 
