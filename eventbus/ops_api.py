@@ -124,6 +124,7 @@ __all__ = [
     "selected_ids",
     "subscriptions",
     "subscriptions_for",
+    "write_dispatched_marks",
 ]
 
 COUNTER_NAMES: tuple[str, ...] = (
@@ -210,3 +211,15 @@ def counters_by_subscriber() -> dict[str, dict[str, int]]:
     read = {name: read_counter(name) for name in COUNTER_NAMES}
     names = {s.name for s in registry.all_subscriptions()} | {label for values in read.values() for label in values}
     return {label: {name: read[name].get(label, 0) for name in COUNTER_NAMES} for label in sorted(names)}
+
+
+def write_dispatched_marks() -> int:
+    """Write now the dispatched marks this process gathers in the background; how many.
+
+    A command that reports the outbox right after publishing calls this first:
+    otherwise events the broker already took still read "pending" until the
+    background writer's next round (eventbus/fastpath/marks.py).
+    """
+    from eventbus.fastpath.marks import MARKER  # imports models: only once Django is ready
+
+    return MARKER.flush()

@@ -118,3 +118,16 @@ def test_running_workers_process_the_seeded_events(worker: Any, smtp_sink: SmtpS
     assert sorted(m.rcpt_tos[0] for m in smtp_sink.messages) == sorted(
         get_user_model().objects.values_list("email", flat=True)
     )
+
+
+@pytest.mark.usefixtures("broker")
+def test_events_the_broker_took_read_dispatched_even_when_their_marks_are_gathered(settings: Any) -> None:
+    # given: dispatched marks written by the background writer, as outside the tests
+    settings.EVENTBUS_MARK_BATCH_SECONDS = 60
+
+    # when
+    out, _ = seed("3")
+
+    # then: the summary waited for no writer round: every event reads dispatched
+    assert "events published: 3 (3 dispatched)" in out, out
+    assert "pending" not in out

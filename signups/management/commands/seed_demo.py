@@ -25,7 +25,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.urls import reverse
 
-from eventbus import reset_correlation_id, set_correlation_id
+from eventbus import ops_api, reset_correlation_id, set_correlation_id
 from eventbus.management.progress import ProgressBar
 from eventbus.models import OutboxEvent
 from signups.services import EmailTaken, sign_up, verify_email
@@ -114,6 +114,7 @@ class Command(BaseCommand):
         return verified
 
     def _summary(self, users: list[AbstractBaseUser], verified: int, request_id: str) -> None:
+        ops_api.write_dispatched_marks()  # sent events read "dispatched" here, not at exit
         statuses = Counter(OutboxEvent.objects.filter(correlation_id=request_id).values_list("status", flat=True))
         published = sum(statuses.values())
         by_status = ", ".join(f"{n} {status}" for status, n in sorted(statuses.items())) or "none"
