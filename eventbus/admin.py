@@ -29,7 +29,7 @@ from eventbus.models import (
     OutboxEvent,
     ProcessedEvent,
 )
-from eventbus.outbox.fanout import DispatchError, send_many, settle
+from eventbus.outbox.fanout import DispatchError, mark_dispatched, send_many
 from eventbus.outbox.relay import relay
 from eventbus.protection import backpressure
 
@@ -151,7 +151,7 @@ def resend_unprocessed(queryset: QuerySet[OutboxEvent]) -> tuple[int, int, str]:
         outcomes = send_many((r.to_wire() for r in wanted), only=only)
     except DispatchError as exc:
         outcomes, error = exc.done, str(exc)
-    settle(outcomes)
+    mark_dispatched(outcomes)
     return len(outcomes), sum(len(o.sent) for o in outcomes), error
 
 

@@ -87,15 +87,15 @@ def test_a_flush_at_exit_waits_for_the_write_the_thread_has_begun(
     monkeypatch.setattr(marks, "MARKER", marker)
     settings.EVENTBUS_MARK_BATCH_SECONDS = 0.01
     writing, finish, written = threading.Event(), threading.Event(), threading.Event()
-    settle = marks.dispatch.settle
+    mark_dispatched = marks.dispatch.mark_dispatched
 
-    def slow_settle(outcomes: Any) -> None:
+    def slow_mark(outcomes: Any) -> None:
         writing.set()
         finish.wait(10)
-        settle(outcomes)
+        mark_dispatched(outcomes)
         written.set()
 
-    monkeypatch.setattr(marks.dispatch, "settle", slow_settle)
+    monkeypatch.setattr(marks.dispatch, "mark_dispatched", slow_mark)
     event_id = publish_committed(8)
     assert writing.wait(10), "the marker's thread did not start writing"
 

@@ -9,7 +9,7 @@ second turn per request for the database's one write lock.
 With ``EVENTBUS_MARK_BATCH_SECONDS`` above 0, the request hands its outcome to
 this process's marker and returns. The marker's thread (eventbus/fastpath/gatherer.py)
 wakes when an outcome arrives, waits that many seconds for others, and writes
-all of them in one transaction (``fanout.settle``: one UPDATE per set of
+all of them in one transaction (``fanout.mark_dispatched``: one UPDATE per set of
 subscribers).
 
 The delivery guarantee is unchanged:
@@ -54,9 +54,9 @@ def can_wait(outcomes: Sequence[Outcome]) -> bool:
     return all(not (o.shed or o.deferred or o.partial) for o in outcomes)
 
 
-def _settle(outcomes: list[Outcome]) -> None:
+def _mark_dispatched(outcomes: list[Outcome]) -> None:
     with transaction.atomic():
-        dispatch.settle(outcomes)
+        dispatch.mark_dispatched(outcomes)
 
 
 class Marker(Gatherer["Outcome"]):
@@ -65,7 +65,7 @@ class Marker(Gatherer["Outcome"]):
     def __init__(self) -> None:
         super().__init__(
             "eventbus-marks",
-            _settle,
+            _mark_dispatched,
             failure="those sent events stay pending; the relay sends them again after its grace",
         )
 

@@ -1,7 +1,7 @@
 """The outbox's two statements on the request path, compiled once per database instead of once per event.
 
 Every sign-up writes its outbox row (``publish``, ``insert`` here) and, after
-the commit, marks it dispatched (``fanout.settle``, ``mark_dispatched`` here).
+the commit, marks it dispatched (``fanout.mark_dispatched``, whose UPDATE is made here).
 The SQL text of each is made once per database connection alias from the
 model's own fields (column names, quoting and placeholders as Django writes
 them), and each call converts only the values that need it, with the fields'
@@ -123,7 +123,7 @@ def insert(event: Mapping[str, Any], using: str = "default") -> None:
 
 
 def mark_dispatched(ids: Sequence[str], sent_to: list[str], now: datetime, using: str = "default") -> None:
-    """``settle``'s UPDATE of rows sent to every one of their subscribers (``sent_to``); see dispatch.settle."""
+    """``fanout.mark_dispatched``'s UPDATE of rows sent to every one of their subscribers (``sent_to``)."""
     if not ids:
         return
     connection = connections[using]

@@ -39,7 +39,7 @@ from django.utils import timezone
 from eventbus.contract import registry
 from eventbus.models import BrokerLoss, DeadLetter, DeliveryStep, OutboxEvent, ProcessedEvent
 from eventbus.observability import counters, timeline
-from eventbus.outbox.fanout import DispatchError, Outcome, send_many, settle
+from eventbus.outbox.fanout import DispatchError, Outcome, mark_dispatched, send_many
 from eventbus.protection import backpressure
 
 log = logging.getLogger(__name__)
@@ -280,7 +280,7 @@ def _redeliver(owner: str, missing: list[Missing], countdown: float | None) -> i
 
 
 def _record(outcomes: list[Outcome]) -> None:
-    settle(outcomes)
+    mark_dispatched(outcomes)
     redelivered = [o for o in outcomes if o.sent]
     if not redelivered:
         return

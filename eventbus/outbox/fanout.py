@@ -152,7 +152,7 @@ def send_many(
     return done
 
 
-def settle(outcomes: Sequence[Outcome], *, request_path: bool = False) -> None:
+def mark_dispatched(outcomes: Sequence[Outcome], *, request_path: bool = False) -> None:
     """Record in the outbox (and the ledger, for shed events) what dispatch did.
 
     ``request_path``: settled inside a request; its counters are then written
@@ -267,7 +267,7 @@ def dispatch_after_commit(wire: Wire) -> None:
         marks.MARKER.defer(outcomes, batch_seconds)
         return
     try:
-        settle(outcomes, request_path=True)
+        mark_dispatched(outcomes, request_path=True)
     except Exception:
         # Sent, but not marked: the relay will send it again and the ledger
         # will skip the duplicates. The request must not fail for it.

@@ -26,7 +26,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from eventbus.models import OutboxEvent
-from eventbus.outbox.fanout import DispatchError, record_failure, send_many, settle
+from eventbus.outbox.fanout import DispatchError, mark_dispatched, record_failure, send_many
 from eventbus.protection import backpressure
 
 log = logging.getLogger(__name__)
@@ -106,7 +106,7 @@ def relay(
         try:
             outcomes = send_many((row.to_wire() for row in rows), only=only)
         except DispatchError as exc:
-            settle(exc.done)
+            mark_dispatched(exc.done)
             handled = {o.event_id for o in exc.done}
             unsent = [str(row.id) for row in rows if str(row.id) not in handled]
             record_failure(unsent, exc.cause)
@@ -115,7 +115,7 @@ def relay(
             result.error = str(exc)
             log.warning("relay stopped: broker failure after %d events: %s", result.dispatched, result.error)
             break
-        settle(outcomes)
+        mark_dispatched(outcomes)
         # A row deferred again is due again at once: not in this run. (Dispatched rows are due
         # never again, so ``seen`` stays small however long the backlog is.)
         seen.update(o.event_id for o in outcomes if o.deferred)
