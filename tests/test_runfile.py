@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import stat
 import subprocess
@@ -9,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from django.core.management import call_command
 
 from project import runfile
 from scripts import run
@@ -123,3 +125,14 @@ def test_manage_py_in_a_second_terminal_reads_the_running_systems_redis(tmp_path
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[-1] == "redis://127.0.0.1:6390/3"
     assert done.stderr.count("using the running system's REDIS_URL") == 1
+
+
+@pytest.mark.django_db
+def test_the_status_command_warns_when_no_worker_answers(broker: None) -> None:
+    # given: this run's broker, where no worker listens
+    out, err = io.StringIO(), io.StringIO()
+    # when
+    call_command("eventbus_status", "--workers-timeout", "0.2", stdout=out, stderr=err)
+    # then: the report, and a warning naming the broker it asked
+    assert "QUEUES" in out.getvalue()
+    assert "warning: no worker answered within 0.2 s on the broker at redis://" in err.getvalue()
