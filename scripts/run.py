@@ -38,6 +38,9 @@ from scripts.supervisor import ChildDied, Output, StartupError, StopRequested, S
 BASE_DIR = Path(__file__).resolve().parent.parent
 MARKER = "EVENTDEMO_RUN_ID"
 
+FLOWER_APP_TASKS = "name:notifications OR name:analytics OR name:telemetry"
+"""Flower's task search for the application's own tasks (its subscribers'), without beat's relay and broker watch."""
+
 RUN_VARIABLES: dict[str, str] = {
     "FLOWER_BASIC_AUTH": "user:password for Flower; generated once into VAR_DIR/flower-basic-auth when unset",
 }
@@ -262,6 +265,7 @@ def banner(config: Config, redis_line: str, auth: str, auth_source: str) -> list
         f"  admin         {web}/admin/  (make a user: .venv/bin/python manage.py createsuperuser)",
         f"  dead letters  {web}/ops/deadletters/  (staff with the dead-letter permissions, as in the admin)",
         f"  flower        http://127.0.0.1:{config.flower_port}/  ({login})",
+        f"                its Tasks page without beat's housekeeping: search {FLOWER_APP_TASKS}",
         f"  redis         {redis_line}",
         "-" * 72,
     ]
