@@ -1,0 +1,71 @@
+"""Flood analytics: more analytics-only events at once than its queue's high-water mark, so that shedding shows.
+
+The flood stops the analytics workers from consuming for FLOOD_HOLD_SECONDS
+(devinbox/queuepause.py; they come back on their own), then publishes
+``count`` ``user.email_verified`` events of user 0, which only the analytics
+subscriber consumes, in transactions of BATCH through the real outbox. Once
+the queue holds more than its mark, dispatch sheds the rest for analytics
+(counted as "shed" on /ops/ and on each event's timeline); when the workers
+come back they record what was queued. Every event of one flood carries the
+same request id (``classroom-flood-…``), so the events page finds them, and
+each its own aggregate, so that none waits for another's order.
+
+The rows count on the analytics dashboard as verifications of user 0: this
+is a classroom for a development database, refused with DJANGO_DEBUG off.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import secrets
+import uuid
+
+from django.db import transaction
+
+from devinbox import queuepause
+from eventbus.outbox.publish import publish
+from eventbus.protection.backpressure import high_water_mark
+from project import queues
+from signups.events import UserEmailVerified
+
+log = logging.getLogger(__name__)
+
+FLOOD_MAX = 20_000
+"""The most events one flood publishes: the default mark (10 000) twice over."""
+BATCH = 500
+FLOOD_HOLD_SECONDS = 60
+"""How long the analytics workers stop consuming for a flood; longer than publishing FLOOD_MAX takes."""
+FLOOD_USER_ID = 0
+"""No user has id 0: the flood's rows are told apart from real ones by it."""
+
+
+def default_count() -> int:
+    """Enough to cross the analytics queue's mark and shed 100 more."""
+    return bounded(high_water_mark(queues.ANALYTICS) + 100)
+
+
+def bounded(count: int) -> int:
+    return max(1, min(int(count), FLOOD_MAX))
+
+
+def new_request_id() -> str:
+    return f"classroom-flood-{secrets.token_hex(6)}"
+
+
+def flood(count: int, request_id: str) -> int:
+    """Hold the analytics consumers, then publish ``count`` (bounded) events; returns how many were published."""
+    count = bounded(count)
+    # Without an analytics worker there is nothing to hold: the queue fills by itself.
+    with contextlib.suppress(queuepause.NothingToPause):
+        queuepause.pause(queues.ANALYTICS, FLOOD_HOLD_SECONDS)
+    published = 0
+    while published < count:
+        size = min(BATCH, count - published)
+        with transaction.atomic():
+            for _ in range(size):
+                aggregate = f"classroom-flood:{uuid.uuid4()}"
+                publish(UserEmailVerified(user_id=FLOOD_USER_ID), aggregate=aggregate, correlation_id=request_id)
+        published += size
+    log.warning("classroom: flooded analytics with %d events (request id %s)", published, request_id)
+    return published
