@@ -33,7 +33,9 @@ log = logging.getLogger(__name__)
 
 FLOOD_MAX = 20_000
 """The most events one flood publishes: the default mark (10 000) twice over."""
-BATCH = 500
+BATCH = 100
+"""Events per transaction. Dispatch looks at the queue's depth once per commit (and at most every
+EVENTBUS_QUEUE_DEPTH_CACHE seconds), so the shedding starts within a batch or a second of the mark."""
 FLOOD_HOLD_SECONDS = 60
 """How long the analytics workers stop consuming for a flood; longer than publishing FLOOD_MAX takes."""
 FLOOD_USER_ID = 0
@@ -41,8 +43,8 @@ FLOOD_USER_ID = 0
 
 
 def default_count() -> int:
-    """Enough to cross the analytics queue's mark and shed 100 more."""
-    return bounded(high_water_mark(queues.ANALYTICS) + 100)
+    """Twice the analytics queue's mark: the second half crosses it even when the depth is read a second late."""
+    return bounded(2 * high_water_mark(queues.ANALYTICS))
 
 
 def bounded(count: int) -> int:
