@@ -124,6 +124,14 @@ def test_a_bad_number_or_queue_is_said_and_changes_nothing(
     assert faults.provider_down_for() == 0
 
 
+def test_pausing_a_queue_nobody_consumes_is_said(
+    operator: Client, debug_on: None, clean_faults: None, broker: None
+) -> None:
+    page = operator.post("/ops/failures/queue/", {"queue": "analytics", "seconds": "30"}, follow=True)
+    assert "no worker consumes analytics now: nothing to pause" in page.content.decode()
+    assert "data-paused" not in page.content.decode()
+
+
 def test_staff_without_the_permission_get_403_and_anonymous_visitors_log_in(
     django_user_model: Any, client: Client, debug_on: None, clean_faults: None
 ) -> None:
