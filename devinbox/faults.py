@@ -90,7 +90,7 @@ def redis_client() -> redis.Redis:
 
 
 def require_debug() -> None:
-    """The classroom's failures exist only with DJANGO_DEBUG on: its views and tasks refuse otherwise."""
+    """The classroom's failures exist only with DJANGO_DEBUG on: its tasks refuse otherwise (its views answer 404)."""
     if not settings.DEBUG:
         raise PermissionError("the classroom's failures exist only with DJANGO_DEBUG on")
 
