@@ -11,10 +11,16 @@ command until ``sink.accept()``; ``sink.refuse("RCPT", "550 5.1.1 no such
 user", times=1)`` answers the reply of one's choice to the next ``times`` of
 them only; ``sink.refusals`` counts the refused commands. ``sink.pipelining =
 False`` stops offering PIPELINING, so that clients talk one command at a time.
+
+Given ``faults`` (devinbox/faults.py: what `make run`'s sink is given), it also
+plays the failures a person causes from the ops page: special addresses
+refused for good, refused for a while or taken slowly, and the provider down
+for a while. The refusals a test asks for come first.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import threading
 import time
@@ -23,10 +29,13 @@ from dataclasses import dataclass
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP
+
+if TYPE_CHECKING:
+    from devinbox.faults import SinkFaults
 
 
 @dataclass(frozen=True)
@@ -60,8 +69,9 @@ class Refusal:
 
 
 class SinkHandler:
-    def __init__(self, directory: Path | None = None) -> None:
+    def __init__(self, directory: Path | None = None, faults: SinkFaults | None = None) -> None:
         self.directory = directory
+        self.faults = faults
         self.received: list[Received] = []
         self.connections = 0
         # The command refused, and how; None accepts all.
@@ -102,7 +112,7 @@ class SinkHandler:
     async def handle_MAIL(
         self, server: SMTP, session: Any, envelope: Any, address: str, mail_options: list[str]
     ) -> str:
-        refusal = self._refusal("MAIL")
+        refusal = self._refusal("MAIL") or (self.faults.mail_reply() if self.faults else None)
         if refusal is not None:
             return refusal
         # What aiosmtpd does itself when a handler has no handle_MAIL.
@@ -113,7 +123,7 @@ class SinkHandler:
     async def handle_RCPT(
         self, server: SMTP, session: Any, envelope: Any, address: str, rcpt_options: list[str]
     ) -> str:
-        refusal = self._refusal("RCPT")
+        refusal = self._refusal("RCPT") or (self.faults.rcpt_reply(address) if self.faults else None)
         if refusal is not None:
             return refusal
         # What aiosmtpd does itself when a handler has no handle_RCPT.
@@ -125,6 +135,9 @@ class SinkHandler:
         refusal = self._refusal("DATA")
         if refusal is not None:
             return refusal
+        delay = self.faults.data_delay(envelope.rcpt_tos) if self.faults else 0.0
+        if delay:
+            await asyncio.sleep(delay)
         raw: bytes = envelope.original_content or envelope.content
         item = Received(time.time(), envelope.mail_from, tuple(envelope.rcpt_tos), raw)
         if self.directory is not None:
@@ -148,8 +161,10 @@ class _CountingSMTP(SMTP):
 class SmtpSink(Controller):
     """``with SmtpSink(port=0) as sink: ...`` runs a sink in a thread; ``sink.port`` is where."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, directory: Path | None = None) -> None:
-        self.handler = SinkHandler(directory)
+    def __init__(
+        self, host: str = "127.0.0.1", port: int = 0, directory: Path | None = None, faults: SinkFaults | None = None
+    ) -> None:
+        self.handler = SinkHandler(directory, faults)
         if port == 0:
             port = free_port(host)
         super().__init__(self.handler, hostname=host, port=port, ready_timeout=10)

@@ -3,6 +3,7 @@
 from django.urls import path
 
 from ops.views import deadletters as views
+from ops.views import failures as failure_views
 from ops.views import overview as overview_views
 from ops.views import timeline as timeline_views
 
@@ -17,4 +18,9 @@ urlpatterns = [
     path("deadletters/<uuid:pk>/", views.dead_letter_detail, name="deadletter"),
     path("events/", timeline_views.event_list, name="events"),
     path("events/<uuid:pk>/", timeline_views.event_detail, name="event"),
+    # The failure panel (DJANGO_DEBUG on only): ops/views/failures.py.
+    path("failures/provider/", failure_views.provider_down, name="failures-provider"),
+    path("failures/queue/", failure_views.pause_queue, name="failures-queue"),
+    path("failures/flood/", failure_views.flood_queue, name="failures-flood"),
+    path("failures/heal/", failure_views.heal, name="failures-heal"),
 ]

@@ -12,6 +12,10 @@ Wired in ``settings.LOGGING`` for the web process, and through Celery's
   for people, with ``[req=… event=… sub=… task=…]`` when those are set.
 - ``DisallowedHostFilter`` turns Django's report of a bad ``Host`` header (an
   ERROR with a traceback) into one WARNING line with the host and the path.
+- ``HousekeepingFilter`` logs beat's frequent housekeeping runs (the relay
+  every 5 s, the broker watch) at DEBUG: Celery's "received", "succeeded"
+  and beat's "Sending due task" lines for them no longer bury the
+  application's own. Their warnings and errors stay as they are.
 
 This module is named like the standard library's ``logging``; absolute
 imports (the default) keep the two apart.
@@ -209,3 +213,38 @@ class DisallowedHostFilter(logging.Filter):
         record.levelno, record.levelname = logging.WARNING, logging.getLevelName(logging.WARNING)
         record.exc_info, record.exc_text, record.stack_info = None, None, None
         return True
+
+
+#: Beat's frequent housekeeping tasks (settings.CELERY_BEAT_SCHEDULE): every few seconds, nearly always with
+#: nothing to do. What they do when they do something (events relayed, a broker loss) they log themselves.
+HOUSEKEEPING_TASKS = frozenset({"eventbus.relay_outbox", "eventbus.watch_broker", "eventbus.reconcile_deliveries"})
+
+
+def _task_name(record: logging.LogRecord) -> str:
+    """The task a Celery record is about: in its format arguments (a mapping), its ``data``, or beat's arguments."""
+    for source in (record.args, getattr(record, "data", None)):
+        if isinstance(source, Mapping) and isinstance(source.get("name"), str):
+            return str(source["name"])
+    if isinstance(record.args, tuple) and len(record.args) == 2 and isinstance(record.args[1], str):
+        return record.args[1]  # celery.beat: "Scheduler: Sending due task %s (%s)", entry name and task
+    return ""
+
+
+class HousekeepingFilter(logging.Filter):
+    """Lower the INFO lines about HOUSEKEEPING_TASKS to DEBUG (dropping them unless the logger logs DEBUG).
+
+    Installed in ``settings.LOGGING`` on the loggers that write them: ``celery.worker.strategy`` ("Task …
+    received"), ``celery.app.trace`` ("Task … succeeded in …") and ``celery.beat`` ("Sending due task …").
+    A filter on a logger sees only that logger's own records, after its level check, so it decides
+    itself whether the lowered record is still wanted. ``LOG_LEVEL=DEBUG`` shows them all again.
+    """
+
+    def __init__(self, name: str = "", tasks: Iterable[str] = HOUSEKEEPING_TASKS) -> None:
+        super().__init__(name)
+        self.tasks = frozenset(tasks)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno != logging.INFO or _task_name(record) not in self.tasks:
+            return True
+        record.levelno, record.levelname = logging.DEBUG, logging.getLevelName(logging.DEBUG)
+        return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)

@@ -358,6 +358,7 @@ LOGGING = {
         # Signed tokens (the verification link's) never reach a log, not even in an access log line.
         "redact": {"()": "project.logging.RedactFilter"},
         "disallowed_host": {"()": "project.logging.DisallowedHostFilter"},
+        "housekeeping": {"()": "project.logging.HousekeepingFilter"},
     },
     "formatters": {
         "json": {"()": "project.logging.JsonFormatter"},
@@ -378,6 +379,11 @@ LOGGING = {
         "mail.log": {"level": "WARNING"},
         # A request with a Host not in ALLOWED_HOSTS: one WARNING line, not a traceback.
         "django.security.DisallowedHost": {"filters": ["disallowed_host"]},
+        # Beat's relay and broker watch every few seconds: their routine lines at DEBUG (project/logging.py).
+        **{
+            name: {"filters": ["housekeeping"]}
+            for name in ("celery.worker.strategy", "celery.app.trace", "celery.beat")
+        },
     },
 }
 

@@ -38,6 +38,9 @@ from scripts.supervisor import ChildDied, Output, StartupError, StopRequested, S
 BASE_DIR = Path(__file__).resolve().parent.parent
 MARKER = "EVENTDEMO_RUN_ID"
 
+FLOWER_APP_TASKS = "name:notifications OR name:analytics OR name:telemetry"
+"""Flower's task search for the application's own tasks (its subscribers'), without beat's relay and broker watch."""
+
 RUN_VARIABLES: dict[str, str] = {
     "FLOWER_BASIC_AUTH": "user:password for Flower; generated once into VAR_DIR/flower-basic-auth when unset",
 }
@@ -124,14 +127,43 @@ def load_config(env_file: Path) -> Config:
     )
 
 
-def load_queues() -> ModuleType:
-    """``project/queues.py`` by its path: importing the package would import Celery and Django."""
-    spec = importlib.util.spec_from_file_location("_eventdemo_queues", BASE_DIR / "project" / "queues.py")
+def load_project_module(name: str) -> ModuleType:
+    """``project/<name>.py`` by its path: importing the package would import Celery and Django."""
+    path = BASE_DIR / "project" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"_eventdemo_{name}", path)
     if spec is None or spec.loader is None:
-        raise StartupError(f"cannot load {BASE_DIR / 'project' / 'queues.py'}")
+        raise StartupError(f"cannot load {path}")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def load_queues() -> ModuleType:
+    return load_project_module("queues")
+
+
+def write_run_file(config: Config) -> Path:
+    """``$VAR_DIR/run.json``: what this run chose, for commands in a second terminal (project/runfile.py)."""
+    runfile = load_project_module("runfile")
+    environment = {**config.env, "REDIS_URL": config.redis_url}
+    environment.setdefault("CELERY_BROKER_URL", config.redis_url)
+    environment.setdefault("WEB_PORT", str(config.web_port))
+    environment.setdefault("FLOWER_PORT", str(config.flower_port))
+    ports = {"web": config.web_port, "flower": config.flower_port}
+    sink = f"{config.email_host}:{config.email_port}"
+    path: Path = runfile.write(
+        config.var_dir,
+        environment,
+        pid=os.getpid(),
+        run_id=config.run_id,
+        ports=ports,
+        sink=sink if config.run_sink else None,
+    )
+    return path
+
+
+def remove_run_file(config: Config) -> None:
+    load_project_module("runfile").remove(config.var_dir, pid=os.getpid())
 
 
 # --- Flower credentials ------------------------------------------------------------
@@ -233,6 +265,7 @@ def banner(config: Config, redis_line: str, auth: str, auth_source: str) -> list
         f"  admin         {web}/admin/  (make a user: .venv/bin/python manage.py createsuperuser)",
         f"  dead letters  {web}/ops/deadletters/  (staff with the dead-letter permissions, as in the admin)",
         f"  flower        http://127.0.0.1:{config.flower_port}/  ({login})",
+        f"                its Tasks page without beat's housekeeping: search {FLOWER_APP_TASKS}",
         f"  redis         {redis_line}",
         "-" * 72,
     ]
@@ -251,11 +284,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     supervisor = Supervisor(Output(names), cwd=BASE_DIR)
     signal.signal(signal.SIGINT, supervisor.on_signal)
     signal.signal(signal.SIGTERM, supervisor.on_signal)
+    config: Config | None = None
     try:
         config = load_config(args.env_file)
         supervisor.say(f"run id {config.run_id}; state in {config.var_dir}")
         for line in start_system(config, supervisor, queues):
             supervisor.say(line)
+        supervisor.say(f"commands in another terminal find this system through {write_run_file(config)}")
         while True:
             supervisor.check()
             time.sleep(0.2)
@@ -268,6 +303,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         supervisor.say(f"cannot start: {exc}")
         return 1
     finally:
+        if config is not None:
+            remove_run_file(config)
         supervisor.stop_all()
 
 

@@ -295,6 +295,21 @@ def test_run_command_starts_everything_and_stops_everything(tmp_path: Path) -> N
         running.wait_for(lambda: requests.get(flower, timeout=2).status_code == 401, "Flower's 401", timeout=30)
         assert requests.get(flower, auth=(user, secret), timeout=10).status_code == 200
 
+        # and a second terminal, told nothing, finds this system through the run file (project/runfile.py)
+        running.wait_for(lambda: (var_dir / "run.json").exists(), "the run file", timeout=30)
+        second = subprocess.run(
+            [sys.executable, "manage.py", "eventbus_status", "--workers-timeout", "2"],
+            cwd=REPO,
+            env=child_environment(VAR_DIR=str(var_dir)),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert second.returncode == 0, second.stderr
+        assert "using the running system's REDIS_URL" in second.stderr
+        assert "no worker answered" not in second.stderr
+        assert re.search(r"^notifications +0 +\d+ +notifications@", second.stdout, re.MULTILINE), second.stdout
+
         # when Ctrl-C reaches the supervisor
         os.kill(running.process.pid, signal.SIGINT)
         code = running.process.wait(timeout=bounds.stop_deadline())
@@ -305,6 +320,7 @@ def test_run_command_starts_everything_and_stops_everything(tmp_path: Path) -> N
         assert re.search(r"^redis +\| .*Ready to accept connections", log, re.MULTILINE), "no Redis of its own"
         assert "started here" in log
         assert marked_processes(run_id) == [], running.tail()
+        assert not (var_dir / "run.json").exists()
         assert not port_open(redis_port)
         assert not port_open(web_port)
         assert any(p.name.startswith("appendonly") for p in (var_dir / "redis").iterdir())

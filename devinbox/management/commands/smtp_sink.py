@@ -1,4 +1,8 @@
-"""``manage.py smtp_sink``: a local SMTP server that stores every message for the dev inbox."""
+"""``manage.py smtp_sink``: a local SMTP server that stores every message for the dev inbox.
+
+With DJANGO_DEBUG on it also plays the failures of devinbox/faults.py (special
+addresses, the provider down for a while), which the ops page's failure panel causes.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 
+from devinbox.faults import SinkFaults
 from devinbox.sink import SmtpSink
 
 
@@ -25,7 +30,9 @@ class Command(BaseCommand):
         stop = threading.Event()
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
         signal.signal(signal.SIGINT, lambda *_: stop.set())
-        with SmtpSink(host=host, port=port, directory=Path(dir)):
-            self.stdout.write(f"SMTP sink listening on {host}:{port}, storing mail in {dir}")
+        faults = SinkFaults() if settings.DEBUG else None
+        with SmtpSink(host=host, port=port, directory=Path(dir), faults=faults):
+            played = "; plays the failure panel's failures (DJANGO_DEBUG on)" if faults else ""
+            self.stdout.write(f"SMTP sink listening on {host}:{port}, storing mail in {dir}{played}")
             self.stdout.flush()
             stop.wait()

@@ -7,7 +7,9 @@
 It prints ops.status.take_snapshot(), as the page shows it; a source that
 cannot be read (broker or Redis down) is printed as "unavailable: <reason>"
 and the rest is still shown. The exit status is 0 either way: the command
-reports, it does not judge.
+reports, it does not judge. When no worker answers, a warning on stderr says
+which broker was asked: a terminal that is not looking at the running system
+(another Redis, see project/runfile.py) shows up there rather than as zeros.
 """
 
 from __future__ import annotations
@@ -17,7 +19,9 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from kombu.utils.url import maybe_sanitize_url
 
 from ops import status
 from ops.status import Snapshot
@@ -181,6 +185,18 @@ def render(snapshot: Snapshot) -> list[str]:
     return lines
 
 
+def no_worker_warning(snapshot: Snapshot, workers_timeout: float) -> str | None:
+    """A warning when the workers could be asked and none answered; None when one did (or asking failed,
+    which the snapshot reports itself)."""
+    if any(q.workers is None for q in snapshot.queues) or any(q.workers for q in snapshot.queues):
+        return None
+    return (
+        f"warning: no worker answered within {workers_timeout:g} s on the broker at "
+        f"{maybe_sanitize_url(settings.CELERY_BROKER_URL)}. Is the system running? A `make run` elsewhere "
+        "writes var/run.json, which manage.py reads; else set REDIS_URL (or CELERY_BROKER_URL) to its broker."
+    )
+
+
 class Command(BaseCommand):
     help = "Show queues, workers, outbox, counters, breakers, rate limits and throughput of the event bus."
 
@@ -217,6 +233,9 @@ class Command(BaseCommand):
 
     def _show(self, as_json: bool, workers_timeout: float, *, clear: bool) -> None:
         snapshot = status.take_snapshot(workers_timeout=workers_timeout)
+        warning = no_worker_warning(snapshot, workers_timeout)
+        if warning:
+            self.stderr.write(warning)
         if as_json:
             self.stdout.write(json.dumps(snapshot.to_dict(), sort_keys=True))
             return
