@@ -83,7 +83,7 @@ def classroom_key(name: str) -> str:
 
 
 def redis_client() -> redis.Redis:
-    from eventbus.redis import request_client
+    from eventbus.doors import request_client
 
     # Short timeouts, no retry: the sink asks on every MAIL, inside its event loop.
     return request_client()

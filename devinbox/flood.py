@@ -24,8 +24,8 @@ import uuid
 from django.db import transaction
 
 from devinbox import queuepause
-from eventbus.outbox.publish import publish
-from eventbus.protection.backpressure import high_water_mark
+from eventbus import publish
+from eventbus.ops_api import high_water_mark
 from project import queues
 from signups.events import UserEmailVerified
 

@@ -8,7 +8,7 @@ import redis
 from django import template
 
 from devinbox import faults, flood, queuepause
-from eventbus.protection.backpressure import high_water_mark
+from eventbus.ops_api import high_water_mark
 from project import queues
 
 register = template.Library()

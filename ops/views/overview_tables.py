@@ -65,6 +65,7 @@ def columns(subscribers: Sequence[SubscriberStatus]) -> tuple[Column, ...]:
 
 @dataclass(frozen=True)
 class Cell:
+    subscriber: str
     value: int | None
     """None when its source could not be read (shown as a dash)."""
     url: str = ""
@@ -113,9 +114,9 @@ def _row(name: str, subscribers: Sequence[SubscriberStatus], link_dead_letters: 
             url = ""
             if s.dead_letters and link_dead_letters:
                 url = reverse("ops:deadletters") + "?" + urlencode({"subscriber": s.name})
-            cells.append(Cell(s.dead_letters, url))
+            cells.append(Cell(s.name, s.dead_letters, url))
         else:
-            cells.append(Cell(None if s.counters is None else s.counters.get(name, 0)))
+            cells.append(Cell(s.name, None if s.counters is None else s.counters.get(name, 0)))
     return CounterRow(name, label(name), tuple(cells))
 
 

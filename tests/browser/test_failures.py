@@ -281,7 +281,7 @@ def test_a_flood_makes_analytics_shed_above_its_mark(
         shot(operator, "flood-sent")
 
         # then: the overview counts what analytics shed, and it records the rest once its workers are back
-        shed = operator.locator(f'tr[data-subscriber="{ANALYTICS}"] td[data-counter="shed"]')
+        shed = operator.locator(f'tr[data-counter="shed"] td[data-subscriber="{ANALYTICS}"]')
         expect(shed).not_to_have_text("0", timeout=EVENTUAL_MS)
         shot(operator, "analytics-shed")
         expect(operator.locator(f'tr[data-queue="{queues.ANALYTICS}"] td').nth(1)).to_have_text(
