@@ -51,9 +51,17 @@ def count_start(pipe: redis.client.Pipeline, task_id: str, retries: int) -> None
     pipe.expire(_starts_key(task_id, retries), TTL_SECONDS)
 
 
-def clear(pipe: redis.client.Pipeline, task_id: str, retries: int) -> None:
-    """``ended`` and ``forget`` queued on ``pipe``, as one DEL."""
-    pipe.delete(_starts_key(task_id, retries), _failure_key(task_id))
+def count_into(pipe: redis.client.Pipeline, task_id: str, retries: int) -> None:
+    """Count one start of this attempt, queued on ``pipe``; its first reply is how many starts it has had."""
+    pipe.incr(_starts_key(task_id, retries))
+    pipe.expire(_starts_key(task_id, retries), TTL_SECONDS)
+
+
+def clear_into(pipe: redis.client.Pipeline, attempts: list[tuple[str, int]]) -> None:
+    """The attempts ``(task id, retries)`` ended with their effect: ``ended`` and ``forget`` of each,
+    queued on ``pipe`` as one DEL."""
+    if attempts:
+        pipe.delete(*_ended_keys(attempts))
 
 
 def started_many(attempts: list[tuple[str, int]]) -> list[int]:
@@ -73,7 +81,7 @@ def started_many(attempts: list[tuple[str, int]]) -> list[int]:
 
 
 def unstart_many(attempts: list[tuple[str, int]]) -> None:
-    """Take back one ``started`` count of each ``(task id, retries)`` (it will be counted again elsewhere)."""
+    """Take back one start of each attempt ``(task id, retries)``: it is counted again where it goes next."""
     if not attempts:
         return
     try:
