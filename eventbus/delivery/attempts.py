@@ -80,7 +80,7 @@ def started_many(attempts: list[tuple[str, int]]) -> list[int]:
         return [1] * len(attempts)
 
 
-def unstart_many(attempts: list[tuple[str, int]]) -> None:
+def uncount_many(attempts: list[tuple[str, int]]) -> None:
     """Take back one start of each attempt ``(task id, retries)``: it is counted again where it goes next."""
     if not attempts:
         return

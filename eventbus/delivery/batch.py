@@ -5,19 +5,22 @@ events. Its worker does not run one task per message: the task's strategy
 (``BatchConsumerTask.Strategy``, in the worker's main process) buffers the
 messages the worker prefetched and hands them to a pool process as one job
 once ``N`` are waiting or ``FLUSH_INTERVAL`` seconds after the first one came.
-The pool process (``run_batch``) then does in bulk what
-``ConsumerTask.consume`` does one by one:
+The pool process (``run_batch``) then runs the same pipeline as a single
+delivery (eventbus/delivery/pipeline.py), over the list (Zulip's
+``consume(event)`` is ``consume_batch([event])``; here the single path is
+``check`` and ``finish`` over a batch of one):
 
-1. count the start of every delivery in Redis (one pipeline);
-2. decode the envelopes; ask the ledger which are already done (one query);
-   for an ordered subscriber the same query reads the aggregates' ledger
-   rows, and checking order for the whole batch adds at most one query of
-   the outbox (none when every event is its aggregate's first);
-3. in one transaction, call the handler with every event that is new and in
-   order and write their ledger rows (one INSERT, run times included): the
+1. ``check``: every guard over the whole list, its Redis commands in one
+   round trip (the start of every delivery counted), the ledger asked once
+   for all of them; for an ordered subscriber the same query reads the
+   aggregates' ledger rows, and checking order for the whole batch adds at
+   most one query of the outbox (none when every event is its aggregate's
+   first);
+2. in one transaction, call the handler with every event the guards let go
+   on and write their ledger rows (one INSERT, run times included): the
    effects and the "done" marks commit together, as for a single delivery;
-4. count the batch, record latencies and clear the delivery counts (one
-   pipeline).
+3. ``finish``: count the batch, record latencies and clear the attempt
+   counts (one round trip).
 
 A message reaches the strategy only after the worker's consumer checked its
 shape (eventbus/delivery/receive.py, eventbus/deadletters/shapes.py): one whose body
@@ -25,11 +28,12 @@ is not ``[args, kwargs, embed]``, whose arguments do not fit the task, or
 that has no task id is a poison dead letter before it is buffered, so
 ``item_from_message`` can unpack every message it meets.
 
-Every message that the bulk path cannot take (poison, a duplicate, a gap or
-stale event, one delivered too often) or that was in a bulk transaction that
-failed goes through ``ConsumerTask.consume``, one at a time, with its own
-request: retries, waits and dead letters are exactly those of a single
-delivery. A message with an ETA (a retry or a wait that comes back) is run the
+Every message whose verdict is not ``GO`` (poison, a duplicate, a gap or
+stale event, one delivered too often, one whose aggregate has another event
+in the batch) or that was in a bulk transaction that failed goes through
+``ConsumerTask.consume``, one at a time, with its own request: its guards
+decide again, and its retries, waits and dead letters are exactly those of
+a single delivery. A message with an ETA (a retry or a wait that comes back) is run the
 ordinary way, one task.
 
 Batches fill up to ``N``, or what came in ``FLUSH_INTERVAL``. A buffered
@@ -79,9 +83,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import Counter
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from celery import Task, current_app, signals
@@ -90,16 +92,16 @@ from celery.utils.imports import symbol_by_name
 from celery.worker.request import create_request_cls
 from celery.worker.strategy import default as default_strategy
 from celery.worker.strategy import hybrid_to_proto2, proto1_to_proto2
-from django.conf import settings
 from django.db import transaction
 
 from eventbus.contract import registry
 from eventbus.contract.envelope import Envelope
 from eventbus.contract.errors import PoisonMessage
-from eventbus.delivery import attempts as deliveries
-from eventbus.delivery import ledger, ordering
+from eventbus.delivery import attempts, ledger, pipeline
 from eventbus.delivery.consumer import ConsumerTask
-from eventbus.fastpath import bookkeeping, broker, dbconnections
+from eventbus.delivery.guards import Batch, Delivery
+from eventbus.delivery.verdict import GO
+from eventbus.fastpath import broker, dbconnections
 from eventbus.observability.context import reset_fields, set_fields
 
 log = logging.getLogger(__name__)
@@ -158,49 +160,36 @@ class BatchConsumerTask(ConsumerTask):
         """Handle ``items``; returns per item what to do with its message (ack, requeue, reject)."""
         subscription = registry.get(self.subscription_name)
         outcomes = [ACK] * len(items)
-        starts = deliveries.started_many([(item.task_id, item.retries) for item in items])
-        events: dict[int, Envelope] = {}
-        slow: list[int] = []
+        deliveries: dict[int, Delivery] = {}
+        alone: list[int] = []
         for n, item in enumerate(items):
-            if starts[n] > settings.EVENTBUS_MAX_DELIVERIES:
-                slow.append(n)
-                continue
             try:
-                events[n] = Envelope.from_dict(item.raw)
+                event = Envelope.from_dict(item.raw)
             except PoisonMessage:
-                slow.append(n)
-        # An ordered subscriber's ledger rows of these aggregates answer both
-        # "done already?" and "in order?": one query for the two.
-        handled = ordering.history(list(events.values()), subscription) if subscription.ordered else None
-        if handled is not None:
-            done = {event_id for event_id, _, _ in handled}
-        else:
-            done = ledger.processed_ids([event.id for event in events.values()], subscription.name)
-        fresh = {n: event for n, event in events.items() if event.id not in done}
-        slow += [n for n in events if n not in fresh]
-        if subscription.ordered and fresh:
-            fresh, waiting = _in_order(fresh, subscription, handled)
-            slow += waiting
+                alone.append(n)
+                continue
+            deliveries[n] = Delivery(subscription, event, item.raw, item.task_id, item.retries)
+        batch = Batch(subscription, list(deliveries.values()), bulk=True)
+        verdicts = dict(zip(deliveries, pipeline.check(batch), strict=True))
+        fresh = {n: delivery for n, delivery in deliveries.items() if verdicts[n].goes_on}
+        alone += [n for n in deliveries if n not in fresh]
         if fresh:
-            if self._bulk(subscription, items, fresh):
-                now = datetime.now(UTC)
-                bookkeeping.finish_many(
-                    subscription.name,
-                    [(now - event.occurred_at).total_seconds() for event in fresh.values()],
-                    [(items[n].task_id, items[n].retries) for n in fresh],
-                )
+            if self._bulk(subscription, fresh):
+                pipeline.finish(Batch(subscription, list(fresh.values()), bulk=True), GO)
             else:
                 # Whatever struck mid-transaction (a time limit while waiting
                 # for SQLite's lock) may have left the connection inside it.
                 dbconnections.tidy()
-                slow += list(fresh)
-        # The one-by-one path counts its own start again: take the bulk count back.
-        deliveries.unstart_many([(items[n].task_id, items[n].retries) for n in slow])
-        for n in sorted(slow, key=lambda n: _sort_key(events.get(n))):
+                alone += list(fresh)
+        # Delivered on its own, each counts its start again: take the batch's count back.
+        attempts.uncount_many([(deliveries[n].task_id, deliveries[n].retries) for n in alone if n in deliveries])
+        for n in sorted(alone, key=lambda n: _sort_key(deliveries.get(n))):
             outcomes[n] = self._consume_one(items[n])
         return outcomes
 
-    def _bulk(self, subscription: registry.Subscription, items: list[Item], fresh: dict[int, Envelope]) -> bool:
+    def _bulk(self, subscription: registry.Subscription, fresh: dict[int, Delivery]) -> bool:
+        """Call the handler with every fresh event and write their ledger rows, in one transaction;
+        False when that transaction failed (its events then go one by one)."""
         started = time.monotonic()
         hostname = self.request.hostname or ""
         try:
@@ -208,9 +197,9 @@ class BatchConsumerTask(ConsumerTask):
             # the same transaction: they commit with the effects or not at all,
             # and a concurrent duplicate still fails the whole transaction.
             with transaction.atomic():
-                subscription.handler(list(fresh.values()))
+                subscription.handler([delivery.event for delivery in fresh.values()])
                 ledger.claim_many(
-                    [(event, items[n].task_id) for n, event in fresh.items()],
+                    [(delivery.event, delivery.task_id) for delivery in fresh.values()],
                     subscription.name,
                     hostname,
                     runtime_ms=(time.monotonic() - started) * 1000 / len(fresh),
@@ -226,17 +215,18 @@ class BatchConsumerTask(ConsumerTask):
                 exc,
             )
             return False
-        # Counted as a batch (BATCHES, BATCHED) by the caller's finish_many, in its round trip.
+        # Counted as a batch (BATCHES, BATCHED) by the caller's finish, in its round trip.
         if log.isEnabledFor(logging.INFO):
             # One line per event, with its own ids, as a single delivery logs:
             # a request id still leads to the batch that handled its event.
-            for n, event in fresh.items():
+            for delivery in fresh.values():
+                event = delivery.event
                 bound = set_fields(
                     correlation_id=event.correlation_id,
                     event_id=event.id,
                     event_type=event.type,
                     subscriber=subscription.name,
-                    task_id=items[n].task_id,
+                    task_id=delivery.task_id,
                 )
                 try:
                     label, size = subscription.done_label, len(fresh)
@@ -264,25 +254,10 @@ class BatchConsumerTask(ConsumerTask):
         return ACK
 
 
-def _sort_key(event: Envelope | None) -> tuple[str, int]:
+def _sort_key(delivery: Delivery | None) -> tuple[str, int]:
     # Events of one aggregate in sequence order, so that an ordered
     # subscriber meets a predecessor before its successor.
-    return (event.aggregate, event.sequence) if event is not None else ("", 0)
-
-
-def _in_order(
-    fresh: dict[int, Envelope], subscription: registry.Subscription, handled: list[tuple[object, str, int]] | None
-) -> tuple[dict[int, Envelope], list[int]]:
-    """Split ``fresh`` into events the bulk path may apply now and those that go one by one.
-
-    An aggregate with several events in the batch goes one by one (each must
-    see its predecessor applied); so does every event that is not in order.
-    """
-    per_aggregate = Counter(event.aggregate for event in fresh.values())
-    alone = {n: event for n, event in fresh.items() if per_aggregate[event.aggregate] == 1}
-    in_order = ordering.in_order_many(list(alone.values()), subscription, handled)
-    keep = {n: event for n, event in alone.items() if event.id in in_order}
-    return keep, [n for n in fresh if n not in keep]
+    return (delivery.event.aggregate, delivery.event.sequence) if delivery is not None else ("", 0)
 
 
 def run_batch(task_name: str, items: list[Item]) -> list[str]:

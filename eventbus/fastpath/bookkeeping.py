@@ -106,26 +106,3 @@ class RoundTrip:
         if failed:
             raise failed[0]
         self.replies = replies
-
-
-def finish_many(subscriber: str, latencies_seconds: list[float], attempts: list[tuple[str, int]]) -> None:
-    """A batch is done (eventbus/delivery/batch.py): its latencies, its counts (one batch, so many events
-    batched) and the end of every attempt, in one round trip."""
-    import logging
-
-    from eventbus.delivery import attempts as deliveries
-    from eventbus.observability import counters, latency
-
-    if not attempts:
-        return
-    pipe = client().pipeline(transaction=False)
-    counters.incr_into(pipe, counters.BATCHES, subscriber)
-    counters.incr_into(pipe, counters.BATCHED, subscriber, len(attempts))
-    latency.observe_into(pipe, subscriber, latencies_seconds)
-    deliveries.ended_many_into(pipe, attempts)
-    try:
-        pipe.execute()
-    except redis.RedisError as exc:
-        logging.getLogger(__name__).warning(
-            "bookkeeping of a batch of %d (%s) not complete: %s", len(attempts), subscriber, exc
-        )
