@@ -7,7 +7,6 @@ distribution. Best effort, like the counters.
 from __future__ import annotations
 
 import bisect
-import logging
 import math
 from dataclasses import dataclass
 
@@ -15,8 +14,6 @@ import redis
 
 from eventbus.observability.counters import DELIVERED
 from eventbus.redis import client, key
-
-log = logging.getLogger(__name__)
 
 # Seconds; chosen to separate "instant" (tens of ms), "a retry or two"
 # (seconds) and "waited out an outage" (minutes).
