@@ -16,6 +16,7 @@ from devinbox.sink import SmtpSink
 from eventbus.contract import registry
 from eventbus.deadletters import Kind
 from eventbus.delivery import batch as batching
+from eventbus.delivery import buffer
 from eventbus.models import DeadLetter, OutboxEvent, ProcessedEvent
 from eventbus.observability import counters
 from eventbus.outbox.publish import publish
@@ -139,7 +140,7 @@ def test_poison_duplicates_and_gaps_in_a_batch_go_their_own_way(broker: None) ->
         batches.append({item.task_id for item in items})
         return run_batch(task_name, items)
 
-    with mock.patch.object(batching, "run_batch", seen), running_worker(queues.ANALYTICS, queues.DEAD_LETTER):
+    with mock.patch.object(buffer, "run_batch", seen), running_worker(queues.ANALYTICS, queues.DEAD_LETTER):
         # then: the new one and the in-order verification are recorded once, the
         # duplicate skipped, the broken one dead-lettered, the gap waits
         wait_for(lambda: DeadLetter.objects.filter(kind=Kind.POISON).exists(), what="the poison dead letter")

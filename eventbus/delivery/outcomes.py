@@ -31,7 +31,9 @@ if TYPE_CHECKING:
     from eventbus.delivery.consumer import ConsumerTask
     from eventbus.delivery.guards import Delivery
 
-log = logging.getLogger(__name__)
+# A delivery's lines keep the consumer's logger, as before the pipeline had
+# modules of its own: log filters and tests/test_correlation.py select on it.
+log = logging.getLogger("eventbus.delivery.consumer")
 
 Result = dict[str, str]
 

@@ -92,7 +92,8 @@ def batch_in_flight() -> bool:
     return next(eventbus_redis.client().scan_iter(match=key("deliveries", "*"), count=1000), None) is not None
 
 
-# What the worker logs when its pool process died holding a batch (eventbus/delivery/batch.py, _Buffer._settle).
+# What the worker logs when its pool process died holding a batch
+# (eventbus/delivery/buffer.py, _Buffer._acknowledge_or_reject).
 BATCH_LOST = re.compile(r"analytics\.record_event: batch of (\d+) failed \(.*\); its messages go back")
 
 
