@@ -12,7 +12,7 @@ delivery (eventbus/delivery/pipeline.py), over the list (Zulip's
 ``check`` and ``finish`` over a batch of one):
 
 1. ``check``: every guard over the whole list, its Redis commands in one
-   round trip (the start of every delivery counted), the ledger asked once
+   round trip (the start of every attempt counted), the ledger asked once
    for all of them; for an ordered subscriber the same query reads the
    aggregates' ledger rows, and checking order for the whole batch adds at
    most one query of the outbox (none when every event is its aggregate's
@@ -33,7 +33,7 @@ ordinary way, one task.
 
 At least once: a message is acknowledged only after its batch committed (or
 after its retry was published); when the pool process dies, every message of
-the batch is put back, and the delivery count dead-letters one that keeps
+the batch is put back, and its attempt's start count dead-letters one that keeps
 killing its process. Exactly-once effect: the ledger's unique row per event
 and subscriber, written in the handler's transaction; a concurrent duplicate
 makes the bulk insert fail, and the one-by-one path then skips it.

@@ -256,7 +256,7 @@ class _Buffer:
         if answers is None:
             # The pool process died or the batch ran out of time: every
             # message goes back; a message that keeps killing its process
-            # is dead-lettered by its delivery count.
+            # is dead-lettered by its attempt's start count.
             log.error("%s: batch of %d failed (%r); its messages go back", self.task.name, len(batch), exc)
             answers = [REQUEUE] * len(batch)
         runtime = time.monotonic() - started

@@ -133,7 +133,7 @@ def run_effect(task: ConsumerTask, delivery: Delivery) -> Verdict:
                 if entry is None:
                     return duplicate.DUPLICATE
                 subscription.call_handler(event)
-                ledger.finish(entry, (time.monotonic() - started) * 1000)
+                ledger.record_runtime(entry, (time.monotonic() - started) * 1000)
         elif not _outside_transaction(delivery, worker, started):
             return duplicate.DUPLICATE
     except Exception as exc:
