@@ -25,10 +25,10 @@ What happens to one delivery:
    expires by itself, the breaker's next success closes it);
 5. act: skip, wait, retry, dead-letter, or report the effect done.
 
-Two Redis round trips per delivery that goes through (figure 1: the eleven
-they were, one per command, cost a tenth of a pool process's time). The
-batching consumer (eventbus/delivery/batch.py) runs the same ``check`` and
-``finish`` over its list.
+Two Redis round trips per delivery that goes through, whatever its guards
+(eventbus/fastpath/bookkeeping.py says what that buys). The batching
+consumer (eventbus/delivery/batch.py) runs the same ``check`` and ``finish``
+over its list: two round trips per batch.
 """
 
 from __future__ import annotations
