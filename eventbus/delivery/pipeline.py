@@ -163,7 +163,8 @@ def _outside_transaction(delivery: Delivery, worker: str, started: float) -> boo
 
 def finish(batch: Batch, outcome: Verdict) -> None:
     """Every guard's end of the deliveries, and, for an effect that happened (``GO``), its delivery and
-    latency counted, in one Redis round trip (none when there is nothing to send).
+    latency counted, in one Redis round trip (none when there is nothing to send). The guards queue their
+    ends in the reverse of ``STEPS``, as middleware unwinds.
 
     Best effort: a failure is logged. What a guard does once the round trip
     was sent (the breaker's failure count) may raise.
