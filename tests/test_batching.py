@@ -16,6 +16,7 @@ from devinbox.sink import SmtpSink
 from eventbus.contract import registry
 from eventbus.deadletters import Kind
 from eventbus.delivery import batch as batching
+from eventbus.delivery import buffer
 from eventbus.models import DeadLetter, OutboxEvent, ProcessedEvent
 from eventbus.observability import counters
 from eventbus.outbox.publish import publish
@@ -49,7 +50,7 @@ def test_a_backlog_is_recorded_in_batches_once_each_by_a_prefork_worker(broker: 
     with worker_process(queues.ANALYTICS, name="batch", env=worker_env(CELERY_WORKER_PREFETCH_MULTIPLIER="100")):
         wait_for(lambda: AnalyticsEvent.objects.count() == 600, timeout=60, what="600 rows")
         wait_for(lambda: queue_length(queues.ANALYTICS) == 0, what="the queue drained")
-        # a batch is counted after its commit (bookkeeping.finish_many): stop the worker only then
+        # a batch is counted after its commit (pipeline.finish): stop the worker only then
         wait_for(lambda: counters.read(counters.BATCHED).get(ANALYTICS, 0) == 600, what="every batch counted")
 
     # then: one row and one ledger entry per event, written in far fewer transactions than events
@@ -112,7 +113,7 @@ def test_poison_duplicates_and_gaps_in_a_batch_go_their_own_way(broker: None) ->
     with running_worker(queues.ANALYTICS, queues.DEAD_LETTER, concurrency=2):
         task.apply_async(args=(done_wire,), queue=queues.ANALYTICS)
         wait_for(lambda: AnalyticsEvent.objects.filter(event_id=done).exists(), what="the earlier delivery")
-        # a batch is counted after its commit (bookkeeping.finish_many): stop the worker only then
+        # a batch is counted after its commit (pipeline.finish): stop the worker only then
         wait_for(lambda: counters.read(counters.BATCHED).get(ANALYTICS) == 1, what="the earlier batch counted")
     batches_before = counters.read(counters.BATCHES).get(ANALYTICS, 0)
 
@@ -139,7 +140,7 @@ def test_poison_duplicates_and_gaps_in_a_batch_go_their_own_way(broker: None) ->
         batches.append({item.task_id for item in items})
         return run_batch(task_name, items)
 
-    with mock.patch.object(batching, "run_batch", seen), running_worker(queues.ANALYTICS, queues.DEAD_LETTER):
+    with mock.patch.object(buffer, "run_batch", seen), running_worker(queues.ANALYTICS, queues.DEAD_LETTER):
         # then: the new one and the in-order verification are recorded once, the
         # duplicate skipped, the broken one dead-lettered, the gap waits
         wait_for(lambda: DeadLetter.objects.filter(kind=Kind.POISON).exists(), what="the poison dead letter")

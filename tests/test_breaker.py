@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from eventbus import redis as eventbus_redis
+from eventbus.fastpath.bookkeeping import RoundTrip
 from eventbus.protection.breaker import CircuitBreaker
 
 RESET = 3600.0
@@ -52,6 +53,14 @@ def assert_told_to_wait_until(breaker: CircuitBreaker, moment: float | None) -> 
     assert wait is not None, "the caller was let through"
     assert moment - after - MICROSECOND <= wait <= moment - before + MICROSECOND
     return wait
+
+
+def record_success(breaker: CircuitBreaker) -> None:
+    """The provider answered: the breaker's success as a delivery sends it, in the round trip after the effect."""
+    round_trip = RoundTrip()
+    before = round_trip.script(*breaker.success_call())
+    round_trip.send()
+    breaker.note_success(before.first)
 
 
 def opened(breaker: CircuitBreaker) -> CircuitBreaker:
@@ -130,7 +139,7 @@ def test_a_success_resets_the_consecutive_count(redis_prefix: str) -> None:
     # given two failures, a success, then two more failures
     breaker.record_failure()
     breaker.record_failure()
-    breaker.record_success()
+    record_success(breaker)
     breaker.record_failure()
     breaker.record_failure()
 
@@ -166,7 +175,7 @@ def test_a_probe_that_succeeds_closes_the_breaker_for_everyone(redis_prefix: str
     assert breaker.before_call() is None
     assert breaker.before_call() is not None
 
-    breaker.record_success()
+    record_success(breaker)
 
     state = breaker.state()
     assert (state.state, state.consecutive_failures, state.opened_at, state.probe_until) == ("closed", 0, None, None)
@@ -252,7 +261,7 @@ def test_each_transition_is_logged_with_the_breakers_name(redis_prefix: str, cap
     breaker.record_failure()
     until_half_open(breaker)
     breaker.before_call()
-    breaker.record_success()
+    record_success(breaker)
 
     transitions = [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "eventbus.protection.breaker"]
     assert transitions == [

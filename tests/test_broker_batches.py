@@ -20,7 +20,7 @@ from django.conf import settings
 from kombu import Consumer, Exchange, Queue
 
 from eventbus.contract import registry
-from eventbus.delivery.batch import item_from_message
+from eventbus.delivery.buffer import item_from_message
 from eventbus.fastpath import broker
 from eventbus.redis import client as redis_client
 from project import queues

@@ -17,7 +17,8 @@ from eventbus.contract import registry
 from eventbus.contract.errors import PermanentError
 from eventbus.contract.retry import RetryPolicy
 from eventbus.contract.subscriber import subscriber
-from eventbus.delivery import attempts as deliveries
+from eventbus.delivery import attempts
+from eventbus.fastpath.bookkeeping import RoundTrip
 from eventbus.models import DeadLetter, DeliveryStep, OutboxEvent, ProcessedEvent
 from eventbus.observability import counters
 from eventbus.operations.checks import problems
@@ -165,7 +166,9 @@ def test_a_delivery_counted_max_deliveries_starts_is_dead_lettered_as_worker_los
     purge_broker()
     task_id = str(uuid.uuid4())
     for _ in range(2):
-        deliveries.started(task_id, 0)
+        counting = RoundTrip()
+        counting.queue(lambda pipe: attempts.count_into(pipe, task_id, 0))
+        counting.send()
 
     # when: it is delivered once more
     with workers():

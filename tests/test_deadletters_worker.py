@@ -91,7 +91,7 @@ def test_the_hooks_never_raise_and_always_ack(monkeypatch: pytest.MonkeyPatch) -
     message = raw_message(b"{", "application/json")
 
     worker._dead_letter(message, "bad", None)
-    worker._settle(message, celery_default_fails)
+    worker._handle_then_acknowledge(message, celery_default_fails)
 
     assert message.acknowledged and message.channel.acked == ["tag-1"]
 

@@ -1,12 +1,15 @@
-"""Delivery bookkeeping in Redis, per task: how often it started, when it first failed.
+"""Attempts in Redis, per task: how often an attempt started, when the task first failed.
 
-A task whose worker process dies is redelivered by the broker. One that kills
-its worker every time (a segfaulting library, memory blow-up) would loop
-forever: after ``EVENTBUS_MAX_DELIVERIES`` starts without an orderly end it is
-dead-lettered instead (RabbitMQ's delivery-limit, SQS's maxReceiveCount).
+An attempt is one run of a task (``retries`` names it: 0 the first time, one
+more per retry). The broker redelivers an attempt whose worker died; its
+starts are counted so that one that kills its worker every time is
+dead-lettered (eventbus/delivery/guards/attempts.py). Every orderly end of an
+attempt clears its count (eventbus/delivery/outcomes.py, and the round trip
+after an effect); the first failure is kept across attempts for the dead
+letter, and cleared once the effect happened.
 
-Bookkeeping is best effort: when Redis cannot be written, the task runs as if
-this was its first delivery, and the failure is logged.
+Best effort: when Redis cannot be written, the task runs as if this was its
+first start, and the failure is logged.
 """
 
 from __future__ import annotations
@@ -32,48 +35,22 @@ def _failure_key(task_id: str) -> str:
     return key("first-failure", task_id)
 
 
-def started(task_id: str, retries: int) -> int:
-    """Count one start of this attempt; returns how many starts it has had (1 the first time)."""
-    try:
-        pipe = client().pipeline()
-        pipe.incr(_starts_key(task_id, retries))
-        pipe.expire(_starts_key(task_id, retries), TTL_SECONDS)
-        count, _ = pipe.execute()
-        return int(count)
-    except redis.RedisError as exc:
-        log.warning("delivery count of task %s not kept: %s", task_id, exc)
-        return 1
-
-
-def count_start(pipe: redis.client.Pipeline, task_id: str, retries: int) -> None:
-    """``started``'s commands, queued on ``pipe`` (eventbus/fastpath/bookkeeping.py); its first reply is the count."""
+def count_into(pipe: redis.client.Pipeline, task_id: str, retries: int) -> None:
+    """Count one start of this attempt, queued on ``pipe``; its first reply is how many starts it has had."""
     pipe.incr(_starts_key(task_id, retries))
     pipe.expire(_starts_key(task_id, retries), TTL_SECONDS)
 
 
-def clear(pipe: redis.client.Pipeline, task_id: str, retries: int) -> None:
-    """``ended`` and ``forget`` queued on ``pipe``, as one DEL."""
-    pipe.delete(_starts_key(task_id, retries), _failure_key(task_id))
+def clear_into(pipe: redis.client.Pipeline, attempts: list[tuple[str, int]]) -> None:
+    """The attempts ``(task id, retries)`` ended with their effect: ``ended`` and ``forget`` of each,
+    queued on ``pipe`` as one DEL."""
+    if attempts:
+        starts = [_starts_key(task_id, retries) for task_id, retries in attempts]
+        pipe.delete(*starts, *(_failure_key(task_id) for task_id, _ in attempts))
 
 
-def started_many(attempts: list[tuple[str, int]]) -> list[int]:
-    """``started`` for many ``(task id, retries)`` at once, in one pipeline."""
-    if not attempts:
-        return []
-    try:
-        pipe = client().pipeline(transaction=False)
-        for task_id, retries in attempts:
-            pipe.incr(_starts_key(task_id, retries))
-            pipe.expire(_starts_key(task_id, retries), TTL_SECONDS)
-        replies = pipe.execute()
-        return [int(count) for count in replies[::2]]
-    except redis.RedisError as exc:
-        log.warning("delivery counts of %d tasks not kept: %s", len(attempts), exc)
-        return [1] * len(attempts)
-
-
-def unstart_many(attempts: list[tuple[str, int]]) -> None:
-    """Take back one ``started`` count of each ``(task id, retries)`` (it will be counted again elsewhere)."""
+def uncount_many(attempts: list[tuple[str, int]]) -> None:
+    """Take back one start of each attempt ``(task id, retries)``: it is counted again where it goes next."""
     if not attempts:
         return
     try:
@@ -82,26 +59,15 @@ def unstart_many(attempts: list[tuple[str, int]]) -> None:
             pipe.decr(_starts_key(task_id, retries))
         pipe.execute()
     except redis.RedisError as exc:
-        log.warning("delivery counts of %d tasks not taken back: %s", len(attempts), exc)
-
-
-def ended_many_into(pipe: redis.client.Pipeline, attempts: list[tuple[str, int]]) -> None:
-    """``ended_many``'s command, queued on ``pipe`` (eventbus/fastpath/bookkeeping.py)."""
-    if attempts:
-        pipe.delete(*_ended_keys(attempts))
-
-
-def _ended_keys(attempts: list[tuple[str, int]]) -> list[str]:
-    keys = [_starts_key(task_id, retries) for task_id, retries in attempts]
-    return keys + [_failure_key(task_id) for task_id, _ in attempts]
+        log.warning("start counts of %d attempts not taken back: %s", len(attempts), exc)
 
 
 def ended(task_id: str, retries: int) -> None:
-    """The attempt ended in an orderly way (done, retried, rescheduled, dead-lettered)."""
+    """The attempt ended in an orderly way (skipped, retried, rescheduled, dead-lettered)."""
     try:
         client().delete(_starts_key(task_id, retries))
     except redis.RedisError as exc:
-        log.warning("delivery count of task %s not cleared: %s", task_id, exc)
+        log.warning("start count of task %s not cleared: %s", task_id, exc)
 
 
 def failed(task_id: str) -> datetime:

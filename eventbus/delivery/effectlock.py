@@ -9,20 +9,19 @@ transaction instead, and two deliveries of the same event at the same moment
 are kept apart by this lock in Redis: the second waits and then finds the
 ledger entry. The lock expires after the handler's time limit, so a worker
 that died holding it delays a redelivery, never blocks it.
+
+The lock is taken and given back in a delivery's round trips
+(eventbus/delivery/guards/effectlock.py).
 """
 
 from __future__ import annotations
 
-import logging
-import uuid
 from functools import lru_cache
 
 import redis
 from redis.commands.core import Script
 
 from eventbus.redis import client, key
-
-log = logging.getLogger(__name__)
 
 _RELEASE_LUA = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -34,7 +33,8 @@ return 0
 
 @lru_cache(maxsize=1)
 def release_script() -> Script:
-    """The release, as a script (eventbus/fastpath/bookkeeping.py sends it in its pipeline)."""
+    """Give the lock (``KEYS[1]``) back if it is still held with the token ``ARGV[1]``: it may have
+    expired and been taken by another delivery since."""
     return client().register_script(_RELEASE_LUA)
 
 
@@ -42,30 +42,7 @@ def lock_key(subscriber: str, event_id: object) -> str:
     return key("effect-lock", subscriber, str(event_id))
 
 
-def acquire(subscriber: str, event_id: object, seconds: float) -> str | None:
-    """Take the lock for ``seconds``; returns its token, or None while another delivery holds it."""
-    token = uuid.uuid4().hex
-    taken = client().set(lock_key(subscriber, event_id), token, nx=True, px=_ms(seconds))
-    return token if taken else None
-
-
 def acquire_into(pipe: redis.client.Pipeline, subscriber: str, event_id: object, seconds: float, token: str) -> None:
-    """``acquire``'s command with ``token``, queued on ``pipe``; its reply is true when the lock was taken."""
-    pipe.set(lock_key(subscriber, event_id), token, nx=True, px=_ms(seconds))
-
-
-def _ms(seconds: float) -> int:
-    return max(1, int(seconds * 1000))
-
-
-def release(subscriber: str, event_id: object, token: str) -> None:
-    """Give the lock back, if it is still ours (it may have expired and been taken since).
-
-    Best effort: the effect has happened by now, and a lock that cannot be
-    released (Redis out of reach) expires by itself.
-    """
-    try:
-        # On the current client: the script object is cached, and its own client may be one REDIS_URL ago.
-        release_script()(keys=[lock_key(subscriber, event_id)], args=[token], client=client())
-    except redis.RedisError as exc:
-        log.warning("effect lock of %s for %s not released (it expires): %s", event_id, subscriber, exc)
+    """Take the lock for ``seconds`` with ``token``, queued on ``pipe``; its reply is true when it was taken,
+    and not when another delivery holds it."""
+    pipe.set(lock_key(subscriber, event_id), token, nx=True, px=max(1, int(seconds * 1000)))

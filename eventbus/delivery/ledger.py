@@ -53,7 +53,7 @@ def record(event: Envelope, subscriber: str, task_id: str, worker: str, runtime_
 
     One INSERT, in no transaction of the caller's (the effect is done: there
     is nothing to commit with it), with the run time already known: what
-    ``claim`` and ``finish`` write, in one statement instead of a
+    ``claim`` and ``record_runtime`` write, in one statement instead of a
     transaction, a savepoint and two; the SQL made once (eventbus/fastpath/inserts.py).
     """
     # Called inside a transaction after all (a test's), a savepoint keeps a
@@ -67,7 +67,7 @@ def record(event: Envelope, subscriber: str, task_id: str, worker: str, runtime_
     return True
 
 
-def finish(entry_id: int, runtime_ms: float) -> None:
+def record_runtime(entry_id: int, runtime_ms: float) -> None:
     """Note how long the effect took, in the same transaction as the claim."""
     ProcessedEvent.objects.filter(pk=entry_id).update(runtime_ms=runtime_ms)
 

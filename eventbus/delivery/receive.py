@@ -4,7 +4,7 @@ Celery meets some messages before any task code runs: a body that is not valid
 JSON, a content type the worker does not accept (pickle), a task name nobody
 registered. Its stock consumer logs and discards them, so they are gone. This
 one first sends each to the ``dead_letter`` queue as a ``poison`` dead letter,
-then lets Celery settle the message as before: acknowledged (or rejected
+then lets Celery end the message as before: acknowledged (or rejected
 without requeue, which on Redis is the same), never requeued, because a
 message that cannot be decoded now never will be, and requeueing would loop.
 
@@ -43,7 +43,7 @@ class DeadLetteringConsumer(Consumer):  # type: ignore[misc]  # celery ships no 
 
     Guarantees: the hook never raises into the worker (a failure to capture
     is logged in full, see ``send_to_dead_letter``), and the message is
-    always settled without requeue.
+    always acknowledged or rejected, never requeued.
     """
 
     def create_task_handler(self, promise: Any = promise) -> Callable[[Any], None]:
@@ -86,7 +86,7 @@ class DeadLetteringConsumer(Consumer):  # type: ignore[misc]  # celery ships no 
     def on_decode_error(self, message: Any, exc: Exception) -> None:
         reason = f"body could not be decoded as {message.content_type or 'unknown content'}: {exc}"
         _dead_letter(message, reason, exc)
-        _settle(message, super().on_decode_error, message, exc)
+        _handle_then_acknowledge(message, super().on_decode_error, message, exc)
 
     def on_invalid_task(self, body: Any, message: Any, exc: Exception) -> None:
         if isinstance(exc, ContentDisallowed):
@@ -94,17 +94,17 @@ class DeadLetteringConsumer(Consumer):  # type: ignore[misc]  # celery ships no 
         else:
             reason = f"invalid task message: {exc}"
         _dead_letter(message, reason, exc)
-        _settle(message, super().on_invalid_task, body, message, exc)
+        _handle_then_acknowledge(message, super().on_invalid_task, body, message, exc)
 
     def on_unknown_task(self, body: Any, message: Any, exc: Exception) -> None:
         headers = message.headers if isinstance(message.headers, dict) else {}
         reason = f"unregistered task {headers.get('task')!r}: no worker on this queue knows it"
         _dead_letter(message, reason, exc, exception_type="celery.exceptions.NotRegistered")
-        _settle(message, super().on_unknown_task, body, message, exc)
+        _handle_then_acknowledge(message, super().on_unknown_task, body, message, exc)
 
     def on_unknown_message(self, body: Any, message: Any) -> None:
         _dead_letter(message, "not a Celery task message: it names no task", None, exception_type="UnknownMessage")
-        _settle(message, super().on_unknown_message, body, message)
+        _handle_then_acknowledge(message, super().on_unknown_message, body, message)
 
 
 def _dead_letter(message: Any, reason: str, exc: BaseException | None, *, exception_type: str | None = None) -> None:
@@ -122,8 +122,8 @@ def _dead_letter(message: Any, reason: str, exc: BaseException | None, *, except
         log.exception("could not dead-letter a poison message from %r", message.delivery_info)
 
 
-def _settle(message: Any, celery_default: Callable[..., None], *args: Any) -> None:
-    """Run Celery's own handling, then make sure the message is settled, never requeued.
+def _handle_then_acknowledge(message: Any, celery_default: Callable[..., None], *args: Any) -> None:
+    """Run Celery's own handling, then make sure the message is acknowledged, never requeued.
 
     Celery's handling logs the message, sends its signals and, for an unknown
     task, stores a failed result; it acknowledges or rejects without requeue.

@@ -7,7 +7,6 @@ distribution. Best effort, like the counters.
 from __future__ import annotations
 
 import bisect
-import logging
 import math
 from dataclasses import dataclass
 
@@ -15,8 +14,6 @@ import redis
 
 from eventbus.observability.counters import DELIVERED
 from eventbus.redis import client, key
-
-log = logging.getLogger(__name__)
 
 # Seconds; chosen to separate "instant" (tens of ms), "a retry or two"
 # (seconds) and "waited out an outage" (minutes).
@@ -37,26 +34,9 @@ def _bucket_label(seconds: float) -> str:
     return "+Inf" if index == len(BUCKETS) else repr(BUCKETS[index])
 
 
-def observe_into(pipe: redis.client.Pipeline, subscriber: str, latency_seconds: float) -> None:
-    """``observe_delivery``'s commands, queued on ``pipe`` (eventbus/fastpath/bookkeeping.py)."""
-    latency_seconds = max(0.0, latency_seconds)
-    pipe.hincrby(key("counters", DELIVERED), subscriber, 1)
-    pipe.hincrby(key("latency", subscriber), _bucket_label(latency_seconds), 1)
-    pipe.hincrbyfloat(key("latency-sum"), subscriber, latency_seconds)
-
-
-def observe_delivery(subscriber: str, latency_seconds: float) -> None:
-    """Count one delivery and its latency."""
-    try:
-        pipe = client().pipeline(transaction=False)
-        observe_into(pipe, subscriber, latency_seconds)
-        pipe.execute()
-    except redis.RedisError as exc:
-        log.warning("delivery of %s not counted: %s", subscriber, exc)
-
-
-def observe_many_into(pipe: redis.client.Pipeline, subscriber: str, latencies_seconds: list[float]) -> None:
-    """``observe_many``'s commands, queued on ``pipe`` (eventbus/fastpath/bookkeeping.py)."""
+def observe_into(pipe: redis.client.Pipeline, subscriber: str, latencies_seconds: list[float]) -> None:
+    """Count deliveries and their latencies, queued on ``pipe`` (eventbus/delivery/pipeline.py's round trip
+    after the effect): the delivered counter, one bucket increment per bucket met, the sum."""
     if not latencies_seconds:
         return
     buckets: dict[str, int] = {}

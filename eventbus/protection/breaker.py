@@ -173,7 +173,11 @@ class CircuitBreaker:
         except ProviderDown:
             breaker.record_failure()
             raise
-        breaker.record_success()
+        script, keys, args = breaker.success_call()
+        breaker.note_success(script(keys=keys, args=args))
+
+    (a delivery sends the success in the round trip after its effect:
+    eventbus/delivery/guards/breaker.py).
 
     Guarantees, on the Redis server's clock:
 
@@ -242,15 +246,11 @@ class CircuitBreaker:
         # A wait rounds up to at least a microsecond: 0 would read as "go ahead" to a careless caller.
         return None if wait_us < 0 else max(wait_us, 1) / 1_000_000
 
-    def record_success(self) -> None:
-        """The provider answered: close the breaker and reset the count of consecutive failures."""
-        connection = client()
-        self.note_success(_scripts(connection).success(keys=[self.redis_key], client=connection))
-
-    def success_script(self) -> Script:
-        """``record_success``'s script (no arguments, this breaker's key), for a caller's pipeline
-        (eventbus/fastpath/bookkeeping.py), which passes its reply to ``note_success``."""
-        return _scripts(client()).success
+    def success_call(self) -> tuple[Script, list[str], list[object]]:
+        """The provider answered: the script, keys and arguments that close the breaker and reset the
+        count of consecutive failures, for a caller's round trip (eventbus/fastpath/bookkeeping.py);
+        its reply, the state before, goes to ``note_success``."""
+        return _scripts(client()).success, [self.redis_key], []
 
     def note_success(self, before: str) -> None:
         if before != CLOSED:

@@ -88,11 +88,12 @@ def whereabouts() -> tuple[set[str], set[str], set[str]]:
 
 def batch_in_flight() -> bool:
     """A pool process is inside a batch: it counted the starts of the batch's deliveries in Redis
-    and has not cleared them yet (eventbus/delivery/batch.py, steps 1 and 4)."""
+    and has not cleared them yet (eventbus/delivery/batch.py, steps 1 and 3)."""
     return next(eventbus_redis.client().scan_iter(match=key("deliveries", "*"), count=1000), None) is not None
 
 
-# What the worker logs when its pool process died holding a batch (eventbus/delivery/batch.py, _Buffer._settle).
+# What the worker logs when its pool process died holding a batch
+# (eventbus/delivery/buffer.py, _Buffer._acknowledge_or_reject).
 BATCH_LOST = re.compile(r"analytics\.record_event: batch of (\d+) failed \(.*\); its messages go back")
 
 
