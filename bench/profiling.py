@@ -54,26 +54,26 @@ WORKER_BUCKETS: tuple[tuple[str, Where], ...] = (
     ("    result backend rows (SUCCESS; STARTED too where tracked)", _in("celery/backends/base.py", "store_result")),
     ("    the consumer (eventbus/delivery/consumer.py)", _in("eventbus/delivery/consumer.py", "consume")),
     (
-        "      delivery counting and effect lock in Redis",
-        _in("eventbus/delivery/attempts.py", "started", "ended", "forget")
-        + _in("eventbus/fastpath/bookkeeping.py", "begin"),
-    ),
-    ("      ledger: already processed? (SELECT)", _in("eventbus/delivery/ledger.py", "has_processed")),
-    (
-        "      ledger: claim and finish, or record (INSERT, UPDATE)",
-        _in("eventbus/delivery/ledger.py", "claim", "finish", "record"),
+        "      the guards before the effect: one Redis round trip, then each verdict",
+        _in("eventbus/delivery/pipeline.py", "check"),
     ),
     (
-        "      email rate limit and circuit breaker (Redis scripts)",
-        _in("eventbus/protection/windowlimit.py", "try_acquire")
-        + _in("eventbus/protection/tokenbucket.py", "try_acquire")
-        + _in("eventbus/protection/breaker.py", "before_call", "record_success"),
+        "        ledger: already processed? (SELECT)",
+        _in("eventbus/delivery/ledger.py", "has_processed", "processed_ids"),
     ),
     (
-        "      after the effect: lock, breaker, counts, latency (Redis)",
-        _in("eventbus/observability/latency.py", "observe_delivery")
-        + _in("eventbus/fastpath/bookkeeping.py", "finish"),
+        "      ledger: claim, record, runtime (INSERT, UPDATE)",
+        _in("eventbus/delivery/ledger.py", "claim", "claim_many", "record", "record_runtime"),
     ),
+    (
+        "      circuit breaker outside the round trips (Redis scripts)",
+        _in("eventbus/protection/breaker.py", "before_call", "note_success", "record_failure"),
+    ),
+    (
+        "      after the effect: lock, breaker, counts, latency (one Redis round trip)",
+        _in("eventbus/delivery/pipeline.py", "finish"),
+    ),
+    ("      acting on the verdict (retry, wait, dead letter)", _in("eventbus/delivery/outcomes.py", "act")),
     ("      handler: welcome email (user, render, SMTP)", _in("notifications/subscribers.py", "send_welcome_email")),
     ("      handler: analytics row", _in("analytics/subscribers.py", "record_event")),
     ("    a batch of analytics events (eventbus/delivery/batch.py)", _in("eventbus/delivery/batch.py", "run_batch")),

@@ -210,7 +210,7 @@ def _sort_key(delivery: Delivery | None) -> tuple[str, int]:
 def run_batch(task_name: str, items: list[Item]) -> list[str]:
     """The pool process's job: one batch of ``task_name``'s messages."""
     task = current_app.tasks[task_name]
-    # What project/celery.py does before and after every task: no connection
+    # What eventbus/signals.py does before and after every task: no connection
     # that is too old, broke, or was left inside a transaction is reused.
     dbconnections.tidy()
     task.push_request(hostname=items[0].request.get("hostname") if items else None)

@@ -16,9 +16,9 @@ The pattern's code comes in through a few narrow doors:
   ``statements.insert`` and ``statements.mark_dispatched``;
   ``publishing_batch.batch`` with ``acquire_producer`` or ``request_producer``;
   ``marks.can_wait`` and ``marks.MARKER.defer``;
-- consuming (eventbus/delivery/consumer.py and batch.py, project/celery.py):
-  ``bookkeeping.begin``, ``finish`` and ``finish_many``; ``broker.fetch_many``;
-  ``dbconnections.tidy`` around every task;
+- consuming (eventbus/delivery/pipeline.py and batch.py, eventbus/signals.py):
+  ``bookkeeping.RoundTrip``, on which every guard queues its Redis commands;
+  ``broker.fetch_many``; ``dbconnections.tidy`` around every task;
 - rows on the consumers' path (eventbus/delivery/ledger.py,
   analytics/recording.py): ``inserts.Insert``;
 - settings: ``CELERY_RESULT_BACKEND = "eventbus.fastpath.results:UpsertDatabaseBackend"``
