@@ -1,4 +1,4 @@
-"""The batching worker's shortcuts through the broker, against the real Redis (eventbus/fastpath/broker.py).
+"""The batching worker's shortcuts through the broker, against the real Redis (eventbus/fastpath/broker*.py).
 
 Each is checked against what kombu or Celery would have done one message at
 a time: the request dict Celery's ``Request`` builds, the unacknowledged
@@ -21,7 +21,7 @@ from kombu import Consumer, Exchange, Queue
 
 from eventbus.contract import registry
 from eventbus.delivery.buffer import item_from_message
-from eventbus.fastpath import broker
+from eventbus.fastpath import broker_fetch
 from eventbus.redis import client as redis_client
 from project import queues
 from project.celery import app as celery_app
@@ -130,7 +130,7 @@ def test_one_round_trip_takes_the_prefetch_room_each_recorded_as_kombu_records_i
     # given: 25 messages waiting in a queue whose consumer may fetch many, with room for 10
     assert settings.REDIS_KEY_PREFIX, "the run's key prefix is what kombu's global_keyprefix must match"
     bodies = publish(scratch_queue, 25)
-    broker.fetch_many(scratch_queue.name)
+    broker_fetch.fetch_many(scratch_queue.name)
     prefix = settings.REDIS_KEY_PREFIX
     client = redis_client()
     with celery_app.connection_for_read() as conn:
@@ -166,7 +166,7 @@ def test_one_round_trip_takes_the_prefetch_room_each_recorded_as_kombu_records_i
 def test_messages_fetched_many_at_once_go_back_when_the_channel_closes(scratch_queue: Queue) -> None:
     # given: 10 of 25 messages taken in one round trip, none acknowledged
     bodies = publish(scratch_queue, 25)
-    broker.fetch_many(scratch_queue.name)
+    broker_fetch.fetch_many(scratch_queue.name)
     with celery_app.connection_for_read() as conn:
         channel, inbox = consume(conn, scratch_queue, prefetch=10)
         conn.drain_events(timeout=5)
@@ -192,7 +192,7 @@ def test_a_message_the_script_cannot_read_stays_where_it_was(scratch_queue: Queu
     key = settings.REDIS_KEY_PREFIX + scratch_queue.name
     client.lpush(key, json.dumps({"body": "not a kombu message"}))
     publish(scratch_queue, 2)
-    broker.fetch_many(scratch_queue.name)
+    broker_fetch.fetch_many(scratch_queue.name)
     with celery_app.connection_for_read() as conn:
         channel, inbox = consume(conn, scratch_queue, prefetch=10)
 

@@ -53,7 +53,7 @@ from celery.worker.strategy import hybrid_to_proto2, proto1_to_proto2
 
 from eventbus.contract import registry
 from eventbus.delivery.batch import ACK, REQUEUE, BatchConsumerTask, Item, run_batch
-from eventbus.fastpath import broker
+from eventbus.fastpath import broker_fetch
 
 # The batching consumer's lines keep one logger, as before its buffer had a module of its own.
 log = logging.getLogger("eventbus.delivery.batch")
@@ -74,7 +74,7 @@ def strategy(task: BatchConsumerTask, app: Any, consumer: Any, **kwargs: Any) ->
         return single
     # Up to the prefetch room per round trip from this queue (a no-op on
     # another transport than the project's Redis one).
-    broker.fetch_many(subscription.queue)
+    broker_fetch.fetch_many(subscription.queue)
     return _Buffer(task, subscription, app, consumer, single).on_message
 
 

@@ -18,7 +18,7 @@ The pattern's code comes in through a few narrow doors:
   ``marks.can_wait`` and ``marks.MARKER.defer``;
 - consuming (eventbus/delivery/pipeline.py and batch.py, eventbus/signals.py):
   ``bookkeeping.RoundTrip``, on which every guard queues its Redis commands;
-  ``broker.fetch_many``; ``dbconnections.tidy`` around every task;
+  ``broker_fetch.fetch_many``; ``dbconnections.tidy`` around every task;
 - rows on the consumers' path (eventbus/delivery/ledger.py,
   analytics/recording.py): ``inserts.Insert``;
 - settings: ``CELERY_RESULT_BACKEND = "eventbus.fastpath.results:UpsertDatabaseBackend"``
