@@ -15,8 +15,8 @@ The logic is devinbox's (faults.py, queuepause.py, flood.py); these views
 check, act and redirect to the panel with a message saying what is under way
 and where to watch it. Each needs CAUSE_FAILURES (as the ops actions in
 ops/views/access.py need theirs: anonymous visitors are sent to log in, others
-get 403) and a CSRF token. With DJANGO_DEBUG off every one answers 404 and the
-panel (ops/templates/ops/_failures.html) is not shown.
+get 403) and a CSRF token. With DJANGO_DEBUG off every one answers 404 to a user
+who has it, and the panel (ops/templates/ops/_failures.html) is not shown.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ DEFAULT_SECONDS = 60
 
 
 def debug_only(view: View) -> View:
-    """404 with DJANGO_DEBUG off, before anything else is looked at."""
+    """404 with DJANGO_DEBUG off, before the request itself is looked at."""
 
     @wraps(view)
     def guarded(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
@@ -54,11 +54,16 @@ def debug_only(view: View) -> View:
 
 
 def panel_action(view: Callable[[HttpRequest], str]) -> View:
-    """DEBUG only, POST only, CAUSE_FAILURES; ``view`` returns the message, or raises ValueError with one."""
+    """CAUSE_FAILURES, then DEBUG only, then POST only; ``view`` returns the message, or raises ValueError with one.
 
+    The permission comes first, as on every ops page: an anonymous visitor is
+    sent to sign in and a user without it gets 403 whether DEBUG is on or not,
+    so the guard reads the same everywhere (tests/test_security.py).
+    """
+
+    @permission_required(CAUSE_FAILURES)
     @debug_only
     @require_POST
-    @permission_required(CAUSE_FAILURES)
     @wraps(view)
     def act(request: HttpRequest) -> HttpResponse:
         try:
