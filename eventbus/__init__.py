@@ -21,7 +21,7 @@ read and do), ``eventbus.doors`` (the request path's and the fast path's few
 narrow doors) and ``eventbus.models`` (the bus's tables, for reading; see
 ops_api's docstring), with ``eventbus.admin`` for an app's admin of rows the
 bus writes. Every other module is the bus's own and may move;
-tests/test_public_api.py keeps the apps to this list.
+tests/contract/test_public_api.py keeps the apps to this list.
 
 It knows nothing of users or emails: producers declare event types, consumers
 declare subscribers, and this package carries events between them.

@@ -7,7 +7,7 @@ than rendering both templates and signing the link together (figure 1 of
 docs/benchmarks.md). The welcome email is always the same shape: a handful
 of ASCII headers and two short bodies. For that shape this writes the bytes
 that Django's message serializes to (the same headers, parts, charsets and
-transfer encoding: tests/test_welcome_email_mime.py parses both and compares
+transfer encoding: tests/notifications/test_welcome_email_mime.py parses both and compares
 them), straight from strings.
 
 Anything outside that shape returns None and the caller takes Django's path,

@@ -211,7 +211,7 @@ LOGIN_REDIRECT_URL = "home"
 
 # Every default below is secure when DEBUG is off and out of the way when it
 # is on (runserver speaks plain HTTP). `manage.py check --deploy` reports
-# nothing with DEBUG off and the defaults (tests/test_deploy.py). What each
+# nothing with DEBUG off and the defaults (tests/project/test_deploy.py). What each
 # protects, and when to change it: docs/security.md.
 # https://docs.djangoproject.com/en/5.2/howto/deployment/checklist/
 

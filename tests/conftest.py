@@ -108,7 +108,7 @@ def _marks_written_in_the_request(settings: Any) -> None:
     """In this process each dispatched mark is written by the request that sent its event.
 
     The marker's thread (eventbus/fastpath/marks.py) has a database connection of its
-    own, which does not see a test's uncommitted rows; tests/test_marks.py
+    own, which does not see a test's uncommitted rows; tests/fastpath/test_marks.py
     turns it on for committed ones. Worker and server subprocesses keep the
     project's default.
     """

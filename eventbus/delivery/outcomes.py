@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from eventbus.delivery.guards import Delivery
 
 # A delivery's lines keep the consumer's logger, as before the pipeline had
-# modules of its own: log filters and tests/test_correlation.py select on it.
+# modules of its own: log filters and tests/observability/test_correlation.py select on it.
 log = logging.getLogger("eventbus.delivery.consumer")
 
 Result = dict[str, str]

@@ -10,7 +10,7 @@ default (prepared once per database when it is a constant) or, for
 ``auto_now``/``auto_now_add``, the current time, as ``pre_save`` sets it. The
 SQL text is cached per database alias and number of rows.
 No signals are sent and no instance is built (none of these models has
-receivers). tests/test_inserts.py compares the rows with the ORM's on SQLite
+receivers). tests/fastpath/test_inserts.py compares the rows with the ORM's on SQLite
 and PostgreSQL.
 
 Buys: figure 1, the ledger's INSERT 941 -> 446 µs per delivery under cProfile; on the figure only with levers

@@ -7,7 +7,7 @@ model's own fields (column names, quoting and placeholders as Django writes
 them), and each call converts only the values that need it, with the fields'
 own ``get_db_prep_save`` (a new row's defaults once per database): the same
 rows, the same values as the ORM's, on SQLite and PostgreSQL alike
-(tests/test_outbox_statements.py compares them with the ORM's).
+(tests/fastpath/test_outbox_statements.py compares them with the ORM's).
 
 Buys: figure Pa, 1.35x -> 0.72x (lever 7; lever 14 shortens the INSERT inside figure 4's write lock;
 docs/benchmarks-levers.md#the-fast-path-module-by-module).

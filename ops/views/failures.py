@@ -58,7 +58,7 @@ def panel_action(view: Callable[[HttpRequest], str]) -> View:
 
     The permission comes first, as on every ops page: an anonymous visitor is
     sent to sign in and a user without it gets 403 whether DEBUG is on or not,
-    so the guard reads the same everywhere (tests/test_security.py).
+    so the guard reads the same everywhere (tests/project/test_security.py).
     """
 
     @permission_required(CAUSE_FAILURES)

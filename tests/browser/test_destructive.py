@@ -3,7 +3,7 @@
 Purge is styled unlike Replay (red, in its own red-edged box), and its
 button asks the browser to confirm: dismissed, nothing is sent and the dead
 letter stays; accepted, it is gone. (The server's confirmation box is
-tests/test_deadletters_web.py's.)
+tests/deadletters/test_deadletters_web.py's.)
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ import pytest
 
 from eventbus.models import DeadLetter
 from tests.browser.conftest import Site
+from tests.deadletters.test_deadletters import dead_letter
 from tests.factories import PASSWORD
-from tests.test_deadletters import dead_letter
 
 try:
     from playwright.sync_api import Dialog, Page, expect

@@ -29,8 +29,8 @@ from telemetry import tokens
 from telemetry.models import Rollup
 from tests.browser.conftest import Site
 from tests.conftest import REPO
+from tests.deadletters.test_deadletters import dead_letter
 from tests.factories import PASSWORD
-from tests.test_deadletters import dead_letter
 
 try:
     from playwright.sync_api import Browser, Page, expect
