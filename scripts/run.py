@@ -263,6 +263,8 @@ def banner(config: Config, redis_line: str, auth: str, auth_source: str) -> list
         f"  dev inbox     {web}/dev/inbox/  ({mail})",
         f"  analytics     {web}/analytics/",
         f"  admin         {web}/admin/  (make a user: .venv/bin/python manage.py createsuperuser)",
+        f"  ops           {web}/ops/  (staff; with DJANGO_DEBUG on, its panel causes failures to watch)",
+        f"  events        {web}/ops/events/  (an event's timeline: every delivery, step by step)",
         f"  dead letters  {web}/ops/deadletters/  (staff with the dead-letter permissions, as in the admin)",
         f"  flower        http://127.0.0.1:{config.flower_port}/  ({login})",
         f"                its Tasks page without beat's housekeeping: search {FLOWER_APP_TASKS}",
