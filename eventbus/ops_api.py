@@ -220,6 +220,6 @@ def write_dispatched_marks() -> int:
     otherwise events the broker already took still read "pending" until the
     background writer's next round (eventbus/fastpath/marks.py).
     """
-    from eventbus.fastpath.marks import MARKER  # imports models: only once Django is ready
+    from eventbus.outbox.fanout import MARKER  # imports models: only once Django is ready
 
     return MARKER.flush()

@@ -35,15 +35,12 @@ docs/benchmarks-levers.md#the-fast-path-module-by-module).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from django.db import transaction
 
 from eventbus.fastpath.gatherer import Gatherer
-
-# The module, not its names: eventbus.outbox.fanout imports this one.
-from eventbus.outbox import fanout as dispatch
 
 if TYPE_CHECKING:
     from eventbus.outbox.fanout import Outcome
@@ -54,25 +51,25 @@ def can_wait(outcomes: Sequence[Outcome]) -> bool:
     return all(not (o.shed or o.deferred or o.partial) for o in outcomes)
 
 
-def _mark_dispatched(outcomes: list[Outcome]) -> None:
-    with transaction.atomic():
-        dispatch.mark_dispatched(outcomes)
-
-
 class Marker(Gatherer["Outcome"]):
-    """One process's pending marks and the thread that writes them (eventbus/fastpath/gatherer.py)."""
+    """One process's pending marks and the thread that writes them (eventbus/fastpath/gatherer.py).
 
-    def __init__(self) -> None:
+    ``mark_dispatched`` is the outbox's own (eventbus/outbox/fanout.py, which
+    owns the process's marker): this module writes through it, in one
+    transaction per round, and imports nothing of the outbox.
+    """
+
+    def __init__(self, mark_dispatched: Callable[[list[Outcome]], object]) -> None:
+        def write(outcomes: list[Outcome]) -> None:
+            with transaction.atomic():
+                mark_dispatched(outcomes)
+
         super().__init__(
             "eventbus-marks",
-            _mark_dispatched,
+            write,
             failure="those sent events stay pending; the relay sends them again after its grace",
         )
 
     def defer(self, outcomes: Sequence[Outcome], batch_seconds: float) -> None:
         """Mark these rows dispatched within ``batch_seconds``, together with the others gathered meanwhile."""
         self.add(outcomes, batch_seconds)
-
-
-MARKER = Marker()
-MARKER.flush_on_exit()

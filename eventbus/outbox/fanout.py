@@ -264,7 +264,7 @@ def dispatch_after_commit(wire: Wire) -> None:
     batch_seconds = settings.EVENTBUS_MARK_BATCH_SECONDS
     if batch_seconds > 0 and marks.can_wait(outcomes):
         # Sent: the process's marker writes the row's mark with others, off the request (eventbus/fastpath/marks.py).
-        marks.MARKER.defer(outcomes, batch_seconds)
+        MARKER.defer(outcomes, batch_seconds)
         return
     try:
         mark_dispatched(outcomes, request_path=True)
@@ -272,3 +272,8 @@ def dispatch_after_commit(wire: Wire) -> None:
         # Sent, but not marked: the relay will send it again and the ledger
         # will skip the duplicates. The request must not fail for it.
         log.exception("event %s sent but not marked dispatched", event_id)
+
+
+MARKER = marks.Marker(mark_dispatched)
+"""This process's dispatched marks gathered off the request (EVENTBUS_MARK_BATCH_SECONDS > 0)."""
+MARKER.flush_on_exit()

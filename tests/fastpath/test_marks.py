@@ -19,6 +19,7 @@ from django.db import transaction
 
 from eventbus.fastpath import marks
 from eventbus.models import OutboxEvent, ProcessedEvent
+from eventbus.outbox import fanout
 from eventbus.outbox.publish import publish
 from eventbus.outbox.relay import relay
 from project import queues
@@ -40,8 +41,8 @@ def test_the_request_sends_and_leaves_the_mark_to_the_marker_which_writes_many_r
     settings: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # given: a marker of this test's own, whose thread gathers for a minute
-    marker = marks.Marker()
-    monkeypatch.setattr(marks, "MARKER", marker)
+    marker = marks.Marker(fanout.mark_dispatched)
+    monkeypatch.setattr(fanout, "MARKER", marker)
     settings.EVENTBUS_MARK_BATCH_SECONDS = 60
 
     # when: three events commit
@@ -67,7 +68,7 @@ def test_the_request_sends_and_leaves_the_mark_to_the_marker_which_writes_many_r
 def test_the_marker_thread_writes_the_mark_soon_after_the_commit(
     settings: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(marks, "MARKER", marks.Marker())
+    monkeypatch.setattr(fanout, "MARKER", marks.Marker(fanout.mark_dispatched))
     settings.EVENTBUS_MARK_BATCH_SECONDS = 0.05
 
     event_id = publish_committed(4)
@@ -76,26 +77,24 @@ def test_the_marker_thread_writes_the_mark_soon_after_the_commit(
     while OutboxEvent.objects.get(id=event_id).status != Status.DISPATCHED:
         assert time.monotonic() < deadline, "the marker's thread did not mark the row within 10 s"
         time.sleep(0.02)
-    assert marks.MARKER.pending() == 0
+    assert fanout.MARKER.pending() == 0
 
 
 def test_a_flush_at_exit_waits_for_the_write_the_thread_has_begun(
     settings: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # given: the marker's thread in the middle of writing a mark
-    marker = marks.Marker()
-    monkeypatch.setattr(marks, "MARKER", marker)
     settings.EVENTBUS_MARK_BATCH_SECONDS = 0.01
     writing, finish, written = threading.Event(), threading.Event(), threading.Event()
-    mark_dispatched = marks.dispatch.mark_dispatched
 
     def slow_mark(outcomes: Any) -> None:
         writing.set()
         finish.wait(10)
-        mark_dispatched(outcomes)
+        fanout.mark_dispatched(outcomes)
         written.set()
 
-    monkeypatch.setattr(marks.dispatch, "mark_dispatched", slow_mark)
+    marker = marks.Marker(slow_mark)
+    monkeypatch.setattr(fanout, "MARKER", marker)
     event_id = publish_committed(8)
     assert writing.wait(10), "the marker's thread did not start writing"
 
@@ -114,8 +113,8 @@ def test_a_shed_outcome_is_settled_in_the_request(settings: Any, monkeypatch: py
     settings.EVENTBUS_HIGH_WATER_MARKS = f"{queues.ANALYTICS}=1"
     publish_committed(5)  # marked in the request: the setting is 0 here
     assert queue_length(queues.ANALYTICS) == 1
-    marker = marks.Marker()
-    monkeypatch.setattr(marks, "MARKER", marker)
+    marker = marks.Marker(fanout.mark_dispatched)
+    monkeypatch.setattr(fanout, "MARKER", marker)
     settings.EVENTBUS_MARK_BATCH_SECONDS = 60
 
     # when
@@ -134,6 +133,7 @@ import os, signal, sys
 import django
 django.setup()
 from django.db import transaction
+from eventbus.outbox import fanout
 from eventbus.outbox.publish import publish
 from signups.events import UserSignedUp
 with transaction.atomic():
