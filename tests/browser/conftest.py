@@ -104,8 +104,8 @@ def page(browser: Browser) -> Iterator[Page]:
 
 @pytest.fixture
 def screenshot_dir() -> Path:
-    """``$SCREENSHOT_DIR`` or var/screenshots/journey/ in the repository, with last run's pictures removed."""
-    directory = Path(os.environ.get("SCREENSHOT_DIR") or REPO / "var" / "screenshots" / "journey")
+    """``$SCREENSHOT_DIR/journey`` or var/screenshots/journey/ in the repository, with last run's pictures removed."""
+    directory = Path(os.environ.get("SCREENSHOT_DIR") or REPO / "var" / "screenshots") / "journey"
     directory.mkdir(parents=True, exist_ok=True)
     for old in directory.glob("[0-9][0-9]-*.png"):
         old.unlink()
