@@ -1,6 +1,6 @@
 """Deliveries under way: sent, and neither in the ledger nor among the dead letters yet.
 
-The outbox's "unsettled" rows (``ops.status.ReconcileStatus.unsettled``) are
+The outbox's "unsettled" rows (``ops.snapshot.ReconcileStatus.unsettled``) are
 the events the reconciler has not yet marked settled; it looks at an event
 only once it is ``EVENTBUS_REDELIVER_AFTER`` old, so every event of the last
 quarter of an hour counts there however quickly its deliveries ended. This

@@ -16,7 +16,7 @@ from django.urls import reverse
 from django.utils.http import urlencode
 
 from eventbus import ops_api
-from ops.status import MinuteCount, SubscriberStatus
+from ops.snapshot import MinuteCount, SubscriberStatus
 
 DEAD_LETTERS_STORED = "dead_letters"
 """The row under the counters that counts the dead letters stored, from the database."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from ops.status import COUNTER_NAMES, MinuteCount, SubscriberStatus
+from ops.snapshot import COUNTER_NAMES, MinuteCount, SubscriberStatus
 from ops.views import overview_tables
 from ops.views.overview_tables import DEAD_LETTERS_STORED, counter_groups, throughput_chart
 

@@ -24,7 +24,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from kombu.utils.url import maybe_sanitize_url
 
 from ops import status
-from ops.status import Snapshot
+from ops.snapshot import Snapshot
 
 CLEAR_SCREEN = "\x1b[H\x1b[2J"
 
