@@ -58,9 +58,9 @@ from django.db import transaction
 from eventbus.contract import registry
 from eventbus.contract.envelope import Envelope
 from eventbus.contract.errors import PoisonMessage
-from eventbus.delivery import attempts, ledger, pipeline
+from eventbus.delivery import ledger, pipeline
 from eventbus.delivery.consumer import ConsumerTask
-from eventbus.delivery.guards import Batch, Delivery
+from eventbus.delivery.guards import Batch, Delivery, attempts
 from eventbus.delivery.verdict import GO
 from eventbus.fastpath import dbconnections
 from eventbus.observability.context import reset_fields, set_fields

@@ -8,7 +8,7 @@
   dead-lettered with its traceback;
 - ``dead_letter``: the message is set aside at once.
 
-Every attempt ends in an orderly way here (eventbus/delivery/attempts.py):
+Every attempt ends in an orderly way here (eventbus/delivery/guards/attempts.py):
 its start count is cleared, so that only a worker that died leaves one.
 """
 
@@ -23,7 +23,7 @@ from django.conf import settings
 from eventbus.contract import registry
 from eventbus.deadletters import DeadLetterFailure, Kind, send_to_dead_letter
 from eventbus.deadletters.capture import DeadLetterNotCaptured
-from eventbus.delivery import attempts
+from eventbus.delivery.guards import attempts
 from eventbus.delivery.verdict import Action, Verdict
 from eventbus.observability import counters, timeline
 

@@ -251,7 +251,7 @@ def _hold_back(loss: BrokerLoss | None) -> float | None:
     """Seconds a redelivery waits after a broker loss, so that it never runs beside the delivery it repeats.
 
     A task that was running when Redis lost its data lost its effect lock with
-    it (eventbus/delivery/effectlock.py), and has not written its ledger entry yet: a
+    it (eventbus/delivery/guards/effectlock.py), and has not written its ledger entry yet: a
     copy sent at once could send the same email beside it. Every such task
     has ended, one way or the other, once the longest time limit has passed
     since the loss was detected; the copies run after that.

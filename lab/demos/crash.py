@@ -17,7 +17,7 @@ SUMMARY = "SIGKILL the pool process in the middle of an SMTP send: the message i
 WELCOME = send_welcome_email.name
 LATENCY = 3.0
 
-# The killed send leaves its effect lock (eventbus/delivery/effectlock.py) behind; it
+# The killed send leaves its effect lock (eventbus/delivery/guards/effectlock.py) behind; it
 # expires after the subscriber's time limit, which the redelivery waits out.
 # A worker takes 0.1 s to notice that its pool process died, and up to 4.7 s on
 # a loaded machine (seen here). With a 4 s limit the limit ran out first, and

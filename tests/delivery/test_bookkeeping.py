@@ -14,8 +14,8 @@ import redis
 
 from eventbus.contract import registry
 from eventbus.contract.envelope import Envelope
-from eventbus.delivery import attempts, effectlock, pipeline
-from eventbus.delivery.guards import Batch, Delivery
+from eventbus.delivery import pipeline
+from eventbus.delivery.guards import Batch, Delivery, attempts, effectlock
 from eventbus.delivery.verdict import ENDED, GO, Action
 from eventbus.fastpath import bookkeeping
 from eventbus.fastpath.bookkeeping import RoundTrip

@@ -17,7 +17,7 @@ from eventbus.contract import registry
 from eventbus.contract.errors import PermanentError
 from eventbus.contract.retry import RetryPolicy
 from eventbus.contract.subscriber import subscriber
-from eventbus.delivery import attempts
+from eventbus.delivery.guards import attempts
 from eventbus.fastpath.bookkeeping import RoundTrip
 from eventbus.models import DeadLetter, DeliveryStep, OutboxEvent, ProcessedEvent
 from eventbus.observability import counters

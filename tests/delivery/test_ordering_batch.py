@@ -1,4 +1,5 @@
-"""Order checks of a batch (eventbus/delivery/ordering.py's ``history`` and ``in_order_many``): answers and queries."""
+"""Order checks of a batch (eventbus/delivery/ledger.py's ``history``, eventbus/delivery/guards/
+ordering.py's ``in_order_many``): answers and queries."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from django.test.utils import CaptureQueriesContext
 
 from eventbus.contract import registry
 from eventbus.contract.envelope import Envelope
-from eventbus.delivery import ledger, ordering
+from eventbus.delivery import ledger
+from eventbus.delivery.guards import ordering
 from eventbus.models import OutboxEvent
 from eventbus.outbox.publish import publish
 from signups.events import UserEmailVerified, UserSignedUp
@@ -32,7 +34,7 @@ def test_a_batch_of_first_events_is_checked_with_one_query_of_the_ledger_and_non
     events = published(*[(UserSignedUp(user_id=n), f"user:{n}") for n in range(1, 6)])
 
     with CaptureQueriesContext(connection) as queries:
-        handled = ordering.history(events, subscription)
+        handled = ledger.history(events, subscription)
         in_order = ordering.in_order_many(events, subscription, handled)
 
     assert in_order == {event.id for event in events}
@@ -57,14 +59,14 @@ def test_the_ledger_rows_read_once_say_what_is_done_stale_or_waiting() -> None:
     ledger.claim_many([(signup_1, "t1"), (verified_3, "t3"), (signup_4, "t4")], ANALYTICS)
     batch = [verified_1, verified_2, signup_3, signup_4]
 
-    handled = ordering.history(batch, subscription)
+    handled = ledger.history(batch, subscription)
 
     assert {event_id for event_id, _, _ in handled} >= {signup_4.id}
     assert ordering.in_order_many(batch, subscription, handled) == {verified_1.id, signup_4.id}
     # without the rows, the same answer from its own queries
     assert ordering.in_order_many(batch, subscription) == {verified_1.id, signup_4.id}
     # and each one alone, as the one-by-one path checks it
-    assert [ordering.check(event, subscription) for event in batch] == [
+    assert [ordering.order_of(event, subscription) for event in batch] == [
         ordering.Order.IN_ORDER,
         ordering.Order.GAP,
         ordering.Order.STALE,

@@ -1,7 +1,7 @@
 """The consumers' compiled statements write and read what the ORM does, on either database.
 
 eventbus/fastpath/inserts.py (the ledger's, analytics' and the result rows' INSERTs),
-eventbus/ordering.history and notifications/recipients.py make their SQL once
+eventbus/delivery/ledger.history and notifications/recipients.py make their SQL once
 and skip the ORM's compilers; each is compared here with the ORM's own rows or
 answers. Marked integration so that the production profile runs them on
 PostgreSQL too.
@@ -24,7 +24,7 @@ from analytics.models import AnalyticsEvent
 from analytics.recording import record, record_many
 from eventbus.contract import registry
 from eventbus.contract.envelope import Envelope
-from eventbus.delivery import ledger, ordering
+from eventbus.delivery import ledger
 from eventbus.fastpath.inserts import Insert
 from eventbus.models import OutboxEvent, ProcessedEvent
 from notifications.recipients import address_of
@@ -174,7 +174,7 @@ def test_history_reads_what_the_orm_query_reads() -> None:
 
     # when
     with CaptureQueriesContext(connection) as queries:
-        ours = ordering.history(batch, subscription)
+        ours = ledger.history(batch, subscription)
 
     # then: one query, the ORM's rows, as the ORM returns them (UUIDs, ints)
     assert len(queries.captured_queries) == 1

@@ -1,7 +1,7 @@
 """A task that kills its worker process on every attempt (a segfaulting library) does not loop for ever.
 
 Each death puts its message back (acks_late, reject_on_worker_lost) and the
-worker replaces the process; the delivery count in Redis (eventbus/delivery/attempts.py)
+worker replaces the process; the delivery count in Redis (eventbus/delivery/guards/attempts.py)
 sees the same task start again and again without ever ending, and after
 EVENTBUS_MAX_DELIVERIES starts the next delivery dead-letters it instead of
 running it once more.

@@ -3,7 +3,7 @@
 The duplicate tests elsewhere deliver copies one after another, where the
 ledger alone keeps them apart. Here the second copy arrives while the first
 is provably inside its effect, so what is tested is what guards that moment:
-the effect lock in Redis for an email (eventbus/delivery/effectlock.py), the unique
+the effect lock in Redis for an email (eventbus/delivery/guards/effectlock.py), the unique
 indexes for a database effect (eventbus/delivery/ledger.py, analytics' event id).
 """
 
@@ -164,7 +164,7 @@ def _wait_for_the_copy(sink: ProviderSink, message_id: str, copy: str) -> None:
 
 
 def _under_way(task_id: str) -> bool:
-    """The delivery of ``task_id`` has started and not ended (eventbus/delivery/attempts.py counts each start
+    """The delivery of ``task_id`` has started and not ended (eventbus/delivery/guards/attempts.py counts each start
     before the ledger is asked, and clears the count when the delivery ends)."""
     return bool(eventbus_redis.client().exists(eventbus_redis.key("deliveries", task_id, "0")))
 

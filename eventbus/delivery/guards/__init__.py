@@ -66,7 +66,7 @@ class Batch:
     they cannot decide in bulk is sent on its own (``ALONE``)."""
     ledger_rows: list[tuple[object, str, int]] | None = field(default=None)
     """An ordered subscriber's ledger rows of the batch's aggregates, read once by the duplicate guard
-    for the ordering guard (eventbus/delivery/ordering.py's ``history``)."""
+    for the ordering guard (eventbus/delivery/ledger.py's ``history``)."""
 
 
 Check = Callable[[list[Delivery]], list[Verdict]]

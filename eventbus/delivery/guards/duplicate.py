@@ -9,7 +9,7 @@ delivered at the same moment is caught there.
 
 from __future__ import annotations
 
-from eventbus.delivery import ledger, ordering
+from eventbus.delivery import ledger
 from eventbus.delivery.guards import Batch, Check, Delivery, Guard
 from eventbus.delivery.verdict import GO, Verdict, skip
 from eventbus.fastpath.bookkeeping import RoundTrip
@@ -29,7 +29,7 @@ class Duplicate(Guard):
                 return [DUPLICATE if ledger.has_processed(d.event.id, subscription.name) else GO for d in going]
             events = [delivery.event for delivery in going]
             if subscription.ordered:
-                batch.ledger_rows = ordering.history(events, subscription)
+                batch.ledger_rows = ledger.history(events, subscription)
                 done = {event_id for event_id, _, _ in batch.ledger_rows}
             else:
                 done = ledger.processed_ids([event.id for event in events], subscription.name)

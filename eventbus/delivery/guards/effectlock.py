@@ -1,27 +1,62 @@
 """Effect lock guard: two deliveries of one event never send an effect outside the database at once.
 
-For a handler whose effect is outside the database (``transactional=False``:
-an email), the lock (eventbus/delivery/effectlock.py) is taken in the round
-trip before the effect, for the handler's time limit; a delivery that finds
-it taken waits a second and comes back (it then finds the ledger entry). The
-lock is given back in the round trip after the delivery, whatever its end,
-if it is still this delivery's. Taking it is not best effort: when Redis
-cannot be reached the delivery is retried.
+A handler whose effect is in the database runs inside the transaction that
+writes its ledger entry, so a concurrent duplicate waits on the entry's unique
+index. A handler that sends an email (``transactional=False``) must not hold a
+database transaction open across the network (on SQLite that would be the
+whole database's write lock for the length of an SMTP conversation). It runs
+outside any transaction instead, and two deliveries of the same event at the
+same moment are kept apart by a short lock in Redis per (event, subscriber).
+
+The lock is taken in the round trip before the effect, for the handler's time
+limit; a delivery that finds it taken waits a second and comes back (it then
+finds the ledger entry). It is given back in the round trip after the
+delivery, whatever its end, if it is still this delivery's. It expires after
+the time limit, so a worker that died holding it delays a redelivery, never
+blocks it. Taking it is not best effort: when Redis cannot be reached the
+delivery is retried.
 """
 
 from __future__ import annotations
 
 import uuid
-from functools import partial
+from functools import lru_cache, partial
 
-from eventbus.delivery import effectlock
+import redis
+from redis.commands.core import Script
+
 from eventbus.delivery.guards import AfterSent, Batch, Check, Delivery, Guard
 from eventbus.delivery.verdict import GO, Verdict, wait
 from eventbus.fastpath.bookkeeping import Reply, RoundTrip
 from eventbus.observability import counters
+from eventbus.redis import client, key
 
 # Seconds before a delivery that found the lock taken comes back.
 RECHECK = 1.0
+
+_RELEASE_LUA = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+
+@lru_cache(maxsize=1)
+def release_script() -> Script:
+    """Give the lock (``KEYS[1]``) back if it is still held with the token ``ARGV[1]``: it may have
+    expired and been taken by another delivery since."""
+    return client().register_script(_RELEASE_LUA)
+
+
+def lock_key(subscriber: str, event_id: object) -> str:
+    return key("effect-lock", subscriber, str(event_id))
+
+
+def acquire_into(pipe: redis.client.Pipeline, subscriber: str, event_id: object, seconds: float, token: str) -> None:
+    """Take the lock for ``seconds`` with ``token``, queued on ``pipe``; its reply is true when it was taken,
+    and not when another delivery holds it."""
+    pipe.set(lock_key(subscriber, event_id), token, nx=True, px=max(1, int(seconds * 1000)))
 
 
 class EffectLock(Guard):
@@ -33,7 +68,7 @@ class EffectLock(Guard):
                 continue  # its effect commits with its ledger entry: the entry's unique index keeps duplicates out
             token = uuid.uuid4().hex
             take = partial(
-                effectlock.acquire_into,
+                acquire_into,
                 subscriber=subscription.name,
                 event_id=delivery.event.id,
                 seconds=subscription.time_limit or 60.0,
@@ -60,8 +95,8 @@ class EffectLock(Guard):
     def after(self, batch: Batch, round_trip: RoundTrip, outcome: Verdict) -> AfterSent | None:
         for delivery in batch.deliveries:
             if delivery.lock_token is not None:
-                lock = effectlock.lock_key(delivery.subscription.name, delivery.event.id)
-                round_trip.script(effectlock.release_script(), [lock], [delivery.lock_token])
+                lock = lock_key(delivery.subscription.name, delivery.event.id)
+                round_trip.script(release_script(), [lock], [delivery.lock_token])
                 delivery.lock_token = None
         return None
 
