@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from project.charts import Tick
 from telemetry.reports import Minute
 
 WIDTH = 640
@@ -29,12 +30,6 @@ class Mark:
     y_max: float
     y_mean: float
     title: str
-
-
-@dataclass(frozen=True)
-class Tick:
-    x: float
-    text: str
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from ops.timeline.story import EventTimeline
+from project.charts import Tick
 
 WIDTH = 720
 LANE_HEIGHT = 30
@@ -41,12 +42,6 @@ class Lane:
     start: float
     """Where its line starts and ends: its first and last mark (both the plot's left edge without marks)."""
     end: float
-
-
-@dataclass(frozen=True)
-class Tick:
-    x: float
-    text: str
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from django.utils.http import urlencode
 
 from eventbus import ops_api
 from ops.snapshot import MinuteCount, SubscriberStatus
+from project.charts import Tick
 
 DEAD_LETTERS_STORED = "dead_letters"
 """The row under the counters that counts the dead letters stored, from the database."""
@@ -138,12 +139,6 @@ class Bar:
     width: float
     height: float
     title: str
-
-
-@dataclass(frozen=True)
-class Tick:
-    x: float
-    text: str
 
 
 @dataclass(frozen=True)

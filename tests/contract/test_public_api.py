@@ -36,8 +36,8 @@ HOST_WIRING = {
     "eventbus.conf": "project/settings.py reads the bus's settings (eventbus/conf.py's table) from the environment",
     "eventbus.celery_settings": "project/settings.py takes the CELERY_* settings and beat schedule the bus requires",
     "eventbus.observability.context": "project/logging.py's filter writes the bus's context fields",
-    "eventbus.operations.checks": "project/settings.py checks its email countdowns against the visibility timeout",
-    "eventbus.protection.tokenbucket": "project/settings.py checks EMAIL_RATE_LIMIT; to be `from eventbus import "
+    "eventbus.operations.checks": "project/startup_checks.py checks email countdowns against the visibility timeout",
+    "eventbus.protection.tokenbucket": "project/startup_checks.py checks EMAIL_RATE_LIMIT; to be `from eventbus import "
     "parse_rate` (settings.py belongs to another change)",
 }
 """What the host wires at start, allowed in project/ only: the host-integration work of issue #24

@@ -1,7 +1,7 @@
 """settings.py, .env.example and the configuration table of docs/configuration.md name the same variables.
 
 The variables are read off the source with ``ast`` (every ``env_*("NAME", default)``
-call in settings.py, and ``RUN_VARIABLES`` in scripts/run.py) and off the bus's
+call in settings.py and app_settings.py, and ``RUN_VARIABLES`` in scripts/run.py) and off the bus's
 table of settings (eventbus/conf.py, which settings.py reads), so adding a
 setting without documenting it, or documenting one that does not exist, fails here.
 """
@@ -19,19 +19,21 @@ from eventbus import conf as eventbus_conf
 
 REPO = Path(__file__).resolve().parents[2]
 ENV_READERS = {"env_str", "env_bool", "env_int", "env_float", "env_list"}
+SETTINGS_MODULES = (REPO / "project" / "settings.py", REPO / "project" / "app_settings.py")
+"""The modules that read settings from the environment: settings.py, and the apps' own that it imports."""
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
 
 def setting_calls() -> dict[str, ast.expr | None]:
-    """Each variable settings.py reads, with the expression of its default; the bus's through its table."""
-    tree = ast.parse((REPO / "project" / "settings.py").read_text())
+    """Each variable the settings read, with the expression of its default; the bus's through its table."""
     found: dict[str, ast.expr | None] = {
         setting.env: ast.parse(repr(setting.default), mode="eval").body
         for setting in eventbus_conf.SETTINGS
         if setting.env
     }
-    for node in ast.walk(tree):
+    nodes = (node for module in SETTINGS_MODULES for node in ast.walk(ast.parse(module.read_text())))
+    for node in nodes:
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in ENV_READERS:
             name = node.args[0]
             assert isinstance(name, ast.Constant), f"line {node.lineno}: the variable name must be a literal"
