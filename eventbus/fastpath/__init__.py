@@ -27,8 +27,7 @@ The pattern's code comes in through a few narrow doors:
 What is here, for the request path: ``statements`` (the outbox's INSERT and
 dispatched mark, SQL made once), ``publishing_batch`` (many task messages in
 one Redis round trip), ``marks`` (dispatched marks written many rows at once,
-off the request), ``sentevents`` (``task-sent`` events only while something
-listens). For the consumers: ``bookkeeping`` (a delivery's Redis work in two
+off the request). For the consumers: ``bookkeeping`` (a delivery's Redis work in two
 round trips), ``inserts`` (rows with SQL made once), ``results`` (Celery's
 result rows in one upsert, gathered), ``dbconnections`` (connections kept
 between tasks), ``broker`` with ``broker_pop_and_record.lua`` (bulk

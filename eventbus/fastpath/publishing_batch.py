@@ -14,8 +14,7 @@ another for its ``task-sent`` event. A ``Batch`` instead:
   and sends it with ``app.amqp.send_task_message``: the same headers, body
   and properties, the ``before_task_publish`` signal (which adds the
   ``x_correlation_id`` header, eventbus/observability/tracing.py) and the ``task-sent``
-  event when CELERY_TASK_SEND_SENT_EVENT is on and something listens for
-  it (eventbus/fastpath/sentevents.py);
+  event when CELERY_TASK_SEND_SENT_EVENT is on;
 - publishes inside kombu's ``Producer.batch()``: on Redis the LPUSHes and the
   events' PUBLISHes wait in one pipeline, sent in one round trip by
   ``flush()``. Transports without batch support (RabbitMQ: publishing is
@@ -50,8 +49,6 @@ from django.conf import settings
 from kombu import Queue, pools
 from kombu.exceptions import BatchPublishError
 from kombu.utils.uuid import uuid
-
-from eventbus.fastpath import sentevents
 
 if TYPE_CHECKING:
     from eventbus.contract.registry import Subscription
@@ -191,8 +188,7 @@ class Batch:
             {},
             time_limit=route.time_limit,
             soft_time_limit=route.soft_time_limit,
-            # While nobody listens for them, no task-sent events (eventbus/fastpath/sentevents.py).
-            create_sent_event=self._send_sent_event and sentevents.wanted(),
+            create_sent_event=self._send_sent_event,
             reply_to=self._reply_to,
             root_id=self._root_id,
             parent_id=self._parent_id,
