@@ -29,7 +29,7 @@ A task this path does not mirror (an ``expires``, its own ``apply_async`` or
 ``shadow_name``) goes through ``apply_async`` inside the same batch.
 
 Buys: figure Pa, 1.42x -> 0.86x (two full runs bracketing the batched sends) and figure 3's relay;
-levers 9, 17 and 28 add less than a full run's spread (docs/benchmarks-levers.md#the-fast-path-module-by-module).
+levers 9 and 28 add less than a full run's spread (docs/benchmarks-levers.md#the-fast-path-module-by-module).
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ from celery import Celery
 from celery.app.task import Task
 from celery.utils.saferepr import saferepr
 from django.conf import settings
-from kombu import Queue, pools
+from kombu import pools
 from kombu.exceptions import BatchPublishError
 from kombu.utils.uuid import uuid
 
@@ -71,8 +71,6 @@ class _Route:
     ignore_result: bool
     plain: bool
     """Send with ``apply_async`` (options this path does not mirror)."""
-    declaration: int | None
-    """The key under which kombu remembers that a connection declared the route's queue, if it does."""
 
 
 class Batch:
@@ -92,8 +90,6 @@ class Batch:
         self._send_sent_event, self._inherit_priority, self._repr_levels, self._args_max, self._kwargsrepr = _settings(
             app
         )
-        # kombu's record of what this connection declared (common._maybe_declare reads the same set).
-        self._declared = getattr(getattr(channel.connection, "client", None), "declared_entities", None)
         self._reply_to = app.thread_oid
         # Inside a worker's task (the relay run by beat), the messages are its children.
         parent = app.current_worker_task
@@ -138,13 +134,7 @@ class Batch:
         options = self.app.amqp.router.route(options, task.name, (), {}, task)
         if self._parent is not None and self._inherit_priority:
             options.setdefault("priority", self._parent.request.delivery_info.get("priority"))
-        queue_entity = options.get("queue")
-        declaration = (
-            hash(queue_entity)
-            if isinstance(queue_entity, Queue) and queue_entity.can_cache_declaration and "declare" not in options
-            else None
-        )
-        route = _Route(task.name, options, time_limit, soft_time_limit, ignore_result, plain, declaration)
+        route = _Route(task.name, options, time_limit, soft_time_limit, ignore_result, plain)
         self._routes[key] = route
         if shared is not None:
             _SHARED_ROUTES[shared] = (exec_options, route)
@@ -202,12 +192,7 @@ class Batch:
         with producer.connection._reraise_as_library_errors():
             if not route.ignore_result:
                 self.app.backend.on_task_call(producer, task_id)
-            # A queue this connection declared already: tell Celery so. kombu would skip the
-            # declaration too, but only after copying the queue, its exchange and bindings for the channel.
-            declared = (
-                route.declaration is not None and self._declared is not None and route.declaration in self._declared
-            )
-            self._send(producer, route.name, message, declare=() if declared else None, **route.options)
+            self._send(producer, route.name, message, **route.options)
         return task_id
 
     def unflushed(self, queue: str) -> int:
