@@ -14,7 +14,7 @@ The pattern's code comes in through a few narrow doors:
 
 - publishing (eventbus/outbox/publish.py and fanout.py, telemetry/door.py):
   ``statements.insert`` and ``statements.mark_dispatched``;
-  ``publishing_batch.batch`` with ``acquire_producer`` or ``request_producer``;
+  ``publishing_batch.batch`` with Celery's ``app.producer_or_acquire()`` or ``request_producer``;
   ``marks.can_wait`` and the outbox's ``marks.Marker`` (``fanout.MARKER``);
 - consuming (eventbus/delivery/pipeline.py and batch.py, eventbus/signals.py):
   ``bookkeeping.RoundTrip``, on which every guard queues its Redis commands;

@@ -29,7 +29,7 @@ A task this path does not mirror (an ``expires``, its own ``apply_async`` or
 ``shadow_name``) goes through ``apply_async`` inside the same batch.
 
 Buys: figure Pa, 1.42x -> 0.86x (two full runs bracketing the batched sends) and figure 3's relay;
-levers 9 and 28 add less than a full run's spread (docs/benchmarks-levers.md#the-fast-path-module-by-module).
+lever 9 adds less than a full run's spread (docs/benchmarks-levers.md#the-fast-path-module-by-module).
 """
 
 from __future__ import annotations
@@ -229,21 +229,6 @@ def _settings(app: Celery) -> tuple[bool, bool, int, int, str]:
     )
 
 
-@functools.cache
-def _acquire_timeout(app: Celery) -> float | None:
-    """``broker_pool_acquire_timeout``, read once per app for the same reason as ``_settings``:
-    ``app.producer_or_acquire()`` reads it on every call, about 50 µs through Celery's chain of
-    mappings, which every request that sends an event would pay."""
-    return app.conf.broker_pool_acquire_timeout
-
-
-def acquire_producer(app: Celery) -> Any:
-    """A producer from ``app``'s pool, to use in a ``with`` (which gives it back): what
-    ``app.producer_or_acquire()`` returns when given no producer, with its timeout read once."""
-    # Celery's own helper, for its error naming broker_pool_limit when the pool is exhausted.
-    return app._acquire_producer(timeout=_acquire_timeout(app))
-
-
 #: The request path's producer pools, per app and broker URL (a test may point the app elsewhere).
 _REQUEST_POOLS: dict[tuple[Celery, str], Any] = {}
 # A forked child must not share its parent's sockets: kombu drops its own pools after a fork, and so do we.
@@ -253,7 +238,7 @@ os.register_at_fork(after_in_child=_REQUEST_POOLS.clear)
 def request_producer(app: Celery) -> Any:
     """A producer for the request path (a sign-up's or a telemetry post's dispatch, the door's depth read).
 
-    Like ``acquire_producer``, but from a pool of its own whose connections
+    Like ``app.producer_or_acquire()``, but from a pool of its own whose connections
     carry the request path's short timeouts (EVENTBUS_REQUEST_TRANSPORT_OPTIONS,
     EVENTBUS_REQUEST_TIMEOUT to connect): a broker that hangs costs a request
     that much, not the 5 s the workers' and the relay's connections wait.
@@ -272,7 +257,7 @@ def request_producer(app: Celery) -> Any:
         pool.limit = app.pool.limit
         _REQUEST_POOLS[(app, url)] = pool
     # Waiting for a free producer (all of them busy with a slow broker) is bounded too.
-    return pool.acquire(block=True, timeout=_acquire_timeout(app) or settings.EVENTBUS_REQUEST_TIMEOUT)
+    return pool.acquire(block=True, timeout=app.conf.broker_pool_acquire_timeout or settings.EVENTBUS_REQUEST_TIMEOUT)
 
 
 @contextlib.contextmanager
