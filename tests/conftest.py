@@ -20,7 +20,6 @@ from django.dispatch import receiver
 from kombu.message import Message as KombuMessage
 
 from devinbox.sink import SmtpSink
-from eventbus.fastpath import sentevents
 from eventbus.protection import failfast
 from eventbus.redis import client as redis_client
 from project import queues
@@ -116,13 +115,6 @@ def _marks_written_in_the_request(settings: Any) -> None:
     # Likewise each result row is written by its task here (eventbus/fastpath/results.py): a row written
     # by a thread after the test ended would outlive the test's database flush.
     settings.EVENTBUS_RESULT_BATCH_SECONDS = 0
-
-
-@pytest.fixture(autouse=True)
-def _task_sent_events_wanted() -> None:
-    """Each test starts as a fresh process does: sending ``task-sent`` events until one batch of them
-    reaches no subscriber (eventbus/fastpath/sentevents.py), whatever the tests before it left."""
-    sentevents._quiet_until = 0.0
 
 
 @pytest.fixture(autouse=True)

@@ -14,7 +14,7 @@ The pattern's code comes in through a few narrow doors:
 
 - publishing (eventbus/outbox/publish.py and fanout.py, telemetry/door.py):
   ``statements.insert`` and ``statements.mark_dispatched``;
-  ``publishing_batch.batch`` with ``acquire_producer`` or ``request_producer``;
+  ``publishing_batch.batch`` with Celery's ``app.producer_or_acquire()`` or ``request_producer``;
   ``marks.can_wait`` and the outbox's ``marks.Marker`` (``fanout.MARKER``);
 - consuming (eventbus/delivery/pipeline.py and batch.py, eventbus/signals.py):
   ``bookkeeping.RoundTrip``, on which every guard queues its Redis commands;
@@ -27,8 +27,7 @@ The pattern's code comes in through a few narrow doors:
 What is here, for the request path: ``statements`` (the outbox's INSERT and
 dispatched mark, SQL made once), ``publishing_batch`` (many task messages in
 one Redis round trip), ``marks`` (dispatched marks written many rows at once,
-off the request), ``sentevents`` (``task-sent`` events only while something
-listens). For the consumers: ``bookkeeping`` (a delivery's Redis work in two
+off the request). For the consumers: ``bookkeeping`` (a delivery's Redis work in two
 round trips), ``inserts`` (rows with SQL made once), ``results`` (Celery's
 result rows in one upsert, gathered), ``dbconnections`` (connections kept
 between tasks), ``broker`` with ``broker_pop_and_record.lua`` (bulk

@@ -61,14 +61,12 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from kombu.exceptions import BatchPublishError
 from kombu.transport import redis as kombu_redis
 from kombu.transport import virtual
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.retry import Retry
 
-from eventbus.fastpath import sentevents
 from eventbus.fastpath.broker_fetch import FetchMany
 
 log = logging.getLogger(__name__)
@@ -116,9 +114,6 @@ class FailFastChannel(FetchMany, kombu_redis.Channel):
             client = self._sync_client = super()._create_client()
         return client
 
-    def create_publish_batch(self, max_size: int) -> Any:
-        return _ReportingPublishBatch(self, max_size)
-
     @property
     def supports_batch_publish(self) -> bool:
         # kombu batches publishes (Producer.batch, one pipeline) only when
@@ -150,34 +145,6 @@ class FailFastChannel(FetchMany, kombu_redis.Channel):
         # Message.ack does nothing for a consumer that acknowledges nothing.
         no_ack = self.no_ack_consumers
         return no_ack is not None and message.delivery_info.get("consumer_tag") in no_ack
-
-
-class _ReportingPublishBatch(kombu_redis.PublishBatch):
-    """kombu's publish batch, which also reports how many subscribers its ``PUBLISH``es reached.
-
-    In the project's batches (eventbus/fastpath/publishing_batch.py) the ``PUBLISH``
-    commands are the messages' ``task-sent`` events; eventbus/fastpath/sentevents.py
-    stops sending them while nobody subscribes. ``flush`` is kombu 5.7's,
-    but for keeping the pipeline's replies.
-    """
-
-    def flush(self) -> None:
-        self._check_usable()
-        if not self._buffered:
-            return
-        published = [n for n, (args, _) in enumerate(self.pipeline.command_stack) if args and args[0] == "PUBLISH"]
-        try:
-            replies = self.pipeline.execute()
-        except BaseException as exc:
-            self._failed = exc
-            self._buffered = 0
-            self.pipeline.reset()
-            if isinstance(exc, Exception):
-                raise BatchPublishError("Redis publish batch failed; delivery is uncertain") from exc
-            raise
-        self._buffered = 0
-        if published:
-            sentevents.heard(sum(int(replies[n]) for n in published))
 
 
 class FailFastRedisTransport(kombu_redis.Transport):

@@ -14,8 +14,7 @@ another for its ``task-sent`` event. A ``Batch`` instead:
   and sends it with ``app.amqp.send_task_message``: the same headers, body
   and properties, the ``before_task_publish`` signal (which adds the
   ``x_correlation_id`` header, eventbus/observability/tracing.py) and the ``task-sent``
-  event when CELERY_TASK_SEND_SENT_EVENT is on and something listens for
-  it (eventbus/fastpath/sentevents.py);
+  event when CELERY_TASK_SEND_SENT_EVENT is on;
 - publishes inside kombu's ``Producer.batch()``: on Redis the LPUSHes and the
   events' PUBLISHes wait in one pipeline, sent in one round trip by
   ``flush()``. Transports without batch support (RabbitMQ: publishing is
@@ -30,7 +29,7 @@ A task this path does not mirror (an ``expires``, its own ``apply_async`` or
 ``shadow_name``) goes through ``apply_async`` inside the same batch.
 
 Buys: figure Pa, 1.42x -> 0.86x (two full runs bracketing the batched sends) and figure 3's relay;
-levers 9, 17 and 28 add less than a full run's spread (docs/benchmarks-levers.md#the-fast-path-module-by-module).
+lever 9 adds less than a full run's spread (docs/benchmarks-levers.md#the-fast-path-module-by-module).
 """
 
 from __future__ import annotations
@@ -47,11 +46,9 @@ from celery import Celery
 from celery.app.task import Task
 from celery.utils.saferepr import saferepr
 from django.conf import settings
-from kombu import Queue, pools
+from kombu import pools
 from kombu.exceptions import BatchPublishError
 from kombu.utils.uuid import uuid
-
-from eventbus.fastpath import sentevents
 
 if TYPE_CHECKING:
     from eventbus.contract.registry import Subscription
@@ -74,8 +71,6 @@ class _Route:
     ignore_result: bool
     plain: bool
     """Send with ``apply_async`` (options this path does not mirror)."""
-    declaration: int | None
-    """The key under which kombu remembers that a connection declared the route's queue, if it does."""
 
 
 class Batch:
@@ -95,8 +90,6 @@ class Batch:
         self._send_sent_event, self._inherit_priority, self._repr_levels, self._args_max, self._kwargsrepr = _settings(
             app
         )
-        # kombu's record of what this connection declared (common._maybe_declare reads the same set).
-        self._declared = getattr(getattr(channel.connection, "client", None), "declared_entities", None)
         self._reply_to = app.thread_oid
         # Inside a worker's task (the relay run by beat), the messages are its children.
         parent = app.current_worker_task
@@ -141,13 +134,7 @@ class Batch:
         options = self.app.amqp.router.route(options, task.name, (), {}, task)
         if self._parent is not None and self._inherit_priority:
             options.setdefault("priority", self._parent.request.delivery_info.get("priority"))
-        queue_entity = options.get("queue")
-        declaration = (
-            hash(queue_entity)
-            if isinstance(queue_entity, Queue) and queue_entity.can_cache_declaration and "declare" not in options
-            else None
-        )
-        route = _Route(task.name, options, time_limit, soft_time_limit, ignore_result, plain, declaration)
+        route = _Route(task.name, options, time_limit, soft_time_limit, ignore_result, plain)
         self._routes[key] = route
         if shared is not None:
             _SHARED_ROUTES[shared] = (exec_options, route)
@@ -191,8 +178,7 @@ class Batch:
             {},
             time_limit=route.time_limit,
             soft_time_limit=route.soft_time_limit,
-            # While nobody listens for them, no task-sent events (eventbus/fastpath/sentevents.py).
-            create_sent_event=self._send_sent_event and sentevents.wanted(),
+            create_sent_event=self._send_sent_event,
             reply_to=self._reply_to,
             root_id=self._root_id,
             parent_id=self._parent_id,
@@ -206,12 +192,7 @@ class Batch:
         with producer.connection._reraise_as_library_errors():
             if not route.ignore_result:
                 self.app.backend.on_task_call(producer, task_id)
-            # A queue this connection declared already: tell Celery so. kombu would skip the
-            # declaration too, but only after copying the queue, its exchange and bindings for the channel.
-            declared = (
-                route.declaration is not None and self._declared is not None and route.declaration in self._declared
-            )
-            self._send(producer, route.name, message, declare=() if declared else None, **route.options)
+            self._send(producer, route.name, message, **route.options)
         return task_id
 
     def unflushed(self, queue: str) -> int:
@@ -248,21 +229,6 @@ def _settings(app: Celery) -> tuple[bool, bool, int, int, str]:
     )
 
 
-@functools.cache
-def _acquire_timeout(app: Celery) -> float | None:
-    """``broker_pool_acquire_timeout``, read once per app for the same reason as ``_settings``:
-    ``app.producer_or_acquire()`` reads it on every call, about 50 µs through Celery's chain of
-    mappings, which every request that sends an event would pay."""
-    return app.conf.broker_pool_acquire_timeout
-
-
-def acquire_producer(app: Celery) -> Any:
-    """A producer from ``app``'s pool, to use in a ``with`` (which gives it back): what
-    ``app.producer_or_acquire()`` returns when given no producer, with its timeout read once."""
-    # Celery's own helper, for its error naming broker_pool_limit when the pool is exhausted.
-    return app._acquire_producer(timeout=_acquire_timeout(app))
-
-
 #: The request path's producer pools, per app and broker URL (a test may point the app elsewhere).
 _REQUEST_POOLS: dict[tuple[Celery, str], Any] = {}
 # A forked child must not share its parent's sockets: kombu drops its own pools after a fork, and so do we.
@@ -272,7 +238,7 @@ os.register_at_fork(after_in_child=_REQUEST_POOLS.clear)
 def request_producer(app: Celery) -> Any:
     """A producer for the request path (a sign-up's or a telemetry post's dispatch, the door's depth read).
 
-    Like ``acquire_producer``, but from a pool of its own whose connections
+    Like ``app.producer_or_acquire()``, but from a pool of its own whose connections
     carry the request path's short timeouts (EVENTBUS_REQUEST_TRANSPORT_OPTIONS,
     EVENTBUS_REQUEST_TIMEOUT to connect): a broker that hangs costs a request
     that much, not the 5 s the workers' and the relay's connections wait.
@@ -291,7 +257,7 @@ def request_producer(app: Celery) -> Any:
         pool.limit = app.pool.limit
         _REQUEST_POOLS[(app, url)] = pool
     # Waiting for a free producer (all of them busy with a slow broker) is bounded too.
-    return pool.acquire(block=True, timeout=_acquire_timeout(app) or settings.EVENTBUS_REQUEST_TIMEOUT)
+    return pool.acquire(block=True, timeout=app.conf.broker_pool_acquire_timeout or settings.EVENTBUS_REQUEST_TIMEOUT)
 
 
 @contextlib.contextmanager

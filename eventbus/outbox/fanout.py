@@ -136,8 +136,8 @@ def send_many(
     try:
         # The app itself, not the proxy: a batch reads a dozen of its attributes per event.
         app = current_app._get_current_object()
-        acquire = publishing_batch.request_producer if request_path else publishing_batch.acquire_producer
-        with acquire(app) as producer, publishing_batch.batch(app, producer) as batch:
+        lent = publishing_batch.request_producer(app) if request_path else app.producer_or_acquire()
+        with lent as producer, publishing_batch.batch(app, producer) as batch:
             for wire in wires:
                 event_id = str(wire["id"])
                 unflushed.append(send(wire, producer, only.get(event_id) if only else None, batch, countdown))

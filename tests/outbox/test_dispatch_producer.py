@@ -1,9 +1,8 @@
 """The producer a dispatch borrows from Celery's pool goes back to it.
 
-``dispatch.send_many`` takes its producer with ``publishing_batch.acquire_producer``
-(what ``app.producer_or_acquire()`` does, with ``broker_pool_acquire_timeout``
-read once per app) and gives it back when the ``with`` ends: a producer kept
-would exhaust the pool after ``broker_pool_limit`` requests and hang the next.
+``dispatch.send_many`` takes its producer with Celery's ``app.producer_or_acquire()``
+and gives it back when the ``with`` ends: a producer kept would exhaust the
+pool after ``broker_pool_limit`` requests and hang the next.
 """
 
 from __future__ import annotations

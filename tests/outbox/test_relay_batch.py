@@ -25,7 +25,6 @@ import pytest
 from celery.signals import before_task_publish
 from django.conf import settings as django_settings
 
-from eventbus.fastpath import sentevents
 from eventbus.models import OutboxEvent, ProcessedEvent
 from eventbus.observability import tracing
 from eventbus.outbox import fanout as dispatch
@@ -317,42 +316,3 @@ def test_backpressure_counts_a_batchs_unsent_messages_and_still_sheds_and_defers
     assert (result.dispatched, result.deferred) == (2, 0)
     assert sorted(event_ids_in(drain_messages(queues.NOTIFICATIONS))) == sorted(ids[3:])
     assert queue_length(queues.ANALYTICS) == 0
-
-
-@pytest.mark.skipif(not broker_is_redis(), reason="task-sent events are read from Redis pub/sub here")
-def test_task_sent_events_stop_while_nobody_listens_and_come_back_for_a_listener(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setattr(sentevents, "QUIET_SECONDS", 0.5)
-    # given: a first batch whose events reached no subscriber
-    backlog(2, first_user=300)
-    assert relay(grace=0).dispatched == 2
-    assert not sentevents.wanted()
-    listener = redis_client().pubsub(ignore_subscribe_messages=True)
-    listener.psubscribe(f"{django_settings.REDIS_KEY_PREFIX}*celeryev/task.sent")
-    try:
-        # when: a listener subscribes, and a batch goes out within the quiet time
-        backlog(2, first_user=310)
-        assert relay(grace=0).dispatched == 2
-        # then: its messages went without events (the messages themselves are all there)
-        assert listener.get_message(timeout=0.3) is None
-        assert queue_length(queues.NOTIFICATIONS) == queue_length(queues.ANALYTICS) == 4
-
-        # when: the quiet time is over; the next batch asks again, and the one after it too
-        time.sleep(0.5)
-        backlog(2, first_user=320)
-        assert relay(grace=0).dispatched == 2
-        backlog(1, first_user=330)
-        assert relay(grace=0).dispatched == 1
-
-        # then: both batches' messages came with their events (the listener answered the first)
-        events = []
-        deadline = time.monotonic() + 5
-        while len(events) < 6 and time.monotonic() < deadline:
-            message = listener.get_message(timeout=0.2)
-            if message is not None:
-                events.append(json.loads(base64.b64decode(json.loads(message["data"])["body"])))
-        assert len(events) == 6 and {e["type"] for e in events} == {"task-sent"}
-        assert sentevents.wanted()
-    finally:
-        listener.close()
