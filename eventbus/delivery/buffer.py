@@ -5,7 +5,7 @@ A message reaches the strategy only after the worker's consumer checked its
 shape (eventbus/delivery/receive.py, eventbus/deadletters/shapes.py): one whose body
 is not ``[args, kwargs, embed]``, whose arguments do not fit the task, or
 that has no task id is a poison dead letter before it is buffered, so
-``item_from_message`` can unpack every message it meets.
+Celery's ``Request`` can unpack every message it meets.
 
 Batches fill up to ``N``, or what came in ``FLUSH_INTERVAL``. A buffered
 message raises the worker's prefetch limit by one until it is acknowledged or
@@ -25,18 +25,14 @@ messages fetched with it in the same round trip (below) are popped and
 recorded in one atomic step and do not widen that gap, and the reconciler
 (eventbus/operations/reconcile.py) sends a lost one again (docs/operations.md).
 
-The worker's one main process handles every message, so it does as little per
-message as it can (figure 2 of docs/benchmarks.md measures it):
-
-- it builds each message's ``Item`` (the request dict the one-by-one path
-  needs: id, retries, headers, delivery info, hostname, correlation id)
-  directly from the kombu message (``item_from_message``), not a Celery
-  ``Request``; one is built only for ``task_received`` receivers, if any;
-- on the project's Redis transport (eventbus/fastpath/broker.py) it acknowledges a
-  batch's messages in one round trip, and it fetches up to the prefetch
-  room per round trip from a batching subscriber's queue, each message
-  recorded as unacknowledged in the same atomic step as its pop. On
-  RabbitMQ it acknowledges message by message, as Celery does.
+The worker's one main process handles every message (figure 2 of
+docs/benchmarks.md measures it). It builds Celery's own ``Request`` for each,
+as the one-by-one path would. On the project's Redis transport
+(eventbus/fastpath/broker.py) it acknowledges a batch's messages in one round
+trip, and fetches up to the prefetch room per round trip from a batching
+subscriber's queue, each message recorded as unacknowledged in the same
+atomic step as its pop. On RabbitMQ it acknowledges message by message, as
+Celery does.
 """
 
 from __future__ import annotations
@@ -95,37 +91,6 @@ class _Held:
         self.room: Any = None
 
 
-def item_from_message(message: Any, hostname: str) -> Item:
-    """The ``Item`` of a protocol 2 task message: the request dict Celery's ``Request`` would build.
-
-    Celery's ``Request`` (celery/worker/request.py) copies the headers (id,
-    task, retries, argsrepr, root and parent ids...) and adds the properties,
-    reply_to, correlation_id, this worker's hostname and the delivery info;
-    the body is ``(args, kwargs, embed)``. Building the dict directly spares the
-    main process the rest of a request (ETA and expiry parsing, time limits,
-    the task lookup), which the bulk path never uses.
-    """
-    args, kwargs, _embed = message.payload
-    properties = message.properties or {}
-    delivery_info = message.delivery_info or {}
-    request = dict(message.headers)
-    request.update(
-        properties=properties,
-        reply_to=properties.get("reply_to"),
-        correlation_id=properties.get("correlation_id"),
-        hostname=hostname,
-        delivery_info={
-            "exchange": delivery_info.get("exchange"),
-            "routing_key": delivery_info.get("routing_key"),
-            "priority": properties.get("priority"),
-            "redelivered": delivery_info.get("redelivered", False),
-        },
-        args=args,
-        kwargs=kwargs,
-    )
-    return Item(request=request, args=tuple(args))
-
-
 class _Buffer:
     """The main process's side: collect messages, send a batch to the pool, ack or put back each message."""
 
@@ -153,16 +118,10 @@ class _Buffer:
         if headers.get("eta"):
             # A retry or a wait coming back: the ordinary path runs it at its time.
             return self.single(message, body, ack, reject, callbacks, **kwargs)
-        request = None
-        if body is None and "args" not in message.payload:
-            item = item_from_message(message, self.consumer.hostname)
-        else:
-            # Protocol 1 or a hybrid message (not sent by this project): Celery converts it.
-            request = self._request(message, body, ack, reject)
-            item = Item(request=dict(request.request_dict), args=tuple(request._payload[0]))
+        # Celery's own request: what the one-by-one path would run under (ids, retries, headers, delivery info).
+        request = self._request(message, body, ack, reject)
+        item = Item(request=dict(request.request_dict), args=tuple(request._payload[0]))
         if signals.task_received.has_listeners(self.consumer):
-            # Receivers expect Celery's request: build one only for them.
-            request = request or self._request(message, body, ack, reject)
             signals.task_received.send(sender=self.consumer, request=request)
         name = item.request.get("shadow") or item.request.get("task")
         self._send_event(item.task_id, "task-received", name=name, args=item.request.get("argsrepr"), kwargs="{}")

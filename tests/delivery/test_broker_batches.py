@@ -1,9 +1,8 @@
 """The batching worker's shortcuts through the broker, against the real Redis (eventbus/fastpath/broker*.py).
 
-Each is checked against what kombu or Celery would have done one message at
-a time: the request dict Celery's ``Request`` builds, the unacknowledged
-index and hash kombu's ``QoS`` keeps, and kombu's in-memory bookkeeping that
-prefetch and ``restore_unacked`` rely on.
+Each is checked against what kombu would have done one message at a time:
+the unacknowledged index and hash kombu's ``QoS`` keeps, and kombu's
+in-memory bookkeeping that prefetch and ``restore_unacked`` rely on.
 """
 
 from __future__ import annotations
@@ -15,15 +14,11 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from celery.worker.request import Request
 from django.conf import settings
 from kombu import Consumer, Exchange, Queue
 
-from eventbus.contract import registry
-from eventbus.delivery.buffer import item_from_message
 from eventbus.fastpath import broker_fetch
 from eventbus.redis import client as redis_client
-from project import queues
 from project.celery import app as celery_app
 from tests.conftest import broker_is_redis
 
@@ -62,26 +57,6 @@ def publish(queue: Queue, count: int) -> list[dict[str, Any]]:
         for body in bodies:
             producer.publish(body, exchange=queue.exchange, routing_key=queue.routing_key, serializer="json")
     return bodies
-
-
-def test_the_bulk_item_is_the_request_dict_celery_would_build(broker: None) -> None:
-    # given: a subscriber's task message as dispatch sends it, taken off the real queue
-    task = registry.get(ANALYTICS).task
-    wire = {"id": str(uuid.uuid4()), "type": "user.signed_up", "payload": {"user_id": 1}}
-    task.apply_async(args=(wire,), queue=queues.ANALYTICS, retries=2)
-    with celery_app.connection_for_read() as conn:
-        message = conn.default_channel.basic_get(queue=queues.ANALYTICS)
-        assert message is not None
-
-        # when
-        item = item_from_message(message, "host-a@example")
-        request = Request(message, app=celery_app, hostname="host-a@example", task=task, body=message.body)
-
-        # then: the same dict, arguments and ids the one-by-one path would run under
-        assert item.request == dict(request.request_dict)
-        assert item.args == tuple(request.args) == (wire,)
-        assert (item.task_id, item.retries) == (request.id, 2)
-        message.ack()
 
 
 def test_a_batch_is_acknowledged_in_one_pipeline_and_kombu_keeps_count(scratch_queue: Queue) -> None:
