@@ -34,6 +34,7 @@ ORIGIN = {
     "package": "@asyncapi/specs",
     "version": "6.11.1",
     "path in the package": "schemas/3.0.0.json",
+    "taken with": "npm pack @asyncapi/specs@6.11.1 (same bytes as tag v6.11.1 of asyncapi/spec-json-schemas)",
     "sha256": "d4571a420e6ffb7fcc7066c95a6db1202f299a3c51daa103d0706bf30f95e626",
 }
 CHECKED_IN = REPO / "docs" / "asyncapi.json"
@@ -42,7 +43,9 @@ REWRITE = ".venv/bin/python manage.py asyncapi --output docs/asyncapi.json"
 
 def official_errors(candidate: dict[str, Any]) -> list[str]:
     schema = json.loads(OFFICIAL.read_text())
-    return [f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in Draft7Validator(schema).iter_errors(candidate)]
+    return [
+        f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in Draft7Validator(schema).iter_errors(candidate)
+    ]
 
 
 def resolve(root: dict[str, Any], ref: str) -> Any:
@@ -56,7 +59,9 @@ def resolve(root: dict[str, Any], ref: str) -> Any:
 
 def refs(node: Any) -> list[str]:
     if isinstance(node, dict):
-        return ([node["$ref"]] if isinstance(node.get("$ref"), str) else []) + [r for v in node.values() for r in refs(v)]
+        return ([node["$ref"]] if isinstance(node.get("$ref"), str) else []) + [
+            r for v in node.values() for r in refs(v)
+        ]
     if isinstance(node, list):
         return [r for v in node for r in refs(v)]
     return []
@@ -172,7 +177,9 @@ def test_the_document_and_the_current_schemas_are_served_to_anyone(client: Clien
 
 @pytest.mark.django_db
 def test_an_older_version_is_gone_and_an_unknown_one_not_found(client: Client, monkeypatch: pytest.MonkeyPatch) -> None:
-    versioned = catalogue.EventType(name="tests.versioned", version=3, payload_class=catalogue.get("user.signed_up").payload_class)
+    versioned = catalogue.EventType(
+        name="tests.versioned", version=3, payload_class=catalogue.get("user.signed_up").payload_class
+    )
     monkeypatch.setitem(catalogue._by_name, versioned.name, versioned)
 
     assert client.get("/events/schemas/tests.versioned/v3.json").status_code == 200

@@ -45,7 +45,5 @@ def stale_diff(path: Path, text: str) -> str:
     """The unified diff from ``path``'s content (none if it is missing) to ``text``; empty when they match."""
     written = path.read_text(encoding="utf-8") if path.exists() else ""
     return "".join(
-        difflib.unified_diff(
-            written.splitlines(keepends=True), text.splitlines(keepends=True), str(path), "generated"
-        )
+        difflib.unified_diff(written.splitlines(keepends=True), text.splitlines(keepends=True), str(path), "generated")
     )
