@@ -18,6 +18,8 @@ urlpatterns = [
     # Devices' readings (django-ninja), with its OpenAPI description at /api/v1/openapi.json.
     path("api/v1/", telemetry_api.urls),
     path("ops/", include("ops.urls")),
+    # The event catalogue: the AsyncAPI document, each payload's JSON Schema, and a page for people (public).
+    path("events/", include("eventbus.urls")),
     # Django's own sign-in and sign-out (LOGIN_URL): the site's way in, the ops pages' too.
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(next_page="home"), name="logout"),

@@ -2,7 +2,7 @@
 
 A real Chromium walks the tour (home, sign-up, its status, verification and
 resend pages, analytics, sign-in, the operators' pages, the dev inbox,
-telemetry, the admin's index and outbox) with data
+telemetry, the event catalogue, the admin's index and outbox) with data
 on every page, measures ``document.documentElement.scrollWidth`` against the
 window's width, and keeps a full-page screenshot of each page at each width
 (``$SCREENSHOT_DIR/layout/``, else var/screenshots/layout/) for a person to
@@ -180,6 +180,7 @@ def test_every_page_fits_the_window(
         assert page.evaluate("document.querySelectorAll('base').length") == 0
         expect(page.locator("main")).not_to_contain_text("sandboxed")
         visit("telemetry", "/telemetry/")
+        visit("catalogue", "/events/")
         visit("admin", "/admin/")
         visit("admin-outbox", "/admin/eventbus/outboxevent/")
     finally:
