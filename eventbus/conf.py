@@ -50,6 +50,15 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("EVENTBUS_DEAD_LETTER_QUEUE", DEAD_LETTER_QUEUE, "failed and poison messages on their way to a row"),
     Setting("EVENTBUS_HOUSEKEEPING_QUEUE", HOUSEKEEPING_QUEUE, "the bus's own tasks: relay, reconciler, purges"),
+    # --- The published contract (eventbus/contract/cloudevents.py) ---
+    # CloudEvents' ``source`` of every event this service hands out: a URI-reference
+    # naming it (an absolute URI is the spec's advice). Neither of the two has an
+    # ``env``: a host derives both from its own address (project/settings.py: SITE_URL).
+    Setting("EVENTBUS_SOURCE", "/eventbus", "the CloudEvents source naming this service"),
+    # The absolute http(s) base under which the payloads' JSON Schemas are served
+    # (``<base>/<type>/v<version>.json``, eventbus/urls.py), for CloudEvents'
+    # ``dataschema``; empty: events name no schema.
+    Setting("EVENTBUS_SCHEMA_URL", "", "the absolute base URL of the payload schemas, or empty"),
     # --- The broker ---
     # Redis redelivers an unacknowledged message after this many seconds. It must
     # exceed the longest task and every retry countdown, or a task runs twice

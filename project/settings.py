@@ -259,6 +259,10 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = env_int("CELERY_WORKER_PREFETCH_MULTIPLIER",
 EVENTBUS_QUEUES = queues.WORKER_QUEUES
 EVENTBUS_DEAD_LETTER_QUEUE = queues.DEAD_LETTER
 EVENTBUS_HOUSEKEEPING_QUEUE = queues.EVENTBUS
+# Every CloudEvent this service hands out names it as its source, and its payload's
+# schema under the URL eventbus/urls.py serves at /events/ (eventbus/contract/cloudevents.py).
+EVENTBUS_SOURCE = env_str("EVENTBUS_SOURCE", SITE_URL)
+EVENTBUS_SCHEMA_URL = env_str("EVENTBUS_SCHEMA_URL", f"{SITE_URL}/events/schemas")
 _bus = {s.name: env_setting(s.env, s.default, minimum=s.minimum) for s in eventbus_conf.SETTINGS if s.env}
 globals().update(_bus)
 globals().update(eventbus_conf.derived(_bus))

@@ -3,8 +3,9 @@
 Four moments, one module:
 
 - as the bus's app loads, in every process (``refuse_improper``): the bus's
-  settings against each other and the broker URL; an ImproperlyConfigured
-  stops the process as a bad settings module would;
+  settings against each other and the broker URL, and the names its published
+  events carry (``contract_problems``); an ImproperlyConfigured stops the
+  process as a bad settings module would;
 - in the host's settings module, for the host's own countdowns
   (``countdown_problem``);
 - at each ``@subscriber`` declaration (``check_declaration``): its time
@@ -26,7 +27,9 @@ Four moments, one module:
 
 from __future__ import annotations
 
+import re
 from typing import Any
+from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
@@ -74,7 +77,49 @@ def improper(values: Any) -> list[str]:
                 f"{setting} ({getattr(values, setting)!r}) is not in EVENTBUS_QUEUES {queues}: the bus's own "
                 "tasks would go to a queue no worker declares. Add it to EVENTBUS_QUEUES."
             )
+    found += contract_problems(values.EVENTBUS_SOURCE, values.EVENTBUS_SCHEMA_URL)
     return found
+
+
+# RFC 3986's characters: unreserved, reserved and percent-encoded octets; nothing else
+# (no space, no quote, no non-ASCII) may stand in a URI-reference.
+_URI_CHARACTERS = re.compile(r"(?:[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=]|%[0-9A-Fa-f]{2})+")
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*")
+
+
+def contract_problems(source: str, schema_url: str) -> list[str]:
+    """What is wrong with the names the published events carry (eventbus/contract/cloudevents.py).
+
+    A bad ``source`` or ``dataschema`` would not fail here but in another
+    team's consumer, whose CloudEvents SDK refuses the event.
+    """
+    found: list[str] = []
+    if not _is_uri_reference(source):
+        found.append(
+            f"EVENTBUS_SOURCE ({source!r}) is not a URI-reference (RFC 3986): it is every CloudEvent's source. "
+            "Set it to this service's absolute URL, e.g. https://example.com, or a path such as /eventbus."
+        )
+    parts = urlsplit(schema_url) if _is_uri_reference(schema_url) else None
+    if schema_url and (parts is None or parts.scheme not in ("http", "https") or not parts.netloc):
+        found.append(
+            f"EVENTBUS_SCHEMA_URL ({schema_url!r}) is not an absolute http(s) URL: CloudEvents' dataschema must "
+            "be one. Set it to where the schemas are served, e.g. https://example.com/events/schemas, or leave "
+            "it empty."
+        )
+    return found
+
+
+def _is_uri_reference(text: object) -> bool:
+    """Whether ``text`` is a non-empty RFC 3986 URI-reference: a URI, or a relative reference."""
+    if not isinstance(text, str) or not _URI_CHARACTERS.fullmatch(text):
+        return False
+    try:
+        urlsplit(text)  # brackets that do not make an IPv6 host
+    except ValueError:
+        return False
+    first = re.split(r"[/?#]", text, maxsplit=1)[0]
+    # A colon before the first "/", "?" or "#" ends a scheme: a relative reference cannot have one there.
+    return ":" not in first or bool(_SCHEME.fullmatch(first.split(":", 1)[0]))
 
 
 def countdown_problem(setting: str, wait: float, visibility: float) -> str | None:

@@ -86,6 +86,15 @@ def test_the_bus_refuses_queues_that_leave_out_its_own(settings: Any) -> None:
     assert "Add it to EVENTBUS_QUEUES" in problem
 
 
+def test_the_bus_refuses_a_cloudevents_source_that_is_no_uri(settings: Any) -> None:
+    # The rules themselves: tests/contract/test_cloudevents.py.
+    settings.EVENTBUS_SOURCE = "event bus"
+
+    (problem,) = checks.improper(settings)
+
+    assert problem.startswith("EVENTBUS_SOURCE ('event bus') is not a URI-reference")
+
+
 def test_the_bus_settings_of_this_project_pass_its_start_checks(settings: Any) -> None:
     # The control for the test above, and for every refusal that manage.py check shows elsewhere.
     assert checks.improper(settings) == []
