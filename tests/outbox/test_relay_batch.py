@@ -51,7 +51,7 @@ def backlog(count: int, first_user: int = 100) -> list[str]:
     """``count`` pending events (oldest first), their on-commit dispatch held back."""
     with mock.patch("eventbus.outbox.publish.dispatch_after_commit", _leave_for_relay):
         ids = [
-            str(publish(UserSignedUp(user_id=n), aggregate=f"user:{n}").id)
+            str(publish(UserSignedUp(user_id=n, channel="web"), aggregate=f"user:{n}").id)
             for n in range(first_user, first_user + count)
         ]
     assert OutboxEvent.objects.filter(status=OutboxEvent.Status.PENDING).count() == count
