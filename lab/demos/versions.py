@@ -90,7 +90,7 @@ def run(stage: Stage) -> Verdict:
     stage.wait("two dead letters", lambda: DeadLetter.objects.count() >= 2)
     for dead in DeadLetter.objects.order_by("kind"):
         version = (dead.body or {}).get("version")
-        stage.say(f"dead letter ({dead.kind}) of {dead.event_type} v{version}: {dead.reason[:100]}")
+        stage.say(f"dead letter ({dead.kind}) of {dead.event_type} v{version}: {dead.exception_message[:110]}")
     stage.wait("two welcome emails", lambda: stage.emails() >= 2)
 
     stage.sink.handler.reject_containing = None
@@ -104,12 +104,12 @@ def run(stage: Stage) -> Verdict:
     stage.say(f"analytics recorded channel {channels} from three version-1 events")
     kinds = sorted(DeadLetter.objects.values_list("kind", flat=True))
     poisoned = DeadLetter.objects.filter(kind="poison").first()
-    reason = poisoned.reason if poisoned else ""
+    reason = poisoned.exception_message if poisoned else ""
     stored = OutboxEvent.objects.get(pk=wires[relayed.pk]["id"])
     return check(
         f"3 version-1 events (queued, outbox, dead letter): {stage.emails()} welcome emails, "
         f"{len(channels)} analytics rows with channel 'web'; dead letters {', '.join(kinds)}; "
-        f"the version-3 message: {reason[:70]}",
+        f"the version-3 message: {reason[:90]}",
         channels == ["web", "web", "web"],
         stage.emails() == 3 == stage.distinct_emails(),
         stage.ledger_rows(WELCOME) == 3,
