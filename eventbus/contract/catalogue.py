@@ -85,24 +85,26 @@ class EventType:
         Raises PoisonMessage for a version no chain reaches, and for an
         upcaster that fails or returns something other than an object: a bad
         upcaster dead-letters the messages it cannot read, it never crashes
-        the worker. Each step gets a deep copy, so that an upcaster that edits
-        its argument cannot change the stored body (an outbox row's payload, a
-        dead letter's body) the message was read from.
+        the worker. The chain starts from a deep copy, so that an upcaster
+        that edits its argument cannot change the stored body (an outbox row's
+        payload, a dead letter's body) the message was read from.
         """
         if version == self.version:
             return raw
         if not 1 <= version < self.version:
             readable = f"versions 1 to {self.version}" if self.version > 1 else "version 1"
             raise PoisonMessage(f"unsupported schema version {version} of {self.name} (this code reads {readable})")
+        if not isinstance(raw, dict):
+            raise PoisonMessage(f"payload of {self.name} v{version} is {type(raw).__name__}, not an object")
+        raw = copy.deepcopy(raw)
         for step in range(version, self.version):
             function = _upcasters.get((self.name, step))
             if function is None:
                 raise PoisonMessage(f"no upcaster turns version {step} of {self.name} into version {step + 1}")
-            if not isinstance(raw, dict):
-                raise PoisonMessage(f"payload of {self.name} v{step} is {type(raw).__name__}, not an object")
-            where = f"upcaster {function.__module__}.{function.__qualname__} ({self.name} v{step} to v{step + 1})"
+            named = f"{getattr(function, '__module__', '')}.{getattr(function, '__qualname__', repr(function))}"
+            where = f"upcaster {named} ({self.name} v{step} to v{step + 1})"
             try:
-                raw = function(copy.deepcopy(raw))
+                raw = function(raw)
             except Exception as exc:  # an upcaster's bug is this message's poison, never the worker's crash
                 raise PoisonMessage(f"{where} failed: {type(exc).__name__}: {exc}") from exc
             if not isinstance(raw, dict):
