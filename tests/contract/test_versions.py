@@ -130,7 +130,7 @@ def _step(payload: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_two_upcasters_from_one_version_are_refused(probe_v3: type) -> None:
-    with pytest.raises(EventDeclarationError, match="two upcasters of 'tests.versions_probe' from version 1"):
+    with pytest.raises(EventDeclarationError, match=r"two upcasters of 'tests\.versions_probe' from version 1"):
         upcaster(PROBE, from_version=1)(_step)
 
 
@@ -168,7 +168,7 @@ def test_the_start_check_refuses_a_gap_in_the_chain() -> None:
 def test_the_start_check_refuses_an_upcaster_of_an_undeclared_type() -> None:
     with scratch():
         upcaster("tests.nobody", from_version=1)(_step)
-        with pytest.raises(EventDeclarationError, match="upcaster of undeclared event type 'tests.nobody'"):
+        with pytest.raises(EventDeclarationError, match=r"upcaster of undeclared event type 'tests\.nobody'"):
             catalogue.check()
 
 
