@@ -152,14 +152,14 @@ def test_a_message_names_its_event_in_argsrepr_and_leaves_the_payload_out() -> N
             {
                 "id": event_id,
                 "type": "user.signed_up",
-                "version": 1,
+                "version": 2,
                 "aggregate": "user:987654321",
                 "sequence": 1,
                 "payload": "...",
             },
         )
         # and the message itself still carries the whole envelope
-        assert json.loads(message.body)[0][0]["payload"] == {"user_id": 987654321}
+        assert json.loads(message.body)[0][0]["payload"] == {"user_id": 987654321, "channel": "web"}
 
 
 @pytest.mark.skipif(not broker_is_redis(), reason="task-sent events are read from Redis pub/sub here")
