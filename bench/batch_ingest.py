@@ -67,7 +67,7 @@ def queue_analytics(env: BenchEnv, count: int) -> None:
             with transaction.atomic():
                 for _ in range(min(500, count - start)):
                     n = next(_numbers)
-                    publish(UserSignedUp(user_id=n), aggregate=aggregate_of(n))
+                    publish(UserSignedUp(user_id=n, channel="web"), aggregate=aggregate_of(n))
     relay(grace=0)
     purge_queues(env, (queues.NOTIFICATIONS,))
 

@@ -28,13 +28,13 @@ def envelope(user_id: int) -> dict[str, Any]:
     return {
         "id": str(uuid.uuid4()),
         "type": EVENT_TYPE,
-        "version": 1,
+        "version": 2,
         "occurred_at": timezone.now().isoformat().replace("+00:00", "Z"),
         "aggregate": aggregate_of(user_id),
         "sequence": 1,
         "correlation_id": uuid.uuid4().hex,
         "causation_id": None,
-        "payload": {"user_id": user_id},
+        "payload": {"user_id": user_id, "channel": "web"},
     }
 
 

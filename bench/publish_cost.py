@@ -56,7 +56,7 @@ _numbers = itertools.count(1_000_000)
 
 def outbox_publish(n: int) -> None:
     with transaction.atomic():
-        publish(UserSignedUp(user_id=n), aggregate=aggregate_of(n))
+        publish(UserSignedUp(user_id=n, channel="web"), aggregate=aggregate_of(n))
 
 
 def outbox_sign_up(n: int) -> None:

@@ -78,7 +78,7 @@ def seed_backlog(count: int) -> list[Wire]:
             with transaction.atomic():
                 for _ in range(min(SEED_CHUNK, count - start)):
                     n = next(_numbers)
-                    publish(UserSignedUp(user_id=n), aggregate=aggregate_of(n))
+                    publish(UserSignedUp(user_id=n, channel="web"), aggregate=aggregate_of(n))
     rows = OutboxEvent.objects.filter(status=OutboxEvent.Status.PENDING).order_by("created_at")
     wires = [row.to_wire() for row in rows]
     if len(wires) != count:

@@ -80,7 +80,7 @@ def feed(users: list[int], start: int, count: int) -> None:
 
     with mock.patch("eventbus.outbox.publish.dispatch_after_commit", _leave_for_relay), transaction.atomic():
         for n in range(start, start + count):
-            publish(UserSignedUp(user_id=users[n % len(users)]), aggregate=f"memory:{n}")
+            publish(UserSignedUp(user_id=users[n % len(users)], channel="web"), aggregate=f"memory:{n}")
     result = relay(grace=0)
     if result.dispatched != count or result.deferred or result.failed:
         raise RuntimeError(f"relay sent {result.dispatched} of {count} events ({result})")

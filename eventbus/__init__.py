@@ -2,7 +2,7 @@
 
 Public API for producers and consumers::
 
-    from eventbus import publish, subscriber, event_type, Envelope, RetryPolicy
+    from eventbus import publish, subscriber, event_type, upcaster, Envelope, RetryPolicy
 
 and, for what a handler raises and what a subscriber declares:
 
@@ -32,7 +32,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from eventbus.contract.catalogue import event_type
+    from eventbus.contract.catalogue import event_type, upcaster
     from eventbus.contract.envelope import Envelope
     from eventbus.contract.errors import PermanentError, PoisonMessage
     from eventbus.contract.retry import RetryPolicy
@@ -62,6 +62,7 @@ __all__ = [
     "reset_correlation_id",
     "set_correlation_id",
     "subscriber",
+    "upcaster",
 ]
 
 # Public name -> (module, name there).
@@ -82,6 +83,7 @@ _LAZY = {
     "reset_correlation_id": ("eventbus.observability.context", "reset_correlation_id"),
     "set_correlation_id": ("eventbus.observability.context", "set_correlation_id"),
     "subscriber": ("eventbus.contract.subscriber", "subscriber"),
+    "upcaster": ("eventbus.contract.catalogue", "upcaster"),
 }
 
 

@@ -24,11 +24,13 @@ class EventbusConfig(AppConfig):
     def ready(self) -> None:
         # Event types first (producers' `events` modules), then the consumers'
         # `subscribers` modules, then check the two fit together: a subscriber
-        # of an undeclared type, or a type nobody consumes, stops the process.
+        # of an undeclared type, a type nobody consumes, or a version whose
+        # chain of upcasters from version 1 has a gap stops the process.
         autodiscover_modules("events")
         autodiscover_modules("subscribers")
-        from eventbus.contract import registry
+        from eventbus.contract import catalogue, registry
 
+        catalogue.check()
         registry.check()
 
         from eventbus.operations.retention_tables import register_bus_tables

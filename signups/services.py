@@ -10,7 +10,7 @@ from django.db.models.functions import Lower
 from django.utils import timezone
 
 from eventbus import publish
-from signups.events import UserEmailVerified, UserSignedUp, VerificationRequested, aggregate_of
+from signups.events import WEB, UserEmailVerified, UserSignedUp, VerificationRequested, aggregate_of
 from signups.models import Account
 from signups.verification import InvalidToken, VerificationClaim
 
@@ -40,8 +40,11 @@ def users_with_address(email: str) -> QuerySet[AbstractBaseUser]:
     return users.filter(Q(username_folded=address) | Q(email_folded=address))
 
 
-def sign_up(email: str, password: str) -> AbstractBaseUser:
+def sign_up(email: str, password: str, *, channel: str = WEB) -> AbstractBaseUser:
     """Create the user and publish ``user.signed_up``, in one transaction.
+
+    ``channel`` says how the person signed up (signups/events.py): the form's
+    view leaves it at WEB, ``manage.py seed_demo`` passes SEED.
 
     Raises EmailTaken when the address is in use, including when a concurrent
     sign-up with the same address commits first.
@@ -56,7 +59,7 @@ def sign_up(email: str, password: str) -> AbstractBaseUser:
             # username is unique: it doubles as the case-folded email index.
             user = User.objects.create_user(username=email, email=email, password=password)
             Account.objects.create(user=user)
-            publish(UserSignedUp(user_id=user.pk), aggregate=aggregate_of(user.pk))
+            publish(UserSignedUp(user_id=user.pk, channel=channel), aggregate=aggregate_of(user.pk))
     except IntegrityError as exc:
         if user is not None:
             raise  # the user's row went in: this is another table's failure (the outbox's), not the address

@@ -60,18 +60,17 @@ class Envelope:
 
     @classmethod
     def from_dict(cls, raw: Any) -> Envelope:
-        """Decode and validate the wire form; raise PoisonMessage saying what is wrong."""
+        """Decode and validate the wire form, an older version upcast to the current one;
+        raise PoisonMessage saying what is wrong."""
         if not isinstance(raw, dict):
             raise PoisonMessage(f"envelope is {type(raw).__name__}, not an object")
         missing = [name for name in ENVELOPE_FIELDS if name not in raw]
         if missing:
             raise PoisonMessage(f"envelope lacks fields: {', '.join(missing)}")
         declared = catalogue.get(_typed(raw, "type", str))
-        version = _typed(raw, "version", int)
-        if version != declared.version:
-            raise PoisonMessage(
-                f"unsupported schema version {version} of {declared.name} (this code reads {declared.version})"
-            )
+        # An older version is upcast first (eventbus/contract/catalogue.py), then
+        # decoded and validated as the current one: the consumer never sees it.
+        payload = declared.upcast(_typed(raw, "version", int), raw["payload"])
         try:
             event_id = uuid.UUID(_typed(raw, "id", str))
         except ValueError:
@@ -88,13 +87,13 @@ class Envelope:
         return cls(
             id=event_id,
             type=declared.name,
-            version=version,
+            version=declared.version,
             occurred_at=occurred_at,
             aggregate=_typed(raw, "aggregate", str),
             sequence=_typed(raw, "sequence", int),
             correlation_id=_typed(raw, "correlation_id", str),
             causation_id=causation,
-            payload=declared.decode_payload(raw["payload"]),
+            payload=declared.decode_payload(payload),
         )
 
 

@@ -18,6 +18,7 @@ NAMES: tuple[str, ...] = (
     "backpressure",
     "ordering",
     "outbox",
+    "versions",
     "crash",
 )
 

@@ -17,13 +17,13 @@ def make_envelope(**overrides: object) -> Envelope:
     fields: dict[str, object] = {
         "id": uuid.uuid4(),
         "type": "user.signed_up",
-        "version": 1,
+        "version": 2,
         "occurred_at": datetime(2026, 11, 26, 9, 30, tzinfo=UTC),
         "aggregate": "user:42",
         "sequence": 1,
         "correlation_id": "req-1",
         "causation_id": None,
-        "payload": UserSignedUp(user_id=42),
+        "payload": UserSignedUp(user_id=42, channel="web"),
     }
     fields.update(overrides)
     return Envelope(**fields)  # type: ignore[arg-type]
@@ -60,9 +60,9 @@ def test_wire_form_is_utc_iso8601() -> None:
         (wire(occurred_at="2026-11-26T09:30:00"), "no time zone"),
         (wire(sequence="1"), "sequence is str"),
         (wire(sequence=True), "sequence is bool"),
-        (wire(payload={"user_id": "42"}), "user_id is str, expected int"),
-        (wire(payload={"user_id": 42, "password": "x"}), "unknown fields: password"),
-        (wire(payload={}), "lacks fields: user_id"),
+        (wire(payload={"user_id": "42", "channel": "web"}), "user_id is str, expected int"),
+        (wire(payload={"user_id": 42, "channel": "web", "password": "x"}), "unknown fields: password"),
+        (wire(payload={}), "lacks fields: channel, user_id"),
         (wire(payload=[42]), "not an object"),
         (wire(causation_id=7), "causation_id"),
     ],

@@ -34,7 +34,7 @@ def pending_events(count: int, first_user: int = 1) -> list[str]:
     """``count`` sign-up events in the outbox, not yet sent (as after a broker outage)."""
     with mock.patch("eventbus.outbox.publish.dispatch_after_commit"), transaction.atomic():
         return [
-            str(publish(UserSignedUp(user_id=n), aggregate=f"user:{n}").id)
+            str(publish(UserSignedUp(user_id=n, channel="web"), aggregate=f"user:{n}").id)
             for n in range(first_user, first_user + count)
         ]
 
@@ -75,7 +75,7 @@ def test_batches_grow_past_the_default_prefetch_limit_beside_emails_that_keep_it
     ]
     with mock.patch("eventbus.outbox.publish.dispatch_after_commit"), transaction.atomic():
         for user in users:
-            publish(UserSignedUp(user_id=user.pk), aggregate=f"user:{user.pk}")
+            publish(UserSignedUp(user_id=user.pk, channel="web"), aggregate=f"user:{user.pk}")
     relay(grace=0)
     assert queue_length(queues.ANALYTICS) == queue_length(queues.NOTIFICATIONS) == 300
 
@@ -107,7 +107,7 @@ def test_poison_duplicates_and_gaps_in_a_batch_go_their_own_way(broker: None) ->
     with mock.patch("eventbus.outbox.publish.dispatch_after_commit"), transaction.atomic():
         verified = publish(UserEmailVerified(user_id=20), aggregate="user:10")  # after sign-up 10: in order
     with mock.patch("eventbus.outbox.publish.dispatch_after_commit"), transaction.atomic():
-        publish(UserSignedUp(user_id=30), aggregate="user:30")
+        publish(UserSignedUp(user_id=30, channel="web"), aggregate="user:30")
         gapped = publish(UserEmailVerified(user_id=30), aggregate="user:30")
     broken = {"id": str(uuid.uuid4()), "type": "user.signed_up", "version": 99}
     with running_worker(queues.ANALYTICS, queues.DEAD_LETTER, concurrency=2):

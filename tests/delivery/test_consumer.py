@@ -81,7 +81,7 @@ def test_a_permanent_failure_is_dead_lettered_after_zero_retries(declare: Callab
         raise PermanentError("the provider said 550: no such mailbox")
 
     with workers():
-        publish(UserSignedUp(user_id=1), aggregate="user:1")
+        publish(UserSignedUp(user_id=1, channel="web"), aggregate="user:1")
         letter = wait_for(
             lambda: DeadLetter.objects.filter(subscriber="tests.always_refused").first(), what="dead letter"
         )
@@ -107,7 +107,7 @@ def test_a_transient_failure_is_retried_exactly_as_configured_then_dead_lettered
         raise Flaky("try later")
 
     with workers():
-        publish(UserSignedUp(user_id=2), aggregate="user:2")
+        publish(UserSignedUp(user_id=2, channel="web"), aggregate="user:2")
         letter = wait_for(
             lambda: DeadLetter.objects.filter(subscriber="tests.always_flaky").first(), what="dead letter"
         )
@@ -133,7 +133,7 @@ def test_a_transient_failure_that_recovers_has_its_effect_once(declare: Callable
             raise Flaky("not yet")
 
     with workers():
-        publish(UserSignedUp(user_id=3), aggregate="user:3")
+        publish(UserSignedUp(user_id=3, channel="web"), aggregate="user:3")
         wait_for(lambda: ProcessedEvent.objects.filter(subscriber="tests.second_time_lucky").exists(), what="effect")
     assert len(calls) == 2
     assert not DeadLetter.objects.filter(subscriber="tests.second_time_lucky").exists()
@@ -162,7 +162,7 @@ def test_a_delivery_counted_max_deliveries_starts_is_dead_lettered_as_worker_los
     process each time: tests/faults/test_a_task_that_kills_its_worker.py."""
     # given: this delivery's count says it already started (and never ended) as often as allowed
     settings.EVENTBUS_MAX_DELIVERIES = 2
-    wire = wire_for(UserSignedUp(user_id=4), "user:4")
+    wire = wire_for(UserSignedUp(user_id=4, channel="web"), "user:4")
     purge_broker()
     task_id = str(uuid.uuid4())
     for _ in range(2):
@@ -209,7 +209,7 @@ def test_backpressure_sheds_analytics_and_defers_email_until_the_queue_drains(
     # given: both queues at their high-water mark (nobody consumes yet)
     settings.EVENTBUS_HIGH_WATER_MARK = 2
     settings.EVENTBUS_QUEUE_DEPTH_CACHE = 0
-    filler = wire_for(UserSignedUp(user_id=900), "user:900")
+    filler = wire_for(UserSignedUp(user_id=900, channel="web"), "user:900")
     send_many([filler, filler])
     assert queue_length(queues.ANALYTICS) == 2
 
@@ -245,7 +245,7 @@ def test_backpressure_sheds_analytics_and_defers_email_until_the_queue_drains(
 
 def test_an_ordered_subscriber_defers_a_gap_and_ignores_a_stale_event(broker: None, settings: Any) -> None:
     settings.EVENTBUS_ORDERING_RECHECK = 0.1
-    signed_up = wire_for(UserSignedUp(user_id=5), "user:5")
+    signed_up = wire_for(UserSignedUp(user_id=5, channel="web"), "user:5")
     verified = wire_for(UserEmailVerified(user_id=5), "user:5")
     purge_broker()
     analytics = registry.get("analytics.record_event").task
@@ -318,7 +318,7 @@ def test_a_retry_the_broker_will_not_take_puts_the_message_back_instead_of_losin
 
     # when
     with workers():
-        publish(UserSignedUp(user_id=6), aggregate="user:6")
+        publish(UserSignedUp(user_id=6, channel="web"), aggregate="user:6")
         wait_for(lambda: ProcessedEvent.objects.filter(subscriber="tests.retry_refused").exists(), what="effect")
 
     # then: the message went back to its queue and ran again (not a second retry: one retry

@@ -31,7 +31,7 @@ def published(*events: tuple[object, str]) -> list[Envelope]:
 
 def test_a_batch_of_first_events_is_checked_with_one_query_of_the_ledger_and_none_of_the_outbox() -> None:
     subscription = registry.get(ANALYTICS)
-    events = published(*[(UserSignedUp(user_id=n), f"user:{n}") for n in range(1, 6)])
+    events = published(*[(UserSignedUp(user_id=n, channel="web"), f"user:{n}") for n in range(1, 6)])
 
     with CaptureQueriesContext(connection) as queries:
         handled = ledger.history(events, subscription)
@@ -48,13 +48,13 @@ def test_the_ledger_rows_read_once_say_what_is_done_stale_or_waiting() -> None:
     # recorded, its verification waits; user:3: a later event recorded, the
     # sign-up is stale; user:4: recorded already
     signup_1, verified_1, _signup_2, verified_2, signup_3, verified_3, signup_4 = published(
-        (UserSignedUp(user_id=1), "user:1"),
+        (UserSignedUp(user_id=1, channel="web"), "user:1"),
         (UserEmailVerified(user_id=1), "user:1"),
-        (UserSignedUp(user_id=2), "user:2"),
+        (UserSignedUp(user_id=2, channel="web"), "user:2"),
         (UserEmailVerified(user_id=2), "user:2"),
-        (UserSignedUp(user_id=3), "user:3"),
+        (UserSignedUp(user_id=3, channel="web"), "user:3"),
         (UserEmailVerified(user_id=3), "user:3"),
-        (UserSignedUp(user_id=4), "user:4"),
+        (UserSignedUp(user_id=4, channel="web"), "user:4"),
     )
     ledger.claim_many([(signup_1, "t1"), (verified_3, "t3"), (signup_4, "t4")], ANALYTICS)
     batch = [verified_1, verified_2, signup_3, signup_4]

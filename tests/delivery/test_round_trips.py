@@ -25,7 +25,7 @@ ANALYTICS = "analytics.record_event"
 def wires(*user_ids: int) -> list[dict[str, Any]]:
     """Sign-ups in the outbox (their dispatch held back), as the messages' bodies carry them."""
     with mock.patch("eventbus.outbox.publish.dispatch_after_commit"), transaction.atomic():
-        rows = [publish(UserSignedUp(user_id=n), aggregate=f"user:{n}") for n in user_ids]
+        rows = [publish(UserSignedUp(user_id=n, channel="web"), aggregate=f"user:{n}") for n in user_ids]
     return [OutboxEvent.objects.get(id=row.id).to_wire() for row in rows]
 
 

@@ -34,7 +34,7 @@ SUBSCRIBER_QUEUES = (queues.NOTIFICATIONS, queues.ANALYTICS)
 
 def publish_committed(user_id: int) -> str:
     with transaction.atomic():
-        return str(publish(UserSignedUp(user_id=user_id), aggregate=f"user:{user_id}").id)
+        return str(publish(UserSignedUp(user_id=user_id, channel="web"), aggregate=f"user:{user_id}").id)
 
 
 def test_the_request_sends_and_leaves_the_mark_to_the_marker_which_writes_many_rows_at_once(
@@ -137,7 +137,7 @@ from eventbus.outbox import fanout
 from eventbus.outbox.publish import publish
 from signups.events import UserSignedUp
 with transaction.atomic():
-    event = publish(UserSignedUp(user_id=7), aggregate="user:7")
+    event = publish(UserSignedUp(user_id=7, channel="web"), aggregate="user:7")
 print(event.id, flush=True)
 if sys.argv[1] == "kill":
     os.kill(os.getpid(), signal.SIGKILL)

@@ -135,7 +135,7 @@ def test_a_pool_process_writes_its_gathered_rows_when_it_stops_and_a_killed_one_
     env = worker_env(EVENTBUS_RESULT_BATCH_SECONDS="60")
     with worker_process(queues.NOTIFICATIONS, concurrency=1, name="results", env=env) as worker:
         with transaction.atomic():
-            publish(UserSignedUp(user_id=user.pk), aggregate=f"user:{user.pk}")
+            publish(UserSignedUp(user_id=user.pk, channel="web"), aggregate=f"user:{user.pk}")
         wait_for(lambda: ProcessedEvent.objects.filter(subscriber=WELCOME).exists(), timeout=30, what="the email")
         task_id = ProcessedEvent.objects.get(subscriber=WELCOME).task_id
         time.sleep(0.5)  # the task is over; its row waits in the pool process

@@ -60,7 +60,8 @@ def queued_events(count: int) -> set[str]:
         for start in range(0, count, 500):
             with transaction.atomic():
                 ids |= {
-                    str(publish(UserSignedUp(user_id=n), aggregate=f"user:{n}").id) for n in range(start, start + 500)
+                    str(publish(UserSignedUp(user_id=n, channel="web"), aggregate=f"user:{n}").id)
+                    for n in range(start, start + 500)
                 }
     relay(grace=0)
     eventbus_redis.client().delete(settings.REDIS_KEY_PREFIX + queues.NOTIFICATIONS)

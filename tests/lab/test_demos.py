@@ -73,6 +73,15 @@ DATABASE_CHECKS: dict[str, list[tuple[str, object]]] = {
         ("SELECT count(*) FROM analytics_analyticsevent", 3),
         ("SELECT count(*) FROM eventbus_processedevent WHERE subscriber = 'notifications.send_welcome_email'", 3),
     ],
+    "versions": [
+        ("SELECT count(*) FROM analytics_analyticsevent WHERE json_extract(properties, '$.channel') = 'web'", 3),
+        ("SELECT count(*) FROM eventbus_processedevent WHERE subscriber = 'notifications.send_welcome_email'", 3),
+        (
+            "SELECT group_concat(kind, ',') FROM (SELECT kind FROM eventbus_deadletter ORDER BY kind)",
+            "permanent,poison",
+        ),
+        ("SELECT count(*) FROM eventbus_outboxevent WHERE version = 1 AND status = 'dispatched'", 1),
+    ],
     "crash": [
         ("SELECT count(*) FROM eventbus_processedevent WHERE subscriber = 'notifications.send_welcome_email'", 1),
         ("SELECT count(*) FROM eventbus_deadletter", 0),

@@ -42,13 +42,13 @@ def wire(correlation_id: str = "req-from-envelope", user_id: int = 1) -> dict[st
     return Envelope(
         id=uuid.uuid4(),
         type="user.signed_up",
-        version=1,
+        version=2,
         occurred_at=datetime.now(UTC),
         aggregate=f"user:{user_id}",
         sequence=1,
         correlation_id=correlation_id,
         causation_id=None,
-        payload=UserSignedUp(user_id=user_id),
+        payload=UserSignedUp(user_id=user_id, channel="web"),
     ).to_dict()
 
 

@@ -49,7 +49,7 @@ def publish_signups(count: int, first: int = 1) -> list[str]:
     ids = []
     for user_id in range(first, first + count):
         with transaction.atomic():
-            ids.append(str(publish(UserSignedUp(user_id=user_id), aggregate=f"user:{user_id}").id))
+            ids.append(str(publish(UserSignedUp(user_id=user_id, channel="web"), aggregate=f"user:{user_id}").id))
     return ids
 
 

@@ -44,7 +44,7 @@ def staff_client(django_user_model: Any) -> Client:
 def stranded_event(broker: None) -> OutboxEvent:
     """One event committed while the broker was down: it waits in the outbox."""
     with using_broker(dead_broker_url()):
-        envelope = publish(UserSignedUp(user_id=41), aggregate="user:41")
+        envelope = publish(UserSignedUp(user_id=41, channel="web"), aggregate="user:41")
     return OutboxEvent.objects.get(pk=envelope.id)
 
 

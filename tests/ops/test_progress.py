@@ -109,7 +109,7 @@ def test_a_count_above_the_estimate_raises_the_total() -> None:
 def stranded(broker: None) -> list[str]:
     """Three events committed while the broker was down."""
     with using_broker(dead_broker_url()):
-        return [str(publish(UserSignedUp(user_id=n), aggregate=f"user:{n}").id) for n in (1, 2, 3)]
+        return [str(publish(UserSignedUp(user_id=n, channel="web"), aggregate=f"user:{n}").id) for n in (1, 2, 3)]
 
 
 @pytest.mark.django_db(transaction=True)

@@ -23,7 +23,7 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.integration, 
 
 def _wire(user_id: int) -> dict[str, object]:
     with transaction.atomic():
-        envelope: Envelope = publish(UserSignedUp(user_id=user_id), aggregate=f"user:{user_id}")
+        envelope: Envelope = publish(UserSignedUp(user_id=user_id, channel="web"), aggregate=f"user:{user_id}")
     return envelope.to_dict()
 
 

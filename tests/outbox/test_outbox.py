@@ -31,7 +31,7 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.integration, 
 def test_commit_sends_one_message_per_subscriber_on_its_own_queue() -> None:
     # when
     with transaction.atomic():
-        envelope = publish(UserSignedUp(user_id=7), aggregate="user:7")
+        envelope = publish(UserSignedUp(user_id=7, channel="web"), aggregate="user:7")
 
     # then
     notifications = drain_messages(queues.NOTIFICATIONS)
@@ -46,7 +46,7 @@ def test_commit_sends_one_message_per_subscriber_on_its_own_queue() -> None:
 
 def test_a_rolled_back_transaction_sends_nothing_and_keeps_nothing() -> None:
     with pytest.raises(RuntimeError), transaction.atomic():
-        publish(UserSignedUp(user_id=8), aggregate="user:8")
+        publish(UserSignedUp(user_id=8, channel="web"), aggregate="user:8")
         raise RuntimeError("the sign-up failed after publishing")
 
     assert not OutboxEvent.objects.exists()
@@ -84,7 +84,7 @@ def test_a_signup_succeeds_with_the_broker_down_and_the_relay_sends_it_later() -
 
 def test_the_relay_leaves_young_rows_to_their_on_commit_dispatch() -> None:
     with using_broker(dead_broker_url()):
-        publish(UserSignedUp(user_id=9), aggregate="user:9")
+        publish(UserSignedUp(user_id=9, channel="web"), aggregate="user:9")
 
     assert relay(grace=60).dispatched == 0
     assert relay(grace=0).dispatched == 1
@@ -94,7 +94,7 @@ def test_two_relays_at_once_send_each_row_once() -> None:
     # given: 60 events stranded by a broker outage
     with using_broker(dead_broker_url()):
         for n in range(60):
-            publish(UserSignedUp(user_id=1000 + n), aggregate=f"user:{1000 + n}")
+            publish(UserSignedUp(user_id=1000 + n, channel="web"), aggregate=f"user:{1000 + n}")
     assert OutboxEvent.objects.filter(status="pending").count() == 60
 
     # when: two relays run at the same time, in small batches
@@ -125,9 +125,9 @@ def test_two_relays_at_once_send_each_row_once() -> None:
 
 def test_sequences_increase_per_aggregate() -> None:
     with transaction.atomic():
-        first = publish(UserSignedUp(user_id=5), aggregate="user:5")
-        other = publish(UserSignedUp(user_id=6), aggregate="user:6")
-        second = publish(UserSignedUp(user_id=5), aggregate="user:5")
+        first = publish(UserSignedUp(user_id=5, channel="web"), aggregate="user:5")
+        other = publish(UserSignedUp(user_id=6, channel="web"), aggregate="user:6")
+        second = publish(UserSignedUp(user_id=5, channel="web"), aggregate="user:5")
 
     assert (first.sequence, second.sequence, other.sequence) == (1, 2, 1)
 
@@ -151,7 +151,7 @@ def test_this_run_writes_only_under_its_own_key_prefix(smtp_sink: SmtpSink, tmp_
             # when: an event is published and both its deliveries are done by a worker
             with running_worker(queues.NOTIFICATIONS, queues.ANALYTICS):
                 with transaction.atomic():
-                    publish(UserSignedUp(user_id=11), aggregate="user:11")
+                    publish(UserSignedUp(user_id=11, channel="web"), aggregate="user:11")
                 wait_for(lambda: ProcessedEvent.objects.count() == 2, what="both deliveries")
             keys = sorted(own.scan_iter(count=500))
     finally:

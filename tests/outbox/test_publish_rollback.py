@@ -77,7 +77,7 @@ def test_a_caller_that_swallows_the_outbox_error_still_cannot_commit_the_change(
     with transaction.atomic():
         user = User.objects.create_user(username="swallow@example.com", email="swallow@example.com")
         try:
-            publish(UserSignedUp(user_id=user.pk), aggregate=aggregate_of(user.pk))
+            publish(UserSignedUp(user_id=user.pk, channel="web"), aggregate=aggregate_of(user.pk))
         except DatabaseError as exc:
             caught.append(exc)
         doomed = transaction.get_connection().needs_rollback

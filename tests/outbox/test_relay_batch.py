@@ -51,7 +51,7 @@ def backlog(count: int, first_user: int = 100) -> list[str]:
     """``count`` pending events (oldest first), their on-commit dispatch held back."""
     with mock.patch("eventbus.outbox.publish.dispatch_after_commit", _leave_for_relay):
         ids = [
-            str(publish(UserSignedUp(user_id=n), aggregate=f"user:{n}").id)
+            str(publish(UserSignedUp(user_id=n, channel="web"), aggregate=f"user:{n}").id)
             for n in range(first_user, first_user + count)
         ]
     assert OutboxEvent.objects.filter(status=OutboxEvent.Status.PENDING).count() == count
@@ -152,14 +152,14 @@ def test_a_message_names_its_event_in_argsrepr_and_leaves_the_payload_out() -> N
             {
                 "id": event_id,
                 "type": "user.signed_up",
-                "version": 1,
+                "version": 2,
                 "aggregate": "user:987654321",
                 "sequence": 1,
                 "payload": "...",
             },
         )
         # and the message itself still carries the whole envelope
-        assert json.loads(message.body)[0][0]["payload"] == {"user_id": 987654321}
+        assert json.loads(message.body)[0][0]["payload"] == {"user_id": 987654321, "channel": "web"}
 
 
 @pytest.mark.skipif(not broker_is_redis(), reason="task-sent events are read from Redis pub/sub here")

@@ -52,6 +52,7 @@ def test_it_signs_up_n_users_with_n_events_and_never_prints_a_password(monkeypat
     events = OutboxEvent.objects.filter(type="user.signed_up")
     assert events.count() == 5
     assert set(events.values_list("status", flat=True)) == {OutboxEvent.Status.DISPATCHED}
+    assert {e.payload["channel"] for e in events} == {"seed"}
     assert SECRET not in out + err
     # and a summary that names the run's request id, shared by its events
     request_id = re.search(r"request id: (seed-[0-9a-f]+)", out).group(1)  # type: ignore[union-attr]

@@ -51,7 +51,7 @@ def test_a_good_signup_creates_a_user_with_a_hashed_password_and_one_outbox_even
     assert event.type == "user.signed_up"
     assert event.aggregate == f"user:{user.pk}"
     assert event.sequence == 1
-    assert event.payload == {"user_id": user.pk}
+    assert event.payload == {"user_id": user.pk, "channel": "web"}
     assert event.correlation_id == response["X-Request-ID"]
 
 

@@ -3,7 +3,8 @@
 Each user is made by ``signups.services.sign_up`` in a transaction of its
 own, so each publishes ``user.signed_up`` exactly as a sign-up on the web
 page does (outbox row, dispatch on commit; the relay sends what the broker
-did not take). ``--verify-fraction`` verifies that share of them through
+did not take), its ``channel`` saying ``seed`` instead of ``web``.
+``--verify-fraction`` verifies that share of them through
 ``signups.services.verify_email``, with the claim read back from a real
 verification token, which publishes ``user.email_verified``. Running workers
 process all of it.
@@ -28,6 +29,7 @@ from django.urls import reverse
 from eventbus import ops_api, reset_correlation_id, set_correlation_id
 from eventbus.management.progress import ProgressBar
 from eventbus.models import OutboxEvent
+from signups.events import SEED
 from signups.services import EmailTaken, sign_up, verify_email
 from signups.verification import make_token, read_token
 
@@ -94,7 +96,7 @@ class Command(BaseCommand):
         for _ in range(MAX_ATTEMPTS):
             try:
                 # sign_up runs in its own transaction; the event is dispatched when it commits.
-                return sign_up(demo_email(), new_password())
+                return sign_up(demo_email(), new_password(), channel=SEED)
             except EmailTaken:
                 continue
         raise CommandError(f"no free demo address after {MAX_ATTEMPTS} tries")
