@@ -42,6 +42,7 @@ SECTIONS = [
     "Backpressure: rate limits, shedding, deferring",
     "Circuit breakers",
     "The transactional outbox",
+    "Event contracts and schema evolution",
     "CAP and PACELC",
     "Use cases",
 ]
