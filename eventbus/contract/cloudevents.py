@@ -57,7 +57,9 @@ CAUSATION = "causationid"
 # RFC 3339's date-time (section 5.6): ``datetime.fromisoformat`` alone would
 # also take a date without a time, or an offset without its colon.
 _RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})")
-_DECIMAL = re.compile(r"[0-9]+")
+# At most 19 digits: a sequence is 64 bits, and Python refuses to read an int of over 4,300 digits
+# with a ValueError that would escape as something other than PoisonMessage.
+_DECIMAL = re.compile(r"[0-9]{1,19}")
 # The HTTP binding (section 3.1.3.2) leaves printable ASCII as it is in a header,
 # except space, double quote and percent, which are percent-encoded like the rest.
 _HEADER_SAFE = "".join(chr(c) for c in range(0x21, 0x7F) if chr(c) not in ' "%')
@@ -195,7 +197,8 @@ def _whole(event: Mapping[str, Any], name: str) -> int:
         return value
     if isinstance(value, str) and _DECIMAL.fullmatch(value):
         return int(value)
-    raise PoisonMessage(f"CloudEvent attribute {name} is {value!r}, not a whole number")
+    shown = value if not isinstance(value, str) or len(value) <= 40 else f"{value[:40]}... ({len(value)} characters)"
+    raise PoisonMessage(f"CloudEvent attribute {name} is {shown!r}, not a whole number")
 
 
 def _media_type(content_type: str) -> str:

@@ -182,6 +182,7 @@ def structured(**changes: Any) -> dict[str, Any]:
         (structured(time="2026-13-07T09:00:02Z"), "not ISO 8601"),
         (structured(subjectsequence="two"), "subjectsequence is 'two', not a whole number"),
         (structured(dataversion=True), "dataversion is True, not a whole number"),
+        (structured(subjectsequence="9" * 5000), "subjectsequence is '9999"),
         (structured(datacontenttype="text/plain"), "datacontenttype 'text/plain' is not JSON"),
         (structured(data=None, data_base64="e30="), "data_base64"),
         (structured(data="not an object"), "not an object"),
