@@ -113,8 +113,8 @@ def test_analytics_rows_are_the_rows_the_orm_writes() -> None:
     skip = ("event_id", "recorded_at", "properties")
     assert columns(AnalyticsEvent, mine.pk, skip=skip) == columns(AnalyticsEvent, reference.pk, skip=skip)
     assert mine.occurred_at == OCCURRED and mine.user_id == 42
-    assert mine.properties == {"aggregate": "user:grüße-2", "sequence": 1}
-    assert reference.properties == {"aggregate": "user:grüße-1", "sequence": 1}
+    assert mine.properties == {"aggregate": "user:grüße-2", "sequence": 1, "channel": "web"}
+    assert reference.properties == {"aggregate": "user:grüße-1", "sequence": 1, "channel": "web"}
 
 
 def test_a_column_the_row_leaves_out_takes_its_default_and_auto_now_is_always_now() -> None:
