@@ -9,12 +9,14 @@ BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip install --disable-pip-version-check
 PYTEST_ARGS ?=
 
-.PHONY: help run test test-production lint bench bench-deps install install-dev browser-deps diagram-deps diagrams
+.PHONY: help run test test-production test-failover failover-lab lint bench bench-deps install install-dev browser-deps diagram-deps diagrams
 
 help:
 	@echo "make run     start web, workers (one pool per queue), beat, Flower, SMTP sink, Redis if needed"
 	@echo "make test    run the test suite (PYTEST_ARGS=\"...\" passes arguments to pytest)"
 	@echo "make test-production  the integration and fault suites on PostgreSQL with RabbitMQ as the broker"
+	@echo "make test-failover    the failover suite: Sentinel, quorum queues, PostgreSQL restarts (tests/failover)"
+	@echo "make failover-lab     run the failover lab and print its table (LAB_ARGS=\"--runs 3 --seed 7\")"
 	@echo "make lint    ruff check and ruff format --check"
 	@echo "make bench   run the benchmarks (bench/)"
 	@echo "make diagrams  render docs/diagrams/*.dot to SVG with Graphviz (docs/patterns.md shows them)"
@@ -40,6 +42,15 @@ test-production: $(VENV)/.requirements-dev.stamp
 		$(BIN)/python -m pytest -m 'integration or database' --ignore=tests/faults --ignore=tests/scaleout $(PYTEST_ARGS); \
 		status=$$?; scripts/rabbitmq_vhost.sh delete $(TEST_AMQP_VHOST); exit $$status
 	TEST_DATABASE_URL=$(TEST_PG_URL) $(BIN)/python -m pytest tests/faults $(PYTEST_ARGS)
+
+# The failover suite starts its own Redis primary, replicas and Sentinels, a
+# RabbitMQ node and a PostgreSQL cluster, and faults them (tests/failover,
+# lab/failover): a CI step of its own, bounded by pytest-timeout per test.
+test-failover: $(VENV)/.requirements-dev.stamp
+	EVENTDEMO_FAILOVER=1 TEST_DATABASE_URL=$(TEST_PG_URL) $(BIN)/python -m pytest tests/failover $(PYTEST_ARGS)
+
+failover-lab: $(VENV)/.requirements-dev.stamp
+	$(BIN)/python -m lab.failover $(LAB_ARGS)
 
 lint: $(VENV)/.requirements-dev.stamp
 	$(BIN)/ruff check .
