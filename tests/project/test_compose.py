@@ -133,7 +133,7 @@ def test_each_worker_has_the_stall_health_check(compose: dict[str, Any], queue: 
     assert command.startswith("python manage.py worker_health ")
     assert command.endswith("; test $$? -ne 1")  # Compose reads $$ as one $: the command's exit status
     assert "--worker" not in command  # the container's own node names, *@%h (compose/start-worker)
-    assert "-n \"$queue@%h\"" in (REPO / "compose" / "start-worker").read_text()
+    assert '-n "$queue@%h"' in (REPO / "compose" / "start-worker").read_text()
 
 
 def test_the_health_check_answers_within_its_timeout(compose: dict[str, Any]) -> None:
