@@ -145,9 +145,9 @@ SETTINGS: tuple[Setting, ...] = (
     # A worker is stalled when a queue it consumes has messages waiting and it
     # finished no task for this many seconds (alive, but no longer consuming:
     # celery#8030). A worker busy with long tasks finishes one at least every
-    # hard time limit, so this must exceed the longest one by the progress
-    # note's write interval (1 s; eventbus/operations/checks.py); 120 s leaves
-    # 30 s over the default EVENTBUS_TIME_LIMIT of 90.
+    # hard time limit, so this must exceed the longest one by a heartbeat and
+    # the progress note's write interval (5 + 1 s; eventbus/operations/checks.py);
+    # 120 s leaves 24 s over that with the default EVENTBUS_TIME_LIMIT of 90.
     _read("EVENTBUS_STALL_AFTER", 120.0, 1.0, "a worker with work waiting that finished nothing this long is stalled"),
     # --- Dead letters ---
     # Dead letters whose last failure is older than this are deleted by beat:

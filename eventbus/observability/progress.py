@@ -2,13 +2,17 @@
 
 What eventbus/observability/stalls.py judges a worker by ("alive but no longer
 consuming": celery#8030, #10205, #10302). Per worker node name, one hash
-``<prefix>eventbus:worker:<node>`` with ``started``, ``seen``, ``finished``
-(Unix seconds) and ``queues``, and an index ``<prefix>eventbus:workers`` (a
-sorted set of node names by ``seen``):
+``<prefix>eventbus:worker:<node>`` with ``started``, ``seen``, ``finished``,
+``idle`` (Unix seconds) and ``queues``, and an index ``<prefix>eventbus:workers``
+(a sorted set of node names by ``seen``):
 
 - the worker's main process writes the whole record when it is ready and
-  every HEARTBEAT_INTERVAL seconds after (a thread of its own, so a wedged
-  consumer loop does not stop it), and deletes it on an orderly shutdown;
+  every ``heartbeat_interval()`` seconds after (a thread of its own, so a
+  wedged consumer loop does not stop it), and deletes it on an orderly
+  shutdown. Each heartbeat also reads its queues' depths from the broker, on
+  a connection of its own, and notes ``idle`` when all of them are empty: a
+  worker that had nothing to do is not "quiet" for the verdict, so a burst
+  after a long idle spell is not taken for a stall;
 - the process that finishes a task (a prefork child, or the main process for
   a batching subscriber's batch, eventbus/delivery/buffer.py) only notes the
   time in memory (``finished``: an assignment, on every delivery); a thread
@@ -38,17 +42,23 @@ from typing import Any
 
 import redis
 from celery.signals import task_postrun, worker_ready, worker_shutdown
+from django.conf import settings
 
+from eventbus.protection.backpressure import read_depth
 from eventbus.redis import client, key
 
 log = logging.getLogger(__name__)
 
 WRITE_INTERVAL = 1.0
 """Seconds between a process's writes of its last finish: the write's cost is paid at most once a second."""
-HEARTBEAT_INTERVAL = 5.0
-"""Seconds between a worker main process's writes of its whole record."""
 RECORD_TTL = 30.0
 """Seconds a record outlives its last write: six heartbeats missed, the worker is gone."""
+
+
+def heartbeat_interval(stall_after: float) -> float:
+    """Seconds between a worker main process's writes of its whole record (and reads of its queues' depths):
+    5, or a quarter of EVENTBUS_STALL_AFTER when that is shorter (a test's)."""
+    return min(5.0, stall_after / 4)
 
 
 @dataclass(frozen=True)
@@ -62,6 +72,8 @@ class WorkerProgress:
     seen: float | None
     finished: float | None
     """When a process of the worker last finished a task (any outcome); None: none since it started."""
+    idle: float | None = None
+    """When its main process last found every queue of the worker empty; None: not since it started."""
 
 
 class _Process:
@@ -76,6 +88,7 @@ class _Process:
         self.started: float | None = None
         self.duty: frozenset[str] = frozenset()
         self.app: Any = None
+        self.interval = 5.0
         self.thread: threading.Thread | None = None
         self.stop = threading.Event()
 
@@ -89,7 +102,7 @@ class _Process:
         last_beat = 0.0
         while not self.stop.wait(WRITE_INTERVAL):
             try:
-                if self.started is not None and time.monotonic() - last_beat >= HEARTBEAT_INTERVAL:
+                if self.started is not None and time.monotonic() - last_beat >= self.interval:
                     self.heartbeat()
                     last_beat = time.monotonic()
                 else:
@@ -107,8 +120,12 @@ class _Process:
         node = self.node
         if node is None:
             return
+        queues = self.queues()
+        idle = self.all_empty(queues)
         now = time.time()
-        fields: dict[str, Any] = {"started": self.started, "seen": now, "queues": ",".join(self.queues())}
+        fields: dict[str, Any] = {"started": self.started, "seen": now, "queues": ",".join(queues)}
+        if idle:
+            fields["idle"] = now
         finished = self.finished
         if finished is not None:
             fields["finished"] = finished
@@ -120,6 +137,18 @@ class _Process:
         pipe.expire(key("workers"), int(RECORD_TTL))
         pipe.execute()
         self.written = finished
+
+    def all_empty(self, queues: tuple[str, ...]) -> bool:
+        """True when the broker says no message waits in any of ``queues``; False when it cannot say."""
+        if self.app is None:
+            return False
+        try:
+            with self.app.connection_for_read() as connection:
+                channel = connection.default_channel
+                return all(read_depth(channel, queue) == 0 for queue in queues)
+        except Exception as exc:  # the broker's errors: the record is still written, without "idle"
+            log.warning("worker progress: queue depths not read: %s", exc)
+            return False
 
     def write_finish(self) -> None:
         node, finished = self.node, self.finished
@@ -177,6 +206,7 @@ def read(workers: Iterable[str] | None = None) -> list[WorkerProgress]:
                     started=_seconds(raw.get("started")),
                     seen=_seconds(raw.get("seen")),
                     finished=_seconds(raw.get("finished")),
+                    idle=_seconds(raw.get("idle")),
                 )
             )
     return found
@@ -197,6 +227,7 @@ def on_worker_ready(sender: Any = None, **_: Any) -> None:
     state.duty = frozenset(sender.app.amqp.queues.consume_from.keys())
     state.started = time.time()
     state.finished = None
+    state.interval = heartbeat_interval(settings.EVENTBUS_STALL_AFTER)
     try:
         client().delete(key("worker", state.node))  # a previous life's finish is not this one's
         state.heartbeat()

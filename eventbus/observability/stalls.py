@@ -2,15 +2,18 @@
 
 A worker is **stalled** when a queue it consumes has messages waiting (its
 depth, read from the broker as backpressure reads it) and it finished no task
-for EVENTBUS_STALL_AFTER seconds, counted from its last finish or, when it
-has finished none yet, from its start (so a worker just started is not
-called stalled). Its progress comes from eventbus/observability/progress.py.
+for EVENTBUS_STALL_AFTER seconds, counted from the latest of its last finish,
+its start (a worker just started is not stalled) and the last time it found
+all its queues empty (a worker idle until a burst came is not stalled either).
+Its progress comes from eventbus/observability/progress.py.
 
 Why this and not "no finish for a while": an idle worker with an empty
 queue finishes nothing and is healthy. Why messages waiting is not enough: a
 busy queue has messages waiting while its workers drain it. A worker busy
-with long tasks finishes one at least every hard time limit, which the start
-check (eventbus/operations/checks.py) keeps below EVENTBUS_STALL_AFTER.
+with long tasks finishes one at least every hard time limit; its idle note is
+at most one heartbeat old and a finish is written at most 1 s late: the start
+check (eventbus/operations/checks.py) keeps the sum of the three below
+EVENTBUS_STALL_AFTER.
 
 Limits, said plainly: a queue kept empty by other workers hides a stalled one
 (nothing is lost meanwhile); messages a stalled worker reserved (prefetched)
@@ -41,7 +44,7 @@ class WorkerHealth:
     finished: float | None
     """Unix seconds of its last finished task; None: none since it started."""
     quiet_seconds: float
-    """Seconds since its last finished task, or since its start when it has finished none."""
+    """Seconds since its last finished task, its start, or its queues were last seen empty: the latest."""
     waiting: dict[str, int]
     """Messages waiting in each of its queues."""
     stalled: bool
@@ -51,7 +54,7 @@ class WorkerHealth:
 
 def judge(progress: WorkerProgress, depths: Mapping[str, int], now: float, stall_after: float) -> WorkerHealth:
     """The verdict on one worker (a pure function: the rest of this module only reads its inputs)."""
-    since = max((t for t in (progress.finished, progress.started) if t is not None), default=now)
+    since = max((t for t in (progress.finished, progress.started, progress.idle) if t is not None), default=now)
     quiet = max(0.0, now - since)
     waiting = {queue: depths.get(queue, 0) for queue in progress.queues}
     backed_up = sorted(queue for queue, depth in waiting.items() if depth > 0)

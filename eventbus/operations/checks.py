@@ -31,6 +31,7 @@ Four moments, one module:
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -223,20 +224,24 @@ def problems(conf: Any) -> list[str]:
     return found
 
 
-STALL_MARGIN = 1.0
-"""Seconds EVENTBUS_STALL_AFTER must exceed a time limit by: a finish is written up to 1 s late
-(eventbus/observability/progress.py's WRITE_INTERVAL)."""
+def stall_margin(stall_after: float) -> float:
+    """Seconds EVENTBUS_STALL_AFTER must exceed a time limit by: a worker's note that its queues were empty
+    is up to one heartbeat old, and a finish is written up to 1 s late (eventbus/observability/progress.py)."""
+    from eventbus.observability.progress import WRITE_INTERVAL, heartbeat_interval
+
+    return heartbeat_interval(stall_after) + WRITE_INTERVAL
 
 
-def stall_problems(stall_after: float, limits: Any) -> list[str]:
+def stall_problems(stall_after: float, limits: Iterable[tuple[str, float | None]]) -> list[str]:
     """A worker busy with its longest task must not be called stalled: EVENTBUS_STALL_AFTER must exceed each
-    hard time limit in ``limits`` ((what, seconds or None) pairs) by STALL_MARGIN."""
+    hard time limit in ``limits`` ((what, seconds or None) pairs) by ``stall_margin``."""
+    margin = stall_margin(stall_after)
     return [
-        f"EVENTBUS_STALL_AFTER ({stall_after:g}s) must exceed {what} ({seconds:g}s) by at least {STALL_MARGIN:g}s: "
+        f"EVENTBUS_STALL_AFTER ({stall_after:g}s) must exceed {what} ({seconds:g}s) by at least {margin:g}s: "
         "a worker busy with its longest task would be reported stalled. Raise EVENTBUS_STALL_AFTER or lower "
         "the time limit."
         for what, seconds in limits
-        if seconds is not None and stall_after < seconds + STALL_MARGIN
+        if seconds is not None and stall_after < seconds + margin
     ]
 
 
