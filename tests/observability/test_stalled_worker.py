@@ -24,10 +24,13 @@ from django.contrib.auth import get_user_model
 from django.test import Client
 
 from eventbus import ops_api
+from eventbus.observability import counters, progress
+from eventbus.outbox.relay import relay
 from ops.views.access import VIEW_EVENTS
 from project import queues
 from project.celery import app as celery_app
 from tests.conftest import REPO, queue_length, wait_for, worker_env, worker_process
+from tests.delivery.test_batching import ANALYTICS, pending_events
 from tests.ops.test_metrics import scrape, value
 from tests.ops_users import staff_client
 
@@ -161,3 +164,19 @@ def test_redis_unreachable_answers_cannot_tell_within_the_bound(fault: str, stal
     assert out.startswith("cannot tell: "), out
     assert took < 2 + 4, took
     print(f"worker_health with Redis {fault}: exit {code} in {took:.2f}s: {out}")
+
+
+def test_a_batching_worker_reports_its_batches_as_finished(broker: None, stall_settings: None) -> None:
+    # given: analytics events waiting, which a batching worker records in its main process's batches
+    # (no task_postrun is sent for them: eventbus/delivery/buffer.py notes the finish)
+    pending_events(50)
+    relay(grace=0)
+    assert queue_length(queues.ANALYTICS) == 50
+    with worker_process(queues.ANALYTICS, concurrency=1, name="batchprogress", env=worker_env(**STALL_ENV)):
+        node = f"batchprogress-{os.getpid()}@{socket.gethostname()}"
+        # when
+        wait_for(lambda: counters.read(counters.BATCHED).get(ANALYTICS, 0) == 50, timeout=60, what="every batch")
+        # then: its record holds a finish, written within the write interval
+        (found,) = wait_for(lambda: [p for p in progress.read([node]) if p.finished], timeout=5, what="a finish")
+        assert found.queues == (queues.ANALYTICS,)
+        assert time.time() - found.finished < 10
