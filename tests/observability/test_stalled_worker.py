@@ -29,6 +29,7 @@ from eventbus.outbox.relay import relay
 from ops.views.access import VIEW_EVENTS
 from project import queues
 from project.celery import app as celery_app
+from tests.brokers import dead_broker_url
 from tests.conftest import REPO, queue_length, wait_for, worker_env, worker_process
 from tests.delivery.test_batching import ANALYTICS, pending_events
 from tests.ops.test_metrics import scrape, value
@@ -162,8 +163,19 @@ def test_redis_unreachable_answers_cannot_tell_within_the_bound(fault: str, stal
     # then: exit 2 with the reason, within the bound (plus Django's start, measured ~1.5 s here)
     assert code == 2, out
     assert out.startswith("cannot tell: "), out
-    assert took < 2 + 4, took
+    assert took < 2 + 5, took
     print(f"worker_health with Redis {fault}: exit {code} in {took:.2f}s: {out}")
+
+
+def test_a_broker_unreachable_answers_cannot_tell_within_the_bound(consumer: str) -> None:
+    # given: the worker's record in Redis, and a broker URL where nothing listens
+    env = worker_env(**STALL_ENV, CELERY_BROKER_URL=dead_broker_url())
+    # when: its queue's depth cannot be read
+    code, out, took = health("--worker", consumer, "--timeout", "2", env=env)
+    # then
+    assert code == 2 and out.startswith("cannot tell: "), out
+    assert took < 2 + 5, took
+    print(f"worker_health with the broker down: exit {code} in {took:.2f}s: {out}")
 
 
 def test_a_batching_worker_reports_its_batches_as_finished(broker: None, stall_settings: None) -> None:
