@@ -17,8 +17,9 @@ consuming": celery#8030, #10205, #10302). Per worker node name, one hash
   a batching subscriber's batch, eventbus/delivery/buffer.py) only notes the
   time in memory (``finished``: an assignment, on every delivery); a thread
   of that process writes the latest note at most once every WRITE_INTERVAL
-  seconds, so a task never waits on Redis for it and a slow Redis delays
-  only the note;
+  seconds (or every heartbeat, when EVENTBUS_STALL_AFTER makes that shorter,
+  as in tests), so a task never waits on Redis for it and a slow Redis
+  delays only the note;
 - every write sets RECORD_TTL on the record, and each heartbeat drops index
   entries older than it: a worker gone for good (killed, its host lost)
   disappears within RECORD_TTL seconds, and nothing grows forever.
@@ -100,7 +101,7 @@ class _Process:
 
     def run(self) -> None:
         last_beat = 0.0
-        while not self.stop.wait(WRITE_INTERVAL):
+        while not self.stop.wait(min(WRITE_INTERVAL, self.interval)):
             try:
                 if self.started is not None and time.monotonic() - last_beat >= self.interval:
                     self.heartbeat()

@@ -89,7 +89,11 @@ def test_a_worker_that_stops_consuming_is_reported_stalled_then_healthy_once_it_
     replies = celery_app.control.cancel_consumer(QUEUE, destination=[consumer], reply=True, timeout=5)
     assert replies and consumer in replies[0], replies
     send_tasks(5)
-    time.sleep(2.5)
+    sent = time.monotonic()
+    wait_for(lambda: ops_api.worker_health([consumer])[0].stalled, timeout=15, interval=0.1, what="a stall")
+    detected = time.monotonic() - sent
+    # not before EVENTBUS_STALL_AFTER (2 s) since the worker's last idle note (at most a heartbeat, 0.5 s, earlier)
+    assert detected >= 2 - 0.5 - 0.1, detected
 
     # then: the fault happened (the messages wait, the worker is alive) and every report says "stalled"
     assert queue_length(QUEUE) >= 4
@@ -110,7 +114,11 @@ def test_a_worker_that_stops_consuming_is_reported_stalled_then_healthy_once_it_
 
     # when: it is told to consume again
     celery_app.control.add_consumer(QUEUE, destination=[consumer], reply=True, timeout=5)
+    resumed = time.monotonic()
+    wait_for(lambda: not ops_api.worker_health([consumer])[0].stalled, timeout=15, interval=0.1, what="healthy")
+    recovered = time.monotonic() - resumed
     wait_for(lambda: queue_length(QUEUE) == 0, timeout=30, what="the queue drained")
+    print(f"stall reported {detected:.2f}s after the messages came; healthy {recovered:.2f}s after add_consumer")
 
     # then: the same worker is healthy everywhere
     wait_for(lambda: health("--worker", consumer)[0] == 0, timeout=15, what="exit 0")
