@@ -108,7 +108,7 @@ class _Process:
                     last_beat = time.monotonic()
                 else:
                     self.write_finish()
-            except redis.RedisError as exc:
+            except Exception as exc:  # best effort, and the thread must outlive any failure
                 log.warning("worker progress not written: %s", exc)
 
     def queues(self) -> tuple[str, ...]:
@@ -122,11 +122,12 @@ class _Process:
         if node is None:
             return
         queues = self.queues()
+        checked = time.time()  # before the read: a message that came during it is not hidden
         idle = self.all_empty(queues)
         now = time.time()
         fields: dict[str, Any] = {"started": self.started, "seen": now, "queues": ",".join(queues)}
         if idle:
-            fields["idle"] = now
+            fields["idle"] = checked
         finished = self.finished
         if finished is not None:
             fields["finished"] = finished

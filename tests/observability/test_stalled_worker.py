@@ -92,8 +92,9 @@ def test_a_worker_that_stops_consuming_is_reported_stalled_then_healthy_once_it_
     sent = time.monotonic()
     wait_for(lambda: ops_api.worker_health([consumer])[0].stalled, timeout=15, interval=0.1, what="a stall")
     detected = time.monotonic() - sent
-    # not before EVENTBUS_STALL_AFTER (2 s) since the worker's last idle note (at most a heartbeat, 0.5 s, earlier)
-    assert detected >= 2 - 0.5 - 0.1, detected
+    # not before EVENTBUS_STALL_AFTER (2 s) since the worker's last idle note: at most a heartbeat (0.5 s) and
+    # the heartbeat's own time (a depth read and a write, up to 0.5 s on a loaded machine) earlier
+    assert detected >= 2 - 0.5 - 0.5, detected
 
     # then: the fault happened (the messages wait, the worker is alive) and every report says "stalled"
     assert queue_length(QUEUE) >= 4
