@@ -33,9 +33,11 @@ def overview(request: HttpRequest) -> HttpResponse:
     problems: dict[str, str] = {}
     # Read only when the outbox could be: without a database it would fail the same way.
     under_way = status.attempt("under_way", inflight.deliveries_under_way, problems) if snapshot.reconcile else None
-    if "queues" in snapshot.unavailable:
-        # Without the depths a verdict cannot be given, and the broker would only fail again.
-        progress, problems["progress"] = None, snapshot.unavailable["queues"]
+    failed = snapshot.unavailable.get("queues") or snapshot.unavailable.get("counters")
+    if failed:
+        # Without the depths (the broker) or Redis a verdict cannot be given, and asking again would only add
+        # a second wait for the same failure to the page's time.
+        progress, problems["progress"] = None, failed
     else:
         progress = status.attempt("progress", lambda: status.worker_health(snapshot), problems)
     return render(

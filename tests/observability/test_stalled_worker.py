@@ -21,8 +21,9 @@ from typing import Any
 
 import pytest
 from django.contrib.auth import get_user_model
-from django.test import Client
+from django.test import Client, override_settings
 
+from devinbox.sink import free_port
 from eventbus import ops_api
 from eventbus.observability import counters, progress
 from eventbus.outbox.relay import relay
@@ -201,3 +202,18 @@ def test_a_batching_worker_reports_its_batches_as_finished(broker: None, stall_s
         (found,) = wait_for(lambda: [p for p in progress.read([node]) if p.finished], timeout=5, what="a finish")
         assert found.queues == (queues.ANALYTICS,)
         assert time.time() - found.finished < 10
+
+
+def test_the_ops_page_says_worker_progress_is_unavailable_without_redis(broker: None, stall_settings: None) -> None:
+    # given: the bus's Redis unreachable (the broker untouched)
+    page = staff_client(get_user_model(), VIEW_EVENTS)
+    with override_settings(REDIS_URL=f"redis://127.0.0.1:{free_port()}/0"):
+        # when
+        started = time.monotonic()
+        response = page.get("/ops/")
+        took = time.monotonic() - started
+    # then: the page answers, saying why the table is missing, without a second wait for the same failure
+    assert response.status_code == 200
+    assert 'id="worker-health-unavailable">Worker progress unavailable: ConnectionError' in response.text
+    assert 'id="worker-health"' not in response.text
+    assert took < 5, took
