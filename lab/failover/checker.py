@@ -31,7 +31,7 @@ from django.db.models import Max, Min, Sum
 
 from analytics.models import AnalyticsEvent
 from devinbox.sink import SmtpSink
-from eventbus.contract import registry
+from eventbus import ops_api
 from eventbus.models import DeadLetter, DeliveryStep, OutboxEvent, ProcessedEvent
 from lab.failover.load import LoadReport
 from telemetry.models import Reading, Rollup
@@ -60,7 +60,7 @@ def expected_pairs() -> set[tuple[str, str]]:
     """(event id, subscriber) for every outbox event and every subscriber of its type."""
     pairs = set()
     for event_id, event_type in OutboxEvent.objects.values_list("id", "type"):
-        for subscription in registry.subscriptions_for(event_type):
+        for subscription in ops_api.subscriptions_for(event_type):
             pairs.add((str(event_id), subscription.name))
     return pairs
 
