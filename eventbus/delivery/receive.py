@@ -67,7 +67,7 @@ class DeadLetteringConsumer(Consumer):  # type: ignore[misc]  # celery ships no 
 
         def guarded(message: Any) -> None:
             try:
-                problem = task_message_problem(message, tasks, max_bytes)
+                problem = _given_up_by_broker(message) or task_message_problem(message, tasks, max_bytes)
                 if problem is None:
                     return on_task_received(message)
             except _SHAPE_ERRORS as exc:
@@ -105,6 +105,33 @@ class DeadLetteringConsumer(Consumer):  # type: ignore[misc]  # celery ships no 
     def on_unknown_message(self, body: Any, message: Any) -> None:
         _dead_letter(message, "not a Celery task message: it names no task", None, exception_type="UnknownMessage")
         _handle_then_acknowledge(message, super().on_unknown_message, body, message)
+
+
+def _given_up_by_broker(message: Any) -> str | None:
+    """Why RabbitMQ gave up on ``message``, if it came through the quorum profile's dead-letter exchange.
+
+    Past a quorum queue's ``x-delivery-limit`` (eventbus/celery_settings.py) RabbitMQ
+    dead-letters the message through that exchange to the dead-letter queue whole, task
+    name and all: run here, it would be the subscriber's task on the wrong worker. It
+    becomes a poison dead letter instead, replayable like any other. RabbitMQ's own
+    ``x-death`` header tells it from anything else published there.
+    """
+    from eventbus.celery_settings import BROKER_DEAD_LETTER_EXCHANGE
+
+    info = message.delivery_info if isinstance(message.delivery_info, dict) else {}
+    headers = message.headers if isinstance(message.headers, dict) else {}
+    deaths = headers.get("x-death")
+    if info.get("exchange") != BROKER_DEAD_LETTER_EXCHANGE or not deaths:
+        return None
+    # x-death: one entry per (queue, reason), the latest first; a countdown's trip through the
+    # celery_delayed_* queues left "expired" entries behind it.
+    latest = deaths[0] if isinstance(deaths, list) and deaths and isinstance(deaths[0], dict) else {}
+    reason = latest.get("reason", headers.get("x-last-death-reason", "unknown"))
+    queue = latest.get("queue", headers.get("x-last-death-queue", "?"))
+    return (
+        f"RabbitMQ dead-lettered it from queue {queue!r} ({reason}): delivered more often than the queue's "
+        "x-delivery-limit without being acknowledged"
+    )
 
 
 def _dead_letter(message: Any, reason: str, exc: BaseException | None, *, exception_type: str | None = None) -> None:

@@ -1,0 +1,120 @@
+"""The quorum profile's declarations (EVENTBUS_QUEUE_TYPE=quorum) and its refusals: no broker, no worker.
+
+That they work on a real RabbitMQ is tests/failover/test_quorum.py and the fault suite run with
+FAULTS_BROKER=quorum (tests/faults/conftest.py).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from typing import Any
+
+import pytest
+from django.core.exceptions import ImproperlyConfigured
+
+from eventbus.celery_settings import BROKER_DEAD_LETTER_EXCHANGE, DELIVERY_LIMIT_MARGIN, celery_settings
+from eventbus.delivery.receive import _given_up_by_broker
+from eventbus.operations.checks import queue_type_problem
+from project.startup_checks import check_queue_type
+from tests.conftest import REPO
+
+AMQP = "amqp://guest:guest@127.0.0.1:5672/eventdemo"
+QUEUES = ("eventbus", "dead_letter", "notifications")
+
+
+def _quorum(**extra: Any) -> dict[str, Any]:
+    return celery_settings(
+        {"CELERY_BROKER_URL": AMQP, "EVENTBUS_QUEUE_TYPE": "quorum", "EVENTBUS_QUEUES": QUEUES, **extra}
+    )
+
+
+def test_every_queue_is_a_quorum_queue_behind_a_topic_exchange_of_its_name() -> None:
+    queues = {queue.name: queue for queue in _quorum()["CELERY_TASK_QUEUES"]}
+    assert set(queues) == set(QUEUES)
+    for name, queue in queues.items():
+        assert queue.queue_arguments["x-queue-type"] == "quorum"
+        # Topic: Celery's native delayed delivery cannot route a countdown through a direct exchange.
+        assert (queue.exchange.name, queue.exchange.type, queue.routing_key) == (name, "topic", name)
+
+
+def test_the_broker_limit_leaves_room_for_the_bus_counter_and_dead_letters_at_least_once() -> None:
+    arguments = _quorum(EVENTBUS_MAX_DELIVERIES=7)["CELERY_TASK_QUEUES"][0].queue_arguments
+    assert arguments["x-delivery-limit"] == 7 + DELIVERY_LIMIT_MARGIN > 7
+    # The default exchange, straight into the dead-letter queue: no binding that could be missing.
+    assert (arguments["x-dead-letter-exchange"], arguments["x-dead-letter-routing-key"]) == ("", "dead_letter")
+    assert arguments["x-dead-letter-strategy"] == "at-least-once"
+    assert arguments["x-overflow"] == "reject-publish"  # at-least-once needs it
+
+
+def test_worker_and_transport_settings_of_the_profile() -> None:
+    found = _quorum()
+    assert found["CELERY_WORKER_DETECT_QUORUM_QUEUES"] is True
+    assert found["CELERY_BROKER_NATIVE_DELAYED_DELIVERY_QUEUE_TYPE"] == "quorum"
+    assert found["CELERY_TASK_DEFAULT_QUEUE_TYPE"] == "quorum"
+    options = found["CELERY_BROKER_TRANSPORT_OPTIONS"]
+    assert options["confirm_publish"] is True
+    assert "socket_connect_timeout" in options  # merged into the broker's options, not in place of them
+
+
+def test_classic_is_the_default_and_unchanged() -> None:
+    found = celery_settings({"CELERY_BROKER_URL": AMQP, "EVENTBUS_QUEUES": QUEUES})
+    for queue in found["CELERY_TASK_QUEUES"]:
+        assert queue.exchange.type == "direct"
+        assert not queue.queue_arguments
+    assert "confirm_publish" not in found["CELERY_BROKER_TRANSPORT_OPTIONS"]
+    assert "CELERY_WORKER_DETECT_QUORUM_QUEUES" not in found
+
+
+@pytest.mark.parametrize(
+    ("queue_type", "url", "says"),
+    [
+        ("quorum", "redis://127.0.0.1:6379/0", "needs a RabbitMQ broker"),
+        ("quorum", "rediss://user:secret@host:6380/0", "needs a RabbitMQ broker"),
+        ("qourum", AMQP, "must be 'classic'"),
+        ("", AMQP, "must be 'classic'"),
+    ],
+)
+def test_refusals(queue_type: str, url: str, says: str) -> None:
+    problem = queue_type_problem(queue_type, url)
+    assert problem is not None and says in problem
+    assert "secret" not in problem  # a URL's password never reaches a message
+    with pytest.raises(ImproperlyConfigured, match=says):
+        check_queue_type(queue_type, url)
+
+
+@pytest.mark.parametrize("url", [AMQP, "amqps://h:5671/v", "pyamqp://h//"])
+def test_quorum_on_amqp_and_classic_anywhere_pass(url: str) -> None:
+    assert queue_type_problem("quorum", url) is None
+    assert queue_type_problem("classic", "redis://127.0.0.1:6379/0") is None
+
+
+def test_a_process_with_quorum_on_redis_does_not_start() -> None:
+    env = {**os.environ, "EVENTBUS_QUEUE_TYPE": "quorum", "CELERY_BROKER_URL": "redis://127.0.0.1:6379/9"}
+    env.pop("DJANGO_SETTINGS_MODULE", None)
+    done = subprocess.run(
+        [sys.executable, "manage.py", "check"], cwd=REPO, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode != 0
+    assert "EVENTBUS_QUEUE_TYPE=quorum needs a RabbitMQ broker" in done.stderr
+
+
+class _Message:
+    """What the consumer reads of a kombu message: its delivery_info and headers."""
+
+    def __init__(self, exchange: str, headers: dict[str, Any]) -> None:
+        self.delivery_info = {"exchange": exchange, "routing_key": "notifications"}
+        self.headers = headers
+
+
+def test_a_message_the_broker_gave_up_on_is_a_poison_dead_letter_with_its_reason() -> None:
+    deaths = [
+        {"reason": "delivery_limit", "queue": "notifications", "count": 1},
+        {"reason": "expired", "queue": "celery_delayed_0", "count": 1},
+    ]
+    reason = _given_up_by_broker(_Message(BROKER_DEAD_LETTER_EXCHANGE, {"task": "x", "x-death": deaths}))
+    assert reason is not None
+    assert "'notifications'" in reason and "delivery_limit" in reason
+    assert _given_up_by_broker(_Message("notifications", {"task": "x", "x-death": deaths})) is None
+    assert _given_up_by_broker(_Message(BROKER_DEAD_LETTER_EXCHANGE, {"task": "x"})) is None
