@@ -12,6 +12,7 @@ A worker refuses to start when one that keeps messages from being lost or duplic
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -156,6 +157,17 @@ def quorum_arguments(bus: Mapping[str, Any]) -> dict[str, Any]:
         "x-dead-letter-strategy": "at-least-once",
         "x-overflow": "reject-publish",
     }
+
+
+def broker_countdown(countdown: float, queue_type: str) -> float:
+    """``countdown`` as the broker can hold it: whole seconds, rounded up, with quorum queues.
+
+    Native delayed delivery counts in whole seconds (a routing key of 28 bits), and Celery
+    refuses a countdown that truncates to 0 ("countdown must be a positive number",
+    kombu.transport.native_delayed_delivery.calculate_routing_key): a 0.2 s backoff would
+    fail to be scheduled. Rounding up keeps "no sooner than" true.
+    """
+    return float(math.ceil(countdown)) if queue_type == "quorum" and countdown > 0 else countdown
 
 
 def quorum_queues(bus: Mapping[str, Any]) -> list[Queue]:

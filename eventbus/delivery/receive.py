@@ -66,8 +66,10 @@ class DeadLetteringConsumer(Consumer):  # type: ignore[misc]  # celery ships no 
         max_bytes = settings.EVENTBUS_MAX_MESSAGE_BYTES
 
         def guarded(message: Any) -> None:
+            if _from_broker_dead_letters(message) is not None:
+                return _take_broker_dead_letter(message)
             try:
-                problem = _given_up_by_broker(message) or task_message_problem(message, tasks, max_bytes)
+                problem = task_message_problem(message, tasks, max_bytes)
                 if problem is None:
                     return on_task_received(message)
             except _SHAPE_ERRORS as exc:
@@ -107,14 +109,12 @@ class DeadLetteringConsumer(Consumer):  # type: ignore[misc]  # celery ships no 
         _handle_then_acknowledge(message, super().on_unknown_message, body, message)
 
 
-def _given_up_by_broker(message: Any) -> str | None:
-    """Why RabbitMQ gave up on ``message``, if it came through the quorum profile's dead-letter exchange.
+def _from_broker_dead_letters(message: Any) -> tuple[str, str] | None:
+    """(reason, queue) of a message RabbitMQ dead-lettered to the quorum profile's dead-letter queue, else None.
 
-    Past a quorum queue's ``x-delivery-limit`` (eventbus/celery_settings.py) RabbitMQ
-    dead-letters the message through that exchange to the dead-letter queue whole, task
-    name and all: run here, it would be the subscriber's task on the wrong worker. It
-    becomes a poison dead letter instead, replayable like any other. RabbitMQ's own
-    ``x-death`` header tells it from anything else published there.
+    Such a message is the whole original, task name and all: run here, it would be the
+    subscriber's task on the wrong worker. RabbitMQ's own ``x-death`` header, and the
+    exchange nothing else publishes to (eventbus/celery_settings.py), tell it apart.
     """
     from eventbus.celery_settings import BROKER_DEAD_LETTER_EXCHANGE
 
@@ -123,15 +123,37 @@ def _given_up_by_broker(message: Any) -> str | None:
     deaths = headers.get("x-death")
     if info.get("exchange") != BROKER_DEAD_LETTER_EXCHANGE or not deaths:
         return None
-    # x-death: one entry per (queue, reason), the latest first; a countdown's trip through the
+    # One entry per (queue, reason), the latest first; a countdown's trip through the
     # celery_delayed_* queues left "expired" entries behind it.
-    latest = deaths[0] if isinstance(deaths, list) and deaths and isinstance(deaths[0], dict) else {}
-    reason = latest.get("reason", headers.get("x-last-death-reason", "unknown"))
-    queue = latest.get("queue", headers.get("x-last-death-queue", "?"))
-    return (
-        f"RabbitMQ dead-lettered it from queue {queue!r} ({reason}): delivered more often than the queue's "
-        "x-delivery-limit without being acknowledged"
-    )
+    latest = deaths[0] if isinstance(deaths, list) and isinstance(deaths[0], dict) else {}
+    return str(latest.get("reason", "unknown")), str(latest.get("queue", "?"))
+
+
+def _take_broker_dead_letter(message: Any) -> None:
+    """A message RabbitMQ dead-lettered: a poison dead letter if it gave up on it; acknowledged either way.
+
+    ``rejected``: a worker ended it with reject(requeue=False), which the bus does only once
+    it has dealt with the message (a poison dead letter, a Reject of its own); on Redis the
+    message is simply gone then, so here too: acknowledged, nothing more. Anything else (the
+    ``delivery_limit`` of a message whose workers kept dying) becomes a poison dead letter
+    with its reason, replayable like any other. Never rejected here: that would dead-letter
+    it back into this queue.
+    """
+    reason, queue = _from_broker_dead_letters(message) or ("unknown", "?")
+    if reason == "rejected":
+        log.info("a message a worker rejected on queue %s, acknowledged (the bus has dealt with it)", queue)
+    else:
+        _dead_letter(
+            message,
+            f"RabbitMQ dead-lettered it from queue {queue!r} ({reason}): delivered more often than the queue's "
+            "x-delivery-limit without being acknowledged",
+            None,
+            exception_type=f"RabbitMQ.{reason}",
+        )
+    try:
+        message.ack()
+    except Exception:
+        log.exception("could not acknowledge a message RabbitMQ dead-lettered")
 
 
 def _dead_letter(message: Any, reason: str, exc: BaseException | None, *, exception_type: str | None = None) -> None:

@@ -51,6 +51,8 @@ from kombu import pools
 from kombu.exceptions import BatchPublishError
 from kombu.utils.uuid import uuid
 
+from eventbus.celery_settings import broker_countdown
+
 if TYPE_CHECKING:
     from eventbus.contract.registry import Subscription
 
@@ -163,6 +165,8 @@ class Batch:
         route = self._route(task, subscription.queue)
         if self.buffers:
             self._unflushed[subscription.queue] += 1
+        if countdown and self._native_delays:
+            countdown = broker_countdown(countdown, "quorum")
         if route.plain or (countdown and self._native_delays):
             result = task.apply_async(
                 args=args,

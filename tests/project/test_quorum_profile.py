@@ -15,7 +15,7 @@ import pytest
 from django.core.exceptions import ImproperlyConfigured
 
 from eventbus.celery_settings import BROKER_DEAD_LETTER_EXCHANGE, DELIVERY_LIMIT_MARGIN, celery_settings
-from eventbus.delivery.receive import _given_up_by_broker
+from eventbus.delivery.receive import _from_broker_dead_letters
 from eventbus.operations.checks import queue_type_problem
 from project.startup_checks import check_queue_type
 from tests.conftest import REPO
@@ -108,13 +108,12 @@ class _Message:
         self.headers = headers
 
 
-def test_a_message_the_broker_gave_up_on_is_a_poison_dead_letter_with_its_reason() -> None:
+def test_a_message_the_broker_dead_lettered_is_known_by_its_exchange_and_x_death() -> None:
     deaths = [
         {"reason": "delivery_limit", "queue": "notifications", "count": 1},
         {"reason": "expired", "queue": "celery_delayed_0", "count": 1},
     ]
-    reason = _given_up_by_broker(_Message(BROKER_DEAD_LETTER_EXCHANGE, {"task": "x", "x-death": deaths}))
-    assert reason is not None
-    assert "'notifications'" in reason and "delivery_limit" in reason
-    assert _given_up_by_broker(_Message("notifications", {"task": "x", "x-death": deaths})) is None
-    assert _given_up_by_broker(_Message(BROKER_DEAD_LETTER_EXCHANGE, {"task": "x"})) is None
+    found = _from_broker_dead_letters(_Message(BROKER_DEAD_LETTER_EXCHANGE, {"task": "x", "x-death": deaths}))
+    assert found == ("delivery_limit", "notifications")
+    assert _from_broker_dead_letters(_Message("notifications", {"task": "x", "x-death": deaths})) is None
+    assert _from_broker_dead_letters(_Message(BROKER_DEAD_LETTER_EXCHANGE, {"task": "x"})) is None
