@@ -103,7 +103,7 @@ class RabbitNode:
         For a client it is a stopped node: connections reset, new ones refused. The queues' data stays on disk.
         """
         self._ctl("stop_app", timeout=timeout)
-        if self._answers():
+        if self.answers():
             raise RuntimeError(f"RabbitMQ node {self.node} still accepts connections after stop_app")
 
     def start_node(self, timeout: float = 60.0) -> None:
@@ -132,7 +132,17 @@ class RabbitNode:
         files = sorted((self.directory / "log").glob("*.log")) if (self.directory / "log").exists() else []
         return "\n".join(path.read_text(errors="replace")[-5000:] for path in files)
 
-    def _ctl(self, *args: str, timeout: float) -> None:
+    def queues(self) -> dict[str, tuple[int, int]]:
+        """Each queue of the node's default vhost: (ready, unacknowledged) messages, as RabbitMQ counts them."""
+        out = self._ctl("list_queues", "--no-table-headers", "name", "messages_ready", "messages_unacknowledged")
+        found = {}
+        for line in out.splitlines():
+            fields = line.split()
+            if len(fields) == 3:
+                found[fields[0]] = (int(fields[1]), int(fields[2]))
+        return found
+
+    def _ctl(self, *args: str, timeout: float = 60.0) -> str:
         done = subprocess.run(
             [CTL, "-n", self.node, "-q", *args],
             env=self._environment(),
@@ -142,8 +152,9 @@ class RabbitNode:
         )
         if done.returncode != 0:
             raise RuntimeError(f"rabbitmqctl {' '.join(args)} failed ({done.returncode}): {done.stderr[-2000:]}")
+        return done.stdout
 
-    def _answers(self) -> bool:
+    def answers(self) -> bool:
         """Whether the node completes an AMQP handshake (a listening port alone is not enough)."""
         from kombu import Connection
 
@@ -159,7 +170,7 @@ class RabbitNode:
         while time.monotonic() < deadline:
             if self.process is not None and self.process.poll() is not None:
                 raise RuntimeError(f"RabbitMQ node {self.node} exited while starting:\n{self.log()}")
-            if _port_open(self.port) and self._answers():
+            if _port_open(self.port) and self.answers():
                 return
             time.sleep(0.25)
         raise RuntimeError(f"RabbitMQ node {self.node} did not answer on port {self.port} in {timeout:.0f} s")
