@@ -109,6 +109,10 @@ class DeadLetteringConsumer(Consumer):  # type: ignore[misc]  # celery ships no 
         _handle_then_acknowledge(message, super().on_unknown_message, body, message)
 
 
+# x-death reasons of messages a worker or a sender ended on purpose (see _take_broker_dead_letter).
+_ENDS_THE_BUS_CHOSE = frozenset({"rejected", "expired"})
+
+
 def _from_broker_dead_letters(message: Any) -> tuple[str, str] | None:
     """(reason, queue) of a message RabbitMQ dead-lettered to the quorum profile's dead-letter queue, else None.
 
@@ -132,16 +136,18 @@ def _from_broker_dead_letters(message: Any) -> tuple[str, str] | None:
 def _take_broker_dead_letter(message: Any) -> None:
     """A message RabbitMQ dead-lettered: a poison dead letter if it gave up on it; acknowledged either way.
 
-    ``rejected``: a worker ended it with reject(requeue=False), which the bus does only once
-    it has dealt with the message (a poison dead letter, a Reject of its own); on Redis the
-    message is simply gone then, so here too: acknowledged, nothing more. Anything else (the
-    ``delivery_limit`` of a message whose workers kept dying) becomes a poison dead letter
-    with its reason, replayable like any other. Never rejected here: that would dead-letter
-    it back into this queue.
+    Two reasons are ends the bus chose, which on Redis leave nothing behind, so here too the
+    message is acknowledged and nothing more: ``rejected`` (a worker ended it with
+    reject(requeue=False), which the bus does only once it has dealt with the message: a
+    poison dead letter, a Reject of its own) and ``expired`` (a task sent with ``expires``,
+    beat's periodic ones, not run in time; on Redis the worker discards it as revoked).
+    Anything else (the ``delivery_limit`` of a message whose workers kept dying) becomes a
+    poison dead letter with its reason, replayable like any other. Never rejected here: that
+    would dead-letter it back into this queue.
     """
     reason, queue = _from_broker_dead_letters(message) or ("unknown", "?")
-    if reason == "rejected":
-        log.info("a message a worker rejected on queue %s, acknowledged (the bus has dealt with it)", queue)
+    if reason in _ENDS_THE_BUS_CHOSE:
+        log.info("a message RabbitMQ dead-lettered from queue %s (%s), acknowledged: the bus ended it", queue, reason)
     else:
         _dead_letter(
             message,
