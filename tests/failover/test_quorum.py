@@ -197,3 +197,22 @@ def test_a_countdown_is_held_by_the_broker_not_by_a_worker_process(
     assert ran_at - sent >= COUNTDOWN - 0.5
     wait_for(lambda: DeadLetter.objects.count() == 2, timeout=30, what="both permanent failures dead-lettered")
     assert worker.alive()
+
+
+def test_a_worker_refuses_to_start_on_queues_of_the_other_type(
+    node: RabbitNode, system: tuple[Workers, ProviderSink]
+) -> None:
+    workers, _sink = system
+    # given: the queues as the classic profile declared them (direct exchanges, classic queues)
+    classic = workers.start("q-classic", queues.ANALYTICS, concurrency=1, EVENTBUS_QUEUE_TYPE="classic")
+    classic.stop()
+
+    # when: a worker of the quorum profile starts on them
+    quorum = workers.spawn("q-quorum", queues.ANALYTICS, concurrency=1)
+    wait_for(lambda: not quorum.alive(), timeout=60, what="the quorum worker to refuse")
+
+    # then: it says what is wrong and what to do, and the queue is still the classic one
+    log = quorum.log()
+    assert "refusing to start: queues differ on the broker" in log
+    assert "PRECONDITION_FAILED" in log and "EVENTBUS_QUEUE_TYPE" in log and "delete_queue" in log
+    assert queues.ANALYTICS in node.queues()
