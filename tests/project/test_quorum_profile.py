@@ -15,6 +15,7 @@ import pytest
 from django.core.exceptions import ImproperlyConfigured
 
 from eventbus.celery_settings import BROKER_DEAD_LETTER_EXCHANGE, DELIVERY_LIMIT_MARGIN, celery_settings
+from eventbus.delivery import receive
 from eventbus.delivery.receive import _from_broker_dead_letters
 from eventbus.operations.checks import queue_type_problem
 from project.startup_checks import check_queue_type
@@ -101,11 +102,15 @@ def test_a_process_with_quorum_on_redis_does_not_start() -> None:
 
 
 class _Message:
-    """What the consumer reads of a kombu message: its delivery_info and headers."""
+    """What the consumer reads of a kombu message (its delivery_info and headers), and its acknowledgement."""
 
     def __init__(self, exchange: str, headers: dict[str, Any]) -> None:
         self.delivery_info = {"exchange": exchange, "routing_key": "notifications"}
         self.headers = headers
+        self.acks = 0
+
+    def ack(self) -> None:
+        self.acks += 1
 
 
 def test_a_message_the_broker_dead_lettered_is_known_by_its_exchange_and_x_death() -> None:
@@ -117,3 +122,23 @@ def test_a_message_the_broker_dead_lettered_is_known_by_its_exchange_and_x_death
     assert found == ("delivery_limit", "notifications")
     assert _from_broker_dead_letters(_Message("notifications", {"task": "x", "x-death": deaths})) is None
     assert _from_broker_dead_letters(_Message(BROKER_DEAD_LETTER_EXCHANGE, {"task": "x"})) is None
+
+
+@pytest.mark.parametrize("reason", ["rejected", "expired"])
+def test_ends_the_bus_chose_are_acknowledged_without_a_dead_letter(
+    reason: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    captured: list[str] = []
+    monkeypatch.setattr(receive, "_dead_letter", lambda message, text, exc, **_: captured.append(text))
+    message = _Message(BROKER_DEAD_LETTER_EXCHANGE, {"x-death": [{"reason": reason, "queue": "eventbus"}]})
+    receive._take_broker_dead_letter(message)
+    assert (message.acks, captured) == (1, [])
+
+
+def test_a_delivery_limit_is_a_dead_letter_with_its_reason_then_acknowledged(monkeypatch: pytest.MonkeyPatch) -> None:
+    captured: list[str] = []
+    monkeypatch.setattr(receive, "_dead_letter", lambda message, text, exc, **_: captured.append(text))
+    message = _Message(BROKER_DEAD_LETTER_EXCHANGE, {"x-death": [{"reason": "delivery_limit", "queue": "analytics"}]})
+    receive._take_broker_dead_letter(message)
+    assert message.acks == 1
+    assert len(captured) == 1 and "'analytics' (delivery_limit)" in captured[0]
