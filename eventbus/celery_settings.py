@@ -28,13 +28,20 @@ so that it lands in that queue with no binding to declare first. Nothing else pu
 message by it and turns it into a poison dead letter with its reason (eventbus/delivery/receive.py):
 nothing the broker drops is lost silently."""
 
-DELIVERY_LIMIT_MARGIN = 10
-"""Quorum profile: the broker's delivery limit is EVENTBUS_MAX_DELIVERIES plus this.
+BROKER_DELIVERY_LIMIT = 20
+"""Quorum profile: every queue's ``x-delivery-limit``, fixed (RabbitMQ 4's default).
 
-RabbitMQ counts every return of a message (a worker killed mid-task, but also a connection
-lost while the message sat prefetched); the bus counts only starts without an end
-(eventbus/delivery/guards). The margin lets the bus's own counter dead-letter first, with
-its reason, even after ten connection losses while the message was in flight."""
+Fixed rather than derived from EVENTBUS_MAX_DELIVERIES: a queue's arguments cannot change
+(a declaration with another value is a PRECONDITION_FAILED), so a setting changed later, or
+one process started with another value, would stop every worker until the queues were
+deleted. The bus's own counter must dead-letter first, with its reason: RabbitMQ counts
+every return of a message (a worker killed mid-task, but also a connection lost while the
+message sat prefetched), the bus only starts without an end (eventbus/delivery/guards), so
+the start check (eventbus/operations/checks.py) keeps EVENTBUS_MAX_DELIVERIES at least
+DELIVERY_LIMIT_MARGIN below it."""
+
+DELIVERY_LIMIT_MARGIN = 5
+"""Returns RabbitMQ may count beyond the bus's own limit (connection losses while a message was in flight)."""
 
 
 def celery_settings(values: Mapping[str, Any]) -> dict[str, Any]:
@@ -146,8 +153,8 @@ def quorum_arguments(bus: Mapping[str, Any]) -> dict[str, Any]:
     """The ``x-`` arguments of every queue in the quorum profile."""
     return {
         "x-queue-type": "quorum",
-        # Above the bus's own counter, so that it dead-letters first (DELIVERY_LIMIT_MARGIN).
-        "x-delivery-limit": bus["EVENTBUS_MAX_DELIVERIES"] + DELIVERY_LIMIT_MARGIN,
+        # Above the bus's own counter, so that it dead-letters first (BROKER_DELIVERY_LIMIT).
+        "x-delivery-limit": BROKER_DELIVERY_LIMIT,
         # What the broker still drops past its limit becomes a dead letter row, not a silent loss.
         "x-dead-letter-exchange": BROKER_DEAD_LETTER_EXCHANGE,
         "x-dead-letter-routing-key": bus["EVENTBUS_DEAD_LETTER_QUEUE"],

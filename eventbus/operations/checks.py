@@ -35,6 +35,7 @@ from urllib.parse import urlsplit
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
+from eventbus.celery_settings import BROKER_DELIVERY_LIMIT, DELIVERY_LIMIT_MARGIN
 from eventbus.contract import registry
 from eventbus.contract.errors import EventDeclarationError
 from eventbus.contract.retry import RetryPolicy
@@ -53,6 +54,14 @@ def improper(values: Any) -> list[str]:
     queue_type = queue_type_problem(values.EVENTBUS_QUEUE_TYPE, broker_url)
     if queue_type:
         found.append(queue_type)
+    deliveries = values.EVENTBUS_MAX_DELIVERIES
+    if values.EVENTBUS_QUEUE_TYPE == "quorum" and deliveries > BROKER_DELIVERY_LIMIT - DELIVERY_LIMIT_MARGIN:
+        found.append(
+            f"EVENTBUS_MAX_DELIVERIES ({deliveries}) must be at most {BROKER_DELIVERY_LIMIT - DELIVERY_LIMIT_MARGIN} "
+            f"with EVENTBUS_QUEUE_TYPE=quorum: RabbitMQ gives up on a message after {BROKER_DELIVERY_LIMIT} "
+            "deliveries (every queue's x-delivery-limit, fixed), and the bus must dead-letter it first, with its "
+            "reason. Lower EVENTBUS_MAX_DELIVERIES."
+        )
     grace, marks = values.EVENTBUS_RELAY_GRACE, values.EVENTBUS_MARK_BATCH_SECONDS
     if marks > 0 and grace < 5 * marks:
         found.append(

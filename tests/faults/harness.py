@@ -64,7 +64,7 @@ def unacked() -> int:
 
 def queue_length(queue: str) -> int:
     if quorum.current is not None:
-        return quorum.current.counts(queue)[0]
+        return quorum.ready(queue)
     return int(eventbus_redis.client().llen(settings.REDIS_KEY_PREFIX + queue))
 
 

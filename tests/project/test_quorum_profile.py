@@ -9,15 +9,21 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 
-from eventbus.celery_settings import BROKER_DEAD_LETTER_EXCHANGE, DELIVERY_LIMIT_MARGIN, celery_settings
+from eventbus.celery_settings import (
+    BROKER_DEAD_LETTER_EXCHANGE,
+    BROKER_DELIVERY_LIMIT,
+    DELIVERY_LIMIT_MARGIN,
+    celery_settings,
+)
 from eventbus.delivery import receive
 from eventbus.delivery.receive import _from_broker_dead_letters
-from eventbus.operations.checks import queue_type_problem
+from eventbus.operations.checks import improper, queue_type_problem
 from project.startup_checks import check_queue_type
 from tests.conftest import REPO
 
@@ -40,9 +46,11 @@ def test_every_queue_is_a_quorum_queue_behind_a_topic_exchange_of_its_name() -> 
         assert (queue.exchange.name, queue.exchange.type, queue.routing_key) == (name, "topic", name)
 
 
-def test_the_broker_limit_leaves_room_for_the_bus_counter_and_dead_letters_at_least_once() -> None:
-    arguments = _quorum(EVENTBUS_MAX_DELIVERIES=7)["CELERY_TASK_QUEUES"][0].queue_arguments
-    assert arguments["x-delivery-limit"] == 7 + DELIVERY_LIMIT_MARGIN > 7
+def test_the_broker_limit_is_fixed_and_dead_letters_at_least_once() -> None:
+    # Fixed: a queue's arguments cannot change, so they must not follow a setting.
+    for deliveries in (1, 5, 15):
+        arguments = _quorum(EVENTBUS_MAX_DELIVERIES=deliveries)["CELERY_TASK_QUEUES"][0].queue_arguments
+        assert arguments["x-delivery-limit"] == BROKER_DELIVERY_LIMIT
     # The default exchange, straight into the dead-letter queue: no binding that could be missing.
     assert (arguments["x-dead-letter-exchange"], arguments["x-dead-letter-routing-key"]) == ("", "dead_letter")
     assert arguments["x-dead-letter-strategy"] == "at-least-once"
@@ -142,3 +150,18 @@ def test_a_delivery_limit_is_a_dead_letter_with_its_reason_then_acknowledged(mon
     receive._take_broker_dead_letter(message)
     assert message.acks == 1
     assert len(captured) == 1 and "'analytics' (delivery_limit)" in captured[0]
+
+
+def test_the_bus_counter_must_stay_below_the_broker_limit() -> None:
+    from django.conf import settings
+
+    def found(queue_type: str, deliveries: int) -> list[str]:
+        current = {name: getattr(settings, name) for name in dir(settings) if name.isupper()}
+        changed = {"EVENTBUS_QUEUE_TYPE": queue_type, "EVENTBUS_MAX_DELIVERIES": deliveries, "CELERY_BROKER_URL": AMQP}
+        values = SimpleNamespace(**{**current, **changed})
+        return [p for p in improper(values) if "EVENTBUS_MAX_DELIVERIES" in p]
+
+    highest = BROKER_DELIVERY_LIMIT - DELIVERY_LIMIT_MARGIN
+    assert found("quorum", highest) == []
+    assert "must be at most" in found("quorum", highest + 1)[0]
+    assert found("classic", highest + 1) == []
