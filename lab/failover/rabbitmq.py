@@ -82,6 +82,8 @@ class RabbitNode:
             # The lab's disk is a temporary directory: the default 50 MB alarm is fine, the relative
             # memory mark too; the node logs to a file only, which Process logs are next to.
             "log.console = false\nlog.file.level = info\n"
+            # Queue counts (rabbitmqctl list_queues) refreshed every second, not every 5 s: tests read them.
+            "collect_statistics_interval = 1000\n"
         )
         began = time.monotonic()
         log = open(self.directory / "server.log", "ab")  # noqa: SIM115 (the node writes to it until stop())
