@@ -25,8 +25,10 @@ from pathlib import Path
 import pytest
 from django.contrib.auth import get_user_model
 from django.test import override_settings
+from kombu import Connection
 
 from devinbox.sink import free_port
+from eventbus.celery_settings import BROKER_DELIVERY_LIMIT
 from eventbus.models import DeadLetter
 from lab.failover.rabbitmq import RabbitNode
 from project import queues
@@ -105,6 +107,19 @@ def _manage(env: dict[str, str], *args: str) -> subprocess.Popen[str]:
     )
 
 
+def send(env: dict[str, str], wire: dict[str, object], countdown: int | None = None) -> None:
+    """Send a PERMANENT probe to analytics from a process of its own on the quorum profile, as any producer would."""
+    done = subprocess.run(
+        [sys.executable, "-c", SEND, PERMANENT, queues.ANALYTICS, json.dumps(wire), str(countdown or 0)],
+        cwd=REPO,
+        env={**env, "DJANGO_SETTINGS_MODULE": "project.settings"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+
+
 def test_node_stopped_with_sign_ups_in_flight_loses_and_doubles_nothing(
     node: RabbitNode, system: tuple[Workers, ProviderSink]
 ) -> None:
@@ -166,16 +181,7 @@ def test_a_countdown_is_held_by_the_broker_not_by_a_worker_process(
     later, now = probe_wire("later"), probe_wire("now")
 
     def call(wire: dict[str, object], countdown: int | None = None) -> None:
-        """Send the task from a process of its own on the quorum profile, as any producer would."""
-        done = subprocess.run(
-            [sys.executable, "-c", SEND, PERMANENT, queues.ANALYTICS, json.dumps(wire), str(countdown or 0)],
-            cwd=REPO,
-            env={**workers.base_env, "DJANGO_SETTINGS_MODULE": "project.settings"},
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        assert done.returncode == 0, done.stderr
+        send(workers.base_env, wire, countdown)
 
     # when: a task with a countdown, then one without
     sent = time.time()
@@ -221,3 +227,39 @@ def test_a_worker_refuses_to_start_on_queues_of_the_other_type(
     assert "refusing to start: queues differ on the broker" in log
     assert "PRECONDITION_FAILED" in log and "EVENTBUS_QUEUE_TYPE" in log and "delete_queue" in log
     assert queues.ANALYTICS in node.queues()
+
+
+def test_a_message_past_the_broker_delivery_limit_becomes_a_dead_letter_with_its_reason(
+    node: RabbitNode, system: tuple[Workers, ProviderSink]
+) -> None:
+    workers, _sink = system
+    # Only the dead-letter queue has a worker; it declares every queue as it starts (eventbus/signals.py).
+    workers.start("q-dead", queues.DEAD_LETTER, concurrency=1)
+    wire = probe_wire("limit")
+    send(workers.base_env, wire)
+
+    # when: the message is handed out and put back (as by a consumer that keeps dying) past the broker's limit
+    returned = 0
+    with Connection(node.url) as connection:
+        channel = connection.default_channel
+        deadline = time.monotonic() + 60
+        while not DeadLetter.objects.filter(task_name=PERMANENT).exists() and time.monotonic() < deadline:
+            message = channel.basic_get(queue=queues.ANALYTICS, no_ack=False)
+            if message is None:
+                time.sleep(0.1)
+                continue
+            channel.basic_reject(message.delivery_tag, requeue=True)
+            returned += 1
+
+    # then: RabbitMQ dead-lettered it, and the dead-letter worker made it a row saying so, never running it
+    letter = wait_for(lambda: DeadLetter.objects.filter(task_name=PERMANENT).first(), timeout=30, what="the row")
+    print(f"returned {returned} times; dead letter: {letter.exception_type}: {letter.exception_message}")
+    assert returned >= BROKER_DELIVERY_LIMIT
+    assert (letter.kind, letter.exception_type, str(letter.event_id)) == (
+        "poison",
+        "RabbitMQ.delivery_limit",
+        wire["id"],
+    )
+    assert "x-delivery-limit" in letter.exception_message
+    assert not attempts(PERMANENT, wire["id"])
+    assert node.queues()[queues.ANALYTICS] == (0, 0)
