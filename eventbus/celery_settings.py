@@ -12,6 +12,7 @@ A worker refuses to start when one that keeps messages from being lost or duplic
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -19,21 +20,48 @@ from kombu import Exchange, Queue
 
 from eventbus.conf import with_defaults
 
+BROKER_DEAD_LETTER_EXCHANGE = ""
+"""Quorum profile: the exchange through which RabbitMQ hands on a message it gave up on (past
+``x-delivery-limit``): the default exchange, with the dead-letter queue's name as routing key,
+so that it lands in that queue with no binding to declare first. Nothing else publishes there
+(every queue has an exchange of its own), so the worker on the dead-letter queue knows such a
+message by it and turns it into a poison dead letter with its reason (eventbus/delivery/receive.py):
+nothing the broker drops is lost silently."""
+
+BROKER_DELIVERY_LIMIT = 20
+"""Quorum profile: every queue's ``x-delivery-limit``, fixed (RabbitMQ 4's default).
+
+Fixed rather than derived from EVENTBUS_MAX_DELIVERIES: a queue's arguments cannot change
+(a declaration with another value is a PRECONDITION_FAILED), so a setting changed later, or
+one process started with another value, would stop every worker until the queues were
+deleted. The bus's own counter must dead-letter first, with its reason: RabbitMQ counts
+every return of a message (a worker killed mid-task, but also a connection lost while the
+message sat prefetched), the bus only starts without an end (eventbus/delivery/guards), so
+the start check (eventbus/operations/checks.py) keeps EVENTBUS_MAX_DELIVERIES at least
+DELIVERY_LIMIT_MARGIN below it."""
+
+DELIVERY_LIMIT_MARGIN = 5
+"""Returns RabbitMQ may count beyond the bus's own limit (connection losses while a message was in flight)."""
+
 
 def celery_settings(values: Mapping[str, Any]) -> dict[str, Any]:
     """The bus's CELERY_* settings for a host whose settings (so far) are ``values``."""
     bus = with_defaults(values)
     broker_url: str = values.get("CELERY_BROKER_URL", bus["REDIS_URL"])
     housekeeping = bus["EVENTBUS_HOUSEKEEPING_QUEUE"]
+    quorum = bus["EVENTBUS_QUEUE_TYPE"] == "quorum"
+    broker = _broker(broker_url, bus)
+    if quorum:
+        broker = _quorum(broker)
     return {
         **_results(),
         **_delivery(),
-        **_broker(broker_url, bus),
+        **broker,
         # Queues are declared by EVENTBUS_QUEUES; a message for an undeclared queue
         # is a bug, so Celery must not invent queues on the fly.
-        "CELERY_TASK_QUEUES": [
-            Queue(name, Exchange(name, type="direct"), routing_key=name) for name in bus["EVENTBUS_QUEUES"]
-        ],
+        "CELERY_TASK_QUEUES": quorum_queues(bus)
+        if quorum
+        else [Queue(name, Exchange(name, type="direct"), routing_key=name) for name in bus["EVENTBUS_QUEUES"]],
         "CELERY_TASK_DEFAULT_QUEUE": housekeeping,
         # Each subscriber's task goes to the queue its @subscriber declaration names.
         "CELERY_TASK_ROUTES": ("eventbus.contract.routing.route_task",),
@@ -119,6 +147,72 @@ def _broker(broker_url: str, bus: Mapping[str, Any]) -> dict[str, Any]:
         # redis-py would retry a refused connection for ~4 s; see eventbus/fastpath/broker.py.
         found["CELERY_BROKER_TRANSPORT"] = "eventbus.fastpath.broker:FailFastRedisTransport"
     return found
+
+
+def quorum_arguments(bus: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``x-`` arguments of every queue in the quorum profile."""
+    return {
+        "x-queue-type": "quorum",
+        # Above the bus's own counter, so that it dead-letters first (BROKER_DELIVERY_LIMIT).
+        "x-delivery-limit": BROKER_DELIVERY_LIMIT,
+        # What the broker still drops past its limit becomes a dead letter row, not a silent loss.
+        "x-dead-letter-exchange": BROKER_DEAD_LETTER_EXCHANGE,
+        "x-dead-letter-routing-key": bus["EVENTBUS_DEAD_LETTER_QUEUE"],
+        # at-least-once: the message leaves the queue only once the dead-letter queue confirmed it
+        # (the default, at-most-once, may drop it on a leader change). RabbitMQ honours it only
+        # with x-overflow reject-publish; no queue has a length limit, so nothing is ever refused.
+        "x-dead-letter-strategy": "at-least-once",
+        "x-overflow": "reject-publish",
+    }
+
+
+def broker_countdown(countdown: float, queue_type: str) -> float:
+    """``countdown`` as the broker can hold it: whole seconds, rounded up, with quorum queues.
+
+    Native delayed delivery counts in whole seconds (a routing key of 28 bits), and Celery
+    refuses a countdown that truncates to 0 ("countdown must be a positive number",
+    kombu.transport.native_delayed_delivery.calculate_routing_key): a 0.2 s backoff would
+    fail to be scheduled. Rounding up keeps "no sooner than" true.
+    """
+    return float(math.ceil(countdown)) if queue_type == "quorum" and countdown > 0 else countdown
+
+
+def quorum_queues(bus: Mapping[str, Any]) -> list[Queue]:
+    """EVENTBUS_QUEUES as quorum queues, each behind a topic exchange of its name.
+
+    Topic, not direct: Celery's native delayed delivery (kombu.transport.native_delayed_delivery)
+    publishes a countdown to the ``celery_delayed_*`` chain of TTL queues with the delay in
+    bits before the routing key; what falls out at the end reaches ``celery_delayed_delivery``,
+    which the worker's DelayedDelivery bootstep binds to each queue's exchange with
+    ``#.<queue>``. A direct exchange cannot match that key, and Celery then falls back to
+    holding the countdown in the worker (celery/app/base.py send_task).
+    """
+    arguments = quorum_arguments(bus)
+    return [
+        Queue(name, Exchange(name, type="topic"), routing_key=name, queue_arguments=arguments)
+        for name in bus["EVENTBUS_QUEUES"]
+    ]
+
+
+def _quorum(broker: dict[str, Any]) -> dict[str, Any]:
+    """``broker`` (the broker settings) with the quorum profile's (RabbitMQ); its queues: ``quorum_queues``."""
+    return {
+        **broker,
+        # Queues Celery declares on its own (none: CELERY_TASK_CREATE_MISSING_QUEUES is off) would be quorum too.
+        "CELERY_TASK_DEFAULT_QUEUE_TYPE": "quorum",
+        # Quorum queues refuse a global prefetch (basic.qos global): Celery sees them and sets the
+        # prefetch per consumer, concurrency x CELERY_WORKER_PREFETCH_MULTIPLIER (1 here), fixed.
+        # It also adds the DelayedDelivery bootstep, which declares the celery_delayed_* exchanges
+        # and queues and binds the worker's queues to them at each start.
+        "CELERY_WORKER_DETECT_QUORUM_QUEUES": True,
+        # The celery_delayed_* queues hold countdowns for up to 2^28 s: replicated like the rest.
+        "CELERY_BROKER_NATIVE_DELAYED_DELIVERY_QUEUE_TYPE": "quorum",
+        # Publisher confirms (py-amqp): each publish waits for the broker's ack, and a nack or
+        # a closed channel raises, so the outbox marks nothing dispatched that the broker did
+        # not take. Merged into every connection's options, the request path's too
+        # (eventbus/fastpath/publishing_batch.py request_producer), whose read_timeout bounds the wait.
+        "CELERY_BROKER_TRANSPORT_OPTIONS": {**broker["CELERY_BROKER_TRANSPORT_OPTIONS"], "confirm_publish": True},
+    }
 
 
 def beat_schedule(values: Mapping[str, Any]) -> dict[str, dict[str, Any]]:

@@ -70,6 +70,12 @@ SETTINGS: tuple[Setting, ...] = (
         "Redis redelivers an unacknowledged message after it",
         env="CELERY_VISIBILITY_TIMEOUT",
     ),
+    # RabbitMQ only: "quorum" declares every queue as a quorum queue (replicated, with a
+    # delivery limit) and routes countdowns through the broker's delayed-delivery
+    # exchanges instead of holding them in a worker (eventbus/celery_settings.py).
+    # "classic" (the default) is what every other broker gets. A queue's type cannot be
+    # changed in place: a worker refuses to start on a queue of the other type.
+    _read("EVENTBUS_QUEUE_TYPE", "classic", None, "RabbitMQ queue type: classic or quorum"),
     # Publishing happens inside a request: a broker that does not answer must cost
     # a bounded, small time there. The outbox relay does the waiting instead.
     _read("EVENTBUS_PUBLISH_TIMEOUT", 1.0, 0.05, "a request's bound on the broker"),

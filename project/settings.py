@@ -266,6 +266,9 @@ EVENTBUS_SCHEMA_URL = env_str("EVENTBUS_SCHEMA_URL", f"{SITE_URL}/events/schemas
 _bus = {s.name: env_setting(s.env, s.default, minimum=s.minimum) for s in eventbus_conf.SETTINGS if s.env}
 globals().update(_bus)
 globals().update(eventbus_conf.derived(_bus))
+# classic (the default) or quorum (RabbitMQ quorum queues, eventbus/celery_settings.py); refused on another broker.
+EVENTBUS_QUEUE_TYPE = str(_bus["EVENTBUS_QUEUE_TYPE"]).strip().lower()
+startup_checks.check_queue_type(EVENTBUS_QUEUE_TYPE, CELERY_BROKER_URL)
 # The CELERY_* settings the bus requires (at least once, JSON only, its queues,
 # routes and beat schedule), derived from the above (eventbus/celery_settings.py).
 # How they must relate to each other is checked as the bus loads (eventbus/operations/checks.py).

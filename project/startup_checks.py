@@ -13,7 +13,7 @@ from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
 
-from eventbus.operations.checks import countdown_problem
+from eventbus.operations.checks import countdown_problem, queue_type_problem
 from eventbus.protection.tokenbucket import parse_rate
 
 DEV_SECRET = "dev-insecure-secret-key-change-me-in-production-0123456789"
@@ -125,3 +125,14 @@ def metrics_token(token: str, token_file: str) -> str:
     if not token:
         raise ImproperlyConfigured(f"METRICS_TOKEN_FILE={token_file!r} is empty: write the token into it.")
     return token
+
+
+def check_queue_type(queue_type: str, broker_url: str) -> None:
+    """EVENTBUS_QUEUE_TYPE: 'classic' or 'quorum', quorum only on RabbitMQ (rule: eventbus/operations/checks.py).
+
+    Checked before the CELERY_* settings are derived from it: a quorum profile on Redis would
+    declare queue arguments no Redis understands.
+    """
+    problem = queue_type_problem(queue_type, broker_url)
+    if problem:
+        raise ImproperlyConfigured(problem)

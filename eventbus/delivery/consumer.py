@@ -18,7 +18,9 @@ from typing import Any, NoReturn
 
 from celery import Task
 from celery.exceptions import Reject, Retry
+from django.conf import settings
 
+from eventbus.celery_settings import broker_countdown
 from eventbus.contract import registry
 from eventbus.contract.envelope import Envelope
 from eventbus.contract.errors import PoisonMessage
@@ -75,6 +77,7 @@ class ConsumerTask(Task):
         (``Reject(requeue=True)``; if even that cannot reach the broker, the
         message stays unacknowledged and the broker redelivers it).
         """
+        countdown = broker_countdown(countdown, settings.EVENTBUS_QUEUE_TYPE)
         signature = self.signature_from_request(self.request, countdown=countdown, retries=retries)
         try:
             signature.apply_async(retry=True, retry_policy=REPUBLISH_RETRY_POLICY)

@@ -66,6 +66,8 @@ class DeadLetteringConsumer(Consumer):  # type: ignore[misc]  # celery ships no 
         max_bytes = settings.EVENTBUS_MAX_MESSAGE_BYTES
 
         def guarded(message: Any) -> None:
+            if _from_broker_dead_letters(message) is not None:
+                return _take_broker_dead_letter(message)
             try:
                 problem = task_message_problem(message, tasks, max_bytes)
                 if problem is None:
@@ -105,6 +107,59 @@ class DeadLetteringConsumer(Consumer):  # type: ignore[misc]  # celery ships no 
     def on_unknown_message(self, body: Any, message: Any) -> None:
         _dead_letter(message, "not a Celery task message: it names no task", None, exception_type="UnknownMessage")
         _handle_then_acknowledge(message, super().on_unknown_message, body, message)
+
+
+# x-death reasons of messages a worker or a sender ended on purpose (see _take_broker_dead_letter).
+_ENDS_THE_BUS_CHOSE = frozenset({"rejected", "expired"})
+
+
+def _from_broker_dead_letters(message: Any) -> tuple[str, str] | None:
+    """(reason, queue) of a message RabbitMQ dead-lettered to the quorum profile's dead-letter queue, else None.
+
+    Such a message is the whole original, task name and all: run here, it would be the
+    subscriber's task on the wrong worker. RabbitMQ's own ``x-death`` header, and the
+    exchange nothing else publishes to (eventbus/celery_settings.py), tell it apart.
+    """
+    from eventbus.celery_settings import BROKER_DEAD_LETTER_EXCHANGE
+
+    info = message.delivery_info if isinstance(message.delivery_info, dict) else {}
+    headers = message.headers if isinstance(message.headers, dict) else {}
+    deaths = headers.get("x-death")
+    if info.get("exchange") != BROKER_DEAD_LETTER_EXCHANGE or not deaths:
+        return None
+    # One entry per (queue, reason), the latest first; a countdown's trip through the
+    # celery_delayed_* queues left "expired" entries behind it.
+    latest = deaths[0] if isinstance(deaths, list) and isinstance(deaths[0], dict) else {}
+    return str(latest.get("reason", "unknown")), str(latest.get("queue", "?"))
+
+
+def _take_broker_dead_letter(message: Any) -> None:
+    """A message RabbitMQ dead-lettered: a poison dead letter if it gave up on it; acknowledged either way.
+
+    Two reasons are ends the bus chose, which on Redis leave nothing behind, so here too the
+    message is acknowledged and nothing more: ``rejected`` (a worker ended it with
+    reject(requeue=False), which the bus does only once it has dealt with the message: a
+    poison dead letter, a Reject of its own) and ``expired`` (a task sent with ``expires``,
+    beat's periodic ones, not run in time; on Redis the worker discards it as revoked).
+    Anything else (the ``delivery_limit`` of a message whose workers kept dying) becomes a
+    poison dead letter with its reason, replayable like any other. Never rejected here: that
+    would dead-letter it back into this queue.
+    """
+    reason, queue = _from_broker_dead_letters(message) or ("unknown", "?")
+    if reason in _ENDS_THE_BUS_CHOSE:
+        log.info("a message RabbitMQ dead-lettered from queue %s (%s), acknowledged: the bus ended it", queue, reason)
+    else:
+        _dead_letter(
+            message,
+            f"RabbitMQ dead-lettered it from queue {queue!r} ({reason}): delivered more often than the queue's "
+            "x-delivery-limit without being acknowledged",
+            None,
+            exception_type=f"RabbitMQ.{reason}",
+        )
+    try:
+        message.ack()
+    except Exception:
+        log.exception("could not acknowledge a message RabbitMQ dead-lettered")
 
 
 def _dead_letter(message: Any, reason: str, exc: BaseException | None, *, exception_type: str | None = None) -> None:

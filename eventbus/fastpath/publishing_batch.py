@@ -44,11 +44,14 @@ from typing import TYPE_CHECKING, Any
 
 from celery import Celery
 from celery.app.task import Task
+from celery.utils.quorum_queues import detect_quorum_queues
 from celery.utils.saferepr import saferepr
 from django.conf import settings
 from kombu import pools
 from kombu.exceptions import BatchPublishError
 from kombu.utils.uuid import uuid
+
+from eventbus.celery_settings import broker_countdown
 
 if TYPE_CHECKING:
     from eventbus.contract.registry import Subscription
@@ -98,6 +101,9 @@ class Batch:
         self._parent_id = parent.request.id if parent else None
         self._create = app.amqp.create_task_message
         self._send = app.amqp.send_task_message
+        # Quorum queues (eventbus/celery_settings.py): a countdown must go through send_task, which routes
+        # it to the broker's delayed-delivery exchanges; this path would put it in the worker's memory.
+        self._native_delays = detect_quorum_queues(app, producer.connection.transport.driver_type)[0]
 
     def _route(self, task: Task, queue: str) -> _Route:
         name = task.name  # read once: each read through shared_task's proxy looks the task up again
@@ -159,7 +165,9 @@ class Batch:
         route = self._route(task, subscription.queue)
         if self.buffers:
             self._unflushed[subscription.queue] += 1
-        if route.plain:
+        if countdown and self._native_delays:
+            countdown = broker_countdown(countdown, "quorum")
+        if route.plain or (countdown and self._native_delays):
             result = task.apply_async(
                 args=args,
                 queue=subscription.queue,

@@ -14,6 +14,7 @@ from django.test import override_settings
 from devinbox.sink import free_port
 from tests.brokers import using_broker
 from tests.conftest import worker_env
+from tests.faults import quorum
 from tests.faults.harness import FAULT_ENV
 from tests.faults.invariants import summaries
 from tests.faults.processes import PrivateRedis, Workers
@@ -22,16 +23,37 @@ from tests.faults.provider import ProviderSink
 
 @pytest.fixture
 def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
-    """This process's Redis client and Celery app point at a fresh ``redis-server`` for the test."""
+    """This process's Redis client and Celery app point at a fresh ``redis-server`` for the test.
+
+    With FAULTS_BROKER=quorum the broker is a fresh vhost on RabbitMQ instead (tests/faults/quorum.py);
+    the private Redis still holds the bus's keys.
+    """
     server = PrivateRedis(port=free_port(), directory=tmp_path / "redis")
     server.start()
+    vhost = quorum.Vhost() if quorum.ENABLED else None
     try:
         with ExitStack() as stack:
+            if vhost is not None:
+                vhost.create()
+                stack.callback(vhost.delete)
+                quorum.current = vhost
+                stack.callback(setattr, quorum, "current", None)
             stack.enter_context(override_settings(REDIS_URL=server.url))
-            stack.enter_context(using_broker(server.url))
+            stack.enter_context(using_broker(vhost.url if vhost is not None else server.url))
             yield server
     finally:
         server.kill()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """With FAULTS_BROKER=quorum, skip the tests that fault the Redis broker itself, saying why."""
+    if not quorum.ENABLED:
+        return
+    for item in items:
+        module = getattr(item, "module", None)
+        reason = quorum.REDIS_BROKER_ONLY.get(module.__name__.rsplit(".", 1)[-1] if module else "")
+        if reason:
+            item.add_marker(pytest.mark.skip(reason=f"a Redis broker fault: {reason}"))
 
 
 @pytest.fixture
@@ -56,7 +78,7 @@ def workers(
     # The worker's environment, from the test run's (database file, key prefix) plus the private Redis.
     env = worker_env(
         REDIS_URL=private_redis.url,
-        CELERY_BROKER_URL=private_redis.url,
+        CELERY_BROKER_URL=quorum.current.url if quorum.current is not None else private_redis.url,
         EMAIL_HOST="127.0.0.1",
         EMAIL_PORT=str(sink.port),
         **FAULT_ENV,

@@ -23,6 +23,7 @@ from project import queues
 from project.celery import app as celery_app
 from tests.conftest import REPO, wait_for
 from tests.factories import sign_up_via_client
+from tests.faults import quorum
 from tests.faults.processes import Workers
 
 # Short timeouts, so that what a fault leaves behind comes back within a test.
@@ -56,10 +57,14 @@ def sign_up_many(count: int, client: Client | None = None) -> list[Any]:
 
 
 def unacked() -> int:
+    if quorum.current is not None:  # FAULTS_BROKER=quorum: RabbitMQ counts them
+        return quorum.current.counts()[1]
     return int(eventbus_redis.client().hlen(settings.REDIS_KEY_PREFIX + "unacked"))
 
 
 def queue_length(queue: str) -> int:
+    if quorum.current is not None:
+        return quorum.ready(queue)
     return int(eventbus_redis.client().llen(settings.REDIS_KEY_PREFIX + queue))
 
 
