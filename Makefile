@@ -46,8 +46,13 @@ test-production: $(VENV)/.requirements-dev.stamp
 # The failover suite starts its own Redis primary, replicas and Sentinels, a
 # RabbitMQ node and a PostgreSQL cluster, and faults them (tests/failover,
 # lab/failover): a CI step of its own, bounded by pytest-timeout per test.
+# Then the fault suite again with RabbitMQ quorum queues as the broker (a vhost per
+# test on the machine's RabbitMQ, tests/faults/quorum.py).
 test-failover: $(VENV)/.requirements-dev.stamp
 	EVENTDEMO_FAILOVER=1 TEST_DATABASE_URL=$(TEST_PG_URL) $(BIN)/python -m pytest tests/failover $(PYTEST_ARGS)
+	FAULTS_BROKER=quorum EVENTBUS_QUEUE_TYPE=quorum TEST_DATABASE_URL=$(TEST_PG_URL) \
+		TEST_BROKER_URL=amqp://guest:guest@127.0.0.1:5672/eventdemo_faults_quorum \
+		$(BIN)/python -m pytest tests/faults $(PYTEST_ARGS)
 
 failover-lab: $(VENV)/.requirements-dev.stamp
 	$(BIN)/python -m lab.failover $(LAB_ARGS)
