@@ -1,0 +1,358 @@
+"""A PostgreSQL restart under load loses nothing and needs no process restarted.
+
+The whole system runs on a PostgreSQL cluster of its own (lab/failover/postgres.py), a Redis of its own
+and an SMTP sink: the web under gunicorn, prefork workers for every queue, and beat, each a real
+subprocess. Sign-ups go through the form over HTTP (CSRF included) from a thread, without pause, while
+the server is stopped (``fast``: a clean shutdown; ``immediate``: crash-like, the WAL replayed at start)
+for a few seconds and started again. Then:
+
+- while it was down, sign-ups were answered 503 with ``Retry-After`` and the page saying to try again;
+- every committed sign-up (a ``user.signed_up`` row in the outbox, read from the database afterwards,
+  whatever its request was answered) got exactly one welcome email (by Message-ID) and one analytics row,
+  and nothing is dead-lettered;
+- the relay and the reconciler ran after the restart, and the web, workers and beat are the processes
+  that were started (same pids, alive): none was restarted by hand.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tempfile
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psycopg
+import pytest
+import redis
+import requests
+
+from devinbox.sink import free_port
+from lab.failover.postgres import PostgresCluster
+from project import queues
+from tests.conftest import REPO, spawn_logged, wait_for
+from tests.faults.harness import FAULT_ENV
+from tests.faults.processes import PrivateRedis, Worker, Workers
+from tests.faults.provider import ProviderSink
+
+pytestmark = [pytest.mark.slow, pytest.mark.integration, pytest.mark.timeout(240)]
+
+DOWN_FOR = 4.0
+"""Seconds the server stays stopped: several sign-ups and deliveries fall inside."""
+SYSTEM_ENV = {
+    **FAULT_ENV,
+    # Sign-ups come from one address, faster than a person: no throttle here.
+    "SIGNUP_RATE_LIMIT": "1000/s",
+    "SIGNUP_RATE_BURST": "1000",
+    "DJANGO_FAST_PASSWORD_HASHER": "1",
+    # A failure while the database is down is retried with backoff; FAULT_ENV's (0.2 s, at most 2 s) could spend
+    # the eight retries inside a few seconds' outage. Still far below the defaults (2 s, at most 600 s).
+    "EVENTBUS_RETRY_BASE_DELAY": "0.5",
+    "EVENTBUS_RETRY_MAX_DELAY": "3",
+    # Housekeeping often enough to see it run after the restart within the test.
+    "EVENTBUS_RELAY_INTERVAL": "1",
+    "EVENTBUS_RELAY_GRACE": "1",
+    "EVENTBUS_RECONCILE_INTERVAL": "2",
+    "EVENTBUS_BROKER_CHECK_INTERVAL": "2",
+}
+PROVIDER_LATENCY = 0.25
+"""Seconds the SMTP provider takes per email: two sends at a time, fewer per second than the sign-ups."""
+UNAVAILABLE_TEXT = b"please try again in 10 seconds"
+
+
+@dataclass
+class Answer:
+    at: float
+    status: int
+    email: str
+    retry_after: str | None
+    says_try_again: bool
+    excerpt: bytes
+
+    @classmethod
+    def of(cls, response: requests.Response, email: str) -> Answer:
+        said = UNAVAILABLE_TEXT in response.content
+        return cls(
+            time.monotonic(),
+            response.status_code,
+            email,
+            response.headers.get("Retry-After"),
+            said,
+            response.content[:300],
+        )
+
+
+@dataclass
+class SignUps:
+    """Sign-ups through the form over HTTP, one after another, from a thread, until stopped."""
+
+    base_url: str
+    answers: list[Answer] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="sign-ups", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+    def _run(self) -> None:
+        session = requests.Session()
+        number = 0
+        while not self._stop.is_set():
+            number += 1
+            email = f"pg-{os.getpid()}-{number}@example.com"
+            try:
+                self.answers.append(self._sign_up(session, email))
+            except requests.RequestException as exc:
+                self.errors.append(f"{email}: {type(exc).__name__}: {exc}")
+            time.sleep(0.05)
+
+    def _sign_up(self, session: requests.Session, email: str) -> Answer:
+        form = session.get(f"{self.base_url}/signup/", timeout=10)
+        if form.status_code != 200:
+            return Answer.of(form, email)
+        token = re.search(rb'name="csrfmiddlewaretoken" value="([^"]+)"', form.content)
+        assert token is not None, form.text[:500]
+        data = {"csrfmiddlewaretoken": token.group(1).decode(), "email": email}
+        data |= {"password": "a long password 123", "password_confirm": "a long password 123"}
+        response = session.post(f"{self.base_url}/signup/", data=data, allow_redirects=False, timeout=10)
+        return Answer.of(response, email)
+
+
+@pytest.fixture
+def cluster() -> Iterator[PostgresCluster]:
+    # Under /tmp, not pytest's tmp_path: the server runs as the postgres user, who cannot enter root's 0700 dirs.
+    directory = Path(tempfile.mkdtemp(prefix="eventdemo-pg-"))
+    server = PostgresCluster(directory)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+@dataclass
+class System:
+    """Web (gunicorn), workers for every queue and beat on the cluster, the private Redis and the sink."""
+
+    env: dict[str, str]
+    redis_url: str
+    log_dir: Path
+    processes: Workers
+    web: Worker | None = None
+    base_url: str = ""
+
+    def start(self) -> None:
+        migrate = spawn_logged(
+            [*_python(), "manage.py", "migrate", "--noinput"], self.env, self.log_dir / "migrate.log"
+        )
+        assert migrate.wait(timeout=120) == 0, (self.log_dir / "migrate.log").read_text()[-3000:]
+        port = free_port()
+        self.base_url = f"http://127.0.0.1:{port}"
+        command = [*_python(), "-m", "gunicorn", "project.wsgi:application", "--bind", f"127.0.0.1:{port}"]
+        command += ["--workers", "2", "--no-control-socket", "--timeout", "30"]
+        log_path = self.log_dir / "web.log"
+        self.web = Worker("web", (), spawn_logged(command, self.env, log_path), log_path)
+        self.processes.started.append(self.web)
+        spawned = [
+            self.processes.spawn("mail", queues.NOTIFICATIONS),
+            self.processes.spawn("analytics", queues.ANALYTICS),
+            # At DEBUG: its routine "succeeded" lines (the relay, the reconciler) prove that they ran.
+            self.processes.spawn("housekeeping", queues.EVENTBUS, queues.DEAD_LETTER, concurrency=1, LOG_LEVEL="DEBUG"),
+        ]
+        self.processes.wait_ready(*spawned)
+        self.processes.start_beat()
+        wait_for(self._web_answers, timeout=30, what="the web answering /healthz")
+
+    def _web_answers(self) -> bool:
+        assert self.web is not None and self.web.alive(), self.web.log() if self.web else ""
+        try:
+            return requests.get(f"{self.base_url}/healthz", timeout=2).status_code == 200
+        except requests.RequestException:
+            return False
+
+    def pids(self) -> dict[str, int]:
+        return {w.name: w.pid for w in self.processes.started if w.alive()}
+
+    def log(self, name: str) -> str:
+        return "".join(w.log() for w in self.processes.started if w.name == name)
+
+
+def _python() -> list[str]:
+    return [str(REPO / ".venv" / "bin" / "python")]
+
+
+@pytest.fixture
+def system(cluster: PostgresCluster, request: pytest.FixtureRequest) -> Iterator[System]:
+    log_dir = Path(tempfile.mkdtemp(prefix="eventdemo-pg-logs-"))
+    redis_server = PrivateRedis(port=free_port(), directory=log_dir / "redis")
+    redis_server.start()
+    with ProviderSink() as sink:
+        env = dict(os.environ)
+        env |= cluster.env() | SYSTEM_ENV
+        env |= {"REDIS_URL": redis_server.url, "CELERY_BROKER_URL": redis_server.url}
+        env |= {"EMAIL_HOST": "127.0.0.1", "EMAIL_PORT": str(sink.port)}
+        running = System(env, redis_server.url, log_dir, Workers(env, log_dir))
+        running.sink = sink  # type: ignore[attr-defined]
+        try:
+            running.start()
+            yield running
+        finally:
+            running.processes.stop_all()
+            redis_server.kill()
+            report = getattr(request.node, "rep_call", None)
+            if report is not None and report.failed:
+                print(running.processes.logs())
+            shutil.rmtree(log_dir, ignore_errors=True)
+
+
+HOUSEKEEPING = ("eventbus.relay_outbox", "eventbus.reconcile_deliveries")
+
+
+def housekeeping_runs(system: System) -> dict[str, int]:
+    """How many runs of the relay and the reconciler the housekeeping worker logged as succeeded."""
+    log = system.log("housekeeping")
+    return {task: len(re.findall(re.escape(task) + r"\[[^\]]+\] succeeded", log)) for task in HOUSEKEEPING}
+
+
+def committed_events(url: str) -> list[str]:
+    with psycopg.connect(url.replace("postgres://", "postgresql://", 1)) as db:
+        rows = db.execute("SELECT id::text FROM eventbus_outboxevent WHERE type = 'user.signed_up'").fetchall()
+    return [row[0] for row in rows]
+
+
+UNDISPATCHED = "SELECT count(*) FROM eventbus_outboxevent WHERE status <> 'dispatched'"
+
+
+def settled(system: System) -> bool:
+    """Nothing more can arrive: no message waits in a queue, none is delivered and unacknowledged
+    (a retry waiting for its countdown is held unacknowledged by its worker)."""
+    client = redis.Redis.from_url(system.redis_url)
+    prefix = system.env.get("REDIS_KEY_PREFIX", "")
+    waiting = sum(client.llen(prefix + q) for q in (queues.NOTIFICATIONS, queues.ANALYTICS, queues.DEAD_LETTER))
+    return waiting == 0 and client.hlen(prefix + "unacked") == 0
+
+
+def analytics_event_ids(url: str) -> list[str]:
+    with psycopg.connect(url.replace("postgres://", "postgresql://", 1)) as db:
+        rows = db.execute("SELECT event_id::text FROM analytics_analyticsevent WHERE type = 'user.signed_up'")
+        return [row[0] for row in rows.fetchall()]
+
+
+def timeline_steps(url: str) -> list[tuple[str, int]]:
+    """How many retried, duplicate (absorbed by the ledger) and redelivered steps the timeline holds."""
+    with psycopg.connect(url.replace("postgres://", "postgresql://", 1)) as db:
+        return db.execute("SELECT step, count(*) FROM eventbus_deliverystep GROUP BY step").fetchall()
+
+
+def dead_letters(url: str) -> list[tuple[str, ...]]:
+    with psycopg.connect(url.replace("postgres://", "postgresql://", 1)) as db:
+        return db.execute(
+            "SELECT kind, subscriber, task_name, exception_type, left(exception_message, 300), attempts"
+            " FROM eventbus_deadletter"
+        ).fetchall()
+
+
+def count(url: str, sql: str) -> int:
+    with psycopg.connect(url.replace("postgres://", "postgresql://", 1)) as db:
+        return int(db.execute(sql).fetchone()[0])  # type: ignore[index]
+
+
+@pytest.mark.parametrize("mode", ["fast", "immediate"])
+def test_a_postgres_restart_under_load_loses_nothing_and_restarts_no_process(
+    mode: str, cluster: PostgresCluster, system: System
+) -> None:
+    sink: ProviderSink = system.sink  # type: ignore[attr-defined]
+    # A provider slower than the sign-ups: emails are queued and mid-send when the database goes away.
+    sink.latency = PROVIDER_LATENCY
+    pids = system.pids()
+    server_pid = cluster.postmaster_pid()
+    load = SignUps(system.base_url)
+    load.start()
+    try:
+        wait_for(lambda: sum(a.status == 302 for a in load.answers) >= 10, timeout=60, what="sign-ups before")
+
+        # when: the server stops under load, stays down, and starts again
+        cluster.stop_server(mode)
+        stopped_at, stopped_wall = time.monotonic(), time.time()
+        assert cluster.postmaster_pid() is None
+        wait_for(lambda: any(a.at > stopped_at + 1 for a in load.answers), timeout=30, what="a sign-up while down")
+        time.sleep(max(0.0, DOWN_FOR - (time.monotonic() - stopped_at)))
+        starting_at = time.monotonic()
+        cluster.start_server()
+        started_at, started_wall = time.monotonic(), time.time()
+        housekeeping_before = housekeeping_runs(system)
+        assert cluster.postmaster_pid() not in (None, server_pid), "the server did not restart"
+        wait_for(
+            lambda: any(a.status == 302 and a.at > started_at for a in load.answers),
+            timeout=60,
+            what="a sign-up committed after the restart",
+        )
+        first_after = min(a.at for a in load.answers if a.status == 302 and a.at > started_at) - started_at
+        wait_for(lambda: sum(a.at > started_at for a in load.answers) >= 10, timeout=60, what="sign-ups after")
+    finally:
+        load.stop()
+
+    # then: while it was down, a clear answer
+    down = [a for a in load.answers if stopped_at + 0.5 < a.at < starting_at]
+    assert down, "no sign-up was answered while the database was down"
+    assert {a.status for a in down} == {503}, Counter(a.status for a in down)
+    unclear = [a for a in down if not (a.retry_after == "10" and a.says_try_again)]
+    assert not unclear, unclear[:3]
+    assert not load.errors, load.errors[:5]
+    assert Counter(a.status for a in load.answers).keys() <= {302, 503}, Counter(a.status for a in load.answers)
+
+    # and: every committed sign-up done exactly once (welcome email by Message-ID, analytics row), every outbox
+    # row dispatched (a mark the outage cost is the relay's to send again), every message settled
+    def all_done() -> bool:
+        events = committed_events(cluster.url)
+        mails = {m.message_id for m in sink.messages}
+        rows = count(cluster.url, "SELECT count(*) FROM analytics_analyticsevent WHERE type = 'user.signed_up'")
+        emailed = all(f"<welcome.{e}@testserver>" in mails for e in events)
+        return emailed and rows >= len(events) and count(cluster.url, UNDISPATCHED) == 0 and settled(system)
+
+    wait_for(all_done, timeout=90, interval=0.5, what="every committed sign-up delivered and every message settled")
+    drained = time.monotonic() - started_at
+    events = committed_events(cluster.url)
+    arrivals = Counter(m.message_id for m in sink.messages)
+    expected = {f"<welcome.{e}@testserver>" for e in events}
+    doubled = sum(n - 1 for mid, n in arrivals.items() if mid in expected)
+    strays = [mid for mid in arrivals if mid.startswith("<welcome.") and mid not in expected]
+    rows = count(cluster.url, "SELECT count(*) FROM analytics_analyticsevent WHERE type = 'user.signed_up'")
+    doubled += rows - len(set(analytics_event_ids(cluster.url)))
+    letters = count(cluster.url, "SELECT count(*) FROM eventbus_deadletter")
+    users = count(cluster.url, "SELECT count(*) FROM auth_user")
+    steps = dict(timeline_steps(cluster.url))
+    first_mail = min((m.at for m in sink.messages if m.at > started_wall), default=float("nan")) - stopped_wall
+    committed_302 = sum(a.status == 302 for a in load.answers)
+    print(
+        f"[postgres {mode}] committed={len(events)} (answered 302: {committed_302}; 503: "
+        f"{sum(a.status == 503 for a in load.answers)}) emailed={len(expected & arrivals.keys())} recorded={rows} "
+        f"doubled={doubled} dead_letters={letters} retried={steps.get('retried', 0)} "
+        f"absorbed={steps.get('duplicate', 0)} redelivered={steps.get('redelivered', 0)} "
+        f"refused_for={max(a.at for a in down) - min(a.at for a in down):.1f}s "
+        f"start_took={cluster.start_seconds[-1]:.2f}s "
+        f"fault_to_first_delivery={first_mail:.1f}s first_commit_after_start={first_after:.2f}s "
+        f"drained_after_start={drained:.1f}s"
+    )
+    assert doubled == 0 and not strays, (doubled, strays[:5])
+    assert rows == len(events) == users >= committed_302
+    assert letters == 0, dead_letters(cluster.url)
+
+    # and: the relay and the reconciler ran after the restart, and no process was restarted
+    wait_for(
+        lambda: all(n > housekeeping_before[task] for task, n in housekeeping_runs(system).items()),
+        timeout=30,
+        what="the relay and the reconciler succeeding after the restart",
+    )
+    assert system.pids() == pids, (pids, system.pids())
