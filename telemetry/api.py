@@ -5,7 +5,9 @@ duplicate readings once the batch is committed; 400 lists every malformed
 reading (index, field, message) and accepts none of the request; 409 lists
 the new metric names that would take the device past
 TELEMETRY_MAX_METRICS_PER_DEVICE and accepts none of it either; 401, 413,
-415 and 429 come from the door (telemetry/door.py) before the body is parsed.
+415 and 429 come from the door (telemetry/door.py) before the body is parsed;
+503 with Retry-After when the database cannot take the batch now (stopped,
+restarting, failing over): nothing was accepted, and the device sends it again.
 
 Why 409 for the metric names: nothing in the request is malformed (400),
 and waiting does not help (429); the device's own state, the names it
