@@ -48,6 +48,15 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+def process_gone(pid: int) -> bool:
+    """Whether process ``pid`` has exited (a zombie waiting for its parent counts as gone)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, IndexError):
+        return True
+    return state in ("Z", "X")
+
+
 class PostgresCluster:
     """One PostgreSQL server with trust authentication on 127.0.0.1 only and a database ``eventdemo``."""
 
@@ -164,14 +173,18 @@ class PostgresCluster:
             return None
 
     def stop(self) -> None:
-        """Teardown: the server stopped (immediate: nothing to keep), the directory left for its logs."""
+        """Teardown: the server stopped (immediate: nothing to keep) and gone, the directory left for its logs."""
+        pid = self.postmaster_pid()
         if self.data.exists() and self.running():
             try:
                 self.stop_server("immediate")
-            except subprocess.SubprocessError:
-                pid = self.postmaster_pid()
+            except (subprocess.SubprocessError, RuntimeError):
                 if pid:
                     os.kill(pid, 9)
+        # pg_ctl returns once the pid file is gone; the postmaster exits a moment later.
+        deadline = time.monotonic() + STOP_TIMEOUT
+        while pid and not process_gone(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
 
     def _hand_over(self, path: Path) -> None:
         """PostgreSQL refuses to run as root: the directory belongs to the postgres user when we are root."""
