@@ -158,21 +158,18 @@ def _outside_transaction(delivery: Delivery, worker: str, started: float) -> boo
     effect to happen again on redelivery: at least once, which is why such
     handlers carry an idempotency key (the email's Message-ID). When the
     database refuses the entry, the effect is noted in Redis, so that the
-    retry writes the entry without doing the effect again (eventbus/delivery/unrecorded.py).
+    retry (the effect lock's guard reads the note) writes the entry without
+    doing the effect again (eventbus/delivery/unrecorded.py).
     """
     subscription, event = delivery.subscription, delivery.event
-    done_before = unrecorded.happened(event.id, subscription.name)
-    if not done_before:
+    if not delivery.effect_done:
         subscription.call_handler(event)
     runtime_ms = (time.monotonic() - started) * 1000
     try:
-        written = ledger.record(event, subscription.name, delivery.task_id, worker, runtime_ms)
+        return ledger.record(event, subscription.name, delivery.task_id, worker, runtime_ms)
     except Exception as exc:
         unrecorded.note(event.id, subscription.name)
         raise LedgerNotWritten(f"the effect happened, its ledger entry was not written: {exc}") from exc
-    if done_before:
-        unrecorded.recorded(event.id, subscription.name)
-    return written
 
 
 def finish(batch: Batch, outcome: Verdict) -> None:

@@ -7,12 +7,13 @@ delivery is retried; without a note of what happened, the retry (or the
 relay's copy of an event whose dispatched mark failed too) would find no entry
 and send the email a second time. So the effect is noted here, per event and
 subscriber, and a later delivery that finds the note writes the entry without
-running the effect again; the note is deleted once the entry is written.
+running the effect again; the note is deleted once the entry is written. The
+effect lock's guard reads the note and deletes it, in the round trips it makes
+anyway (eventbus/delivery/guards/effectlock.py): a delivery still costs two.
 
 Best effort: when Redis cannot be reached either, the delivery is at least
 once, as after a worker that dies between the effect and its entry (the
-email's Message-ID is the same on every send). Costs one GET per delivery of a
-subscriber with ``transactional=False``, beside an SMTP conversation.
+email's Message-ID is the same on every send).
 """
 
 from __future__ import annotations
@@ -29,30 +30,13 @@ log = logging.getLogger(__name__)
 TTL_SECONDS = 7 * 24 * 3600
 
 
-def _key(event_id: object, subscriber: str) -> str:
+def key_of(subscriber: str, event_id: object) -> str:
     return key("unrecorded", subscriber, str(event_id))
 
 
 def note(event_id: object, subscriber: str) -> None:
     """The effect happened and its ledger entry was not written."""
     try:
-        client().set(_key(event_id, subscriber), "1", ex=TTL_SECONDS)
+        client().set(key_of(subscriber, event_id), "1", ex=TTL_SECONDS)
     except redis.RedisError as exc:
         log.warning("effect of %s for %s not noted as done (it may happen again): %s", event_id, subscriber, exc)
-
-
-def happened(event_id: object, subscriber: str) -> bool:
-    """Whether an earlier delivery did the effect and could not write its entry."""
-    try:
-        return bool(client().exists(_key(event_id, subscriber)))
-    except redis.RedisError as exc:
-        log.warning("could not ask whether %s for %s happened already: %s", event_id, subscriber, exc)
-        return False
-
-
-def recorded(event_id: object, subscriber: str) -> None:
-    """The entry is written now: the note is no longer needed."""
-    try:
-        client().delete(_key(event_id, subscriber))
-    except redis.RedisError as exc:
-        log.warning("note of %s for %s not deleted (it expires): %s", event_id, subscriber, exc)
