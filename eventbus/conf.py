@@ -141,6 +141,14 @@ SETTINGS: tuple[Setting, ...] = (
     # Queue depths are read from the broker at most this often per process, so
     # that a busy web process does not ask the broker on every request.
     _read("EVENTBUS_QUEUE_DEPTH_CACHE", 1.0, 0.0, "a queue depth is read this often"),
+    # --- Stalled consumers (eventbus/observability/stalls.py) ---
+    # A worker is stalled when a queue it consumes has messages waiting and it
+    # finished no task for this many seconds (alive, but no longer consuming:
+    # celery#8030). A worker busy with long tasks finishes one at least every
+    # hard time limit, so this must exceed the longest one by a heartbeat and
+    # the progress note's write interval (5 + 1 s; eventbus/operations/checks.py);
+    # 120 s leaves 24 s over that with the default EVENTBUS_TIME_LIMIT of 90.
+    _read("EVENTBUS_STALL_AFTER", 120.0, 1.0, "a worker with work waiting that finished nothing this long is stalled"),
     # --- Dead letters ---
     # Dead letters whose last failure is older than this are deleted by beat:
     # long enough to notice a failure after a holiday and repair it.

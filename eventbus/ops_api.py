@@ -12,7 +12,8 @@ Use::
 Reading: the subscriptions as plain values (``SubscriptionInfo``), the
 counters and their names, latency histograms, breaker and limiter states
 (their state names as constants), queue depths and high-water marks, an
-aggregate's event statuses, the retention of every table. Acting: relay now,
+aggregate's event statuses, each worker's progress and stall verdict, the
+retention of every table. Acting: relay now,
 list, replay and purge dead letters (with the forms that validate an
 operator's input), purge expired rows. Each name is re-exported from the room
 that implements it, so this module is the list, not a second implementation;
@@ -56,6 +57,7 @@ from eventbus.observability.counters import (
 from eventbus.observability.counters import read as read_counter
 from eventbus.observability.latency import Histogram
 from eventbus.observability.latency import histogram as latency_histogram
+from eventbus.observability.stalls import WorkerHealth, worker_health
 from eventbus.observability.status import DeliveryStatus, EventStatus
 from eventbus.observability.status import for_aggregate as event_statuses_for
 from eventbus.operations.retention import TableState, purge_expired
@@ -105,6 +107,7 @@ __all__ = [
     "ReplayReport",
     "SubscriptionInfo",
     "TableState",
+    "WorkerHealth",
     "breaker_states",
     "counters_by_subscriber",
     "event_statuses_for",
@@ -124,6 +127,7 @@ __all__ = [
     "selected_ids",
     "subscriptions",
     "subscriptions_for",
+    "worker_health",
     "write_dispatched_marks",
 ]
 

@@ -4,6 +4,8 @@
   (eventbus/observability/tracing.py);
 - database connections reused across tasks within CONN_MAX_AGE when the host
   sets CELERY_DB_REUSE_MAX (eventbus/fastpath/dbconnections.py);
+- each worker's progress (started, its queues, its last finished task) for the
+  stall check (eventbus/observability/progress.py);
 - a worker with settings that lose or duplicate messages does not start
   (eventbus/operations/checks.py).
 
@@ -18,12 +20,13 @@ from typing import Any
 from celery import current_app
 from celery.signals import task_postrun, task_prerun, worker_init
 
-from eventbus.observability import tracing
+from eventbus.observability import progress, tracing
 
 
 def connect() -> None:
     """Connect every hook (idempotent: each has a dispatch_uid)."""
     tracing.connect()
+    progress.connect()
     task_prerun.connect(tidy_database_connections, weak=False, dispatch_uid="eventbus.signals.tidy.prerun")
     task_postrun.connect(tidy_database_connections, weak=False, dispatch_uid="eventbus.signals.tidy.postrun")
     worker_init.connect(refuse_unsafe_settings, weak=False, dispatch_uid="eventbus.signals.refuse_unsafe")

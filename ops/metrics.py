@@ -4,8 +4,8 @@ The web process keeps no metric of its own: every value comes from what all
 processes share (the outbox, the ledger and dead letters in the database;
 counters, the latency histogram and breakers in Redis; queue depths from the
 broker), read when Prometheus asks. So any web process answers for the whole
-cluster, and a restart loses nothing. Workers online and task runtimes per
-worker are Flower's (its own ``/metrics``).
+cluster, and a restart loses nothing. Each worker's stall verdict is
+ops/metrics_workers.py's; task runtimes per worker are Flower's (its own ``/metrics``).
 
 A scrape costs the same whatever the outbox holds (docs/benchmarks.md, figure
 M): no query counts a table that only grows. The outbox's size is the
@@ -51,7 +51,7 @@ from prometheus_client.utils import floatToGoString
 
 from eventbus import ops_api
 from eventbus.models import OutboxEvent
-from ops import status
+from ops import metrics_workers, status
 from project import queues
 from telemetry.door import throttled_counts
 
@@ -223,6 +223,7 @@ SOURCES: dict[str, Callable[[], Iterable[Metric]]] = {
     "database": lambda: [*_families_outbox(), *_families_reconcile(), *_families_dead_letters()],
     "broker": lambda: list(_families_queues()),
     "redis": lambda: list(_families_redis()),
+    "workers": lambda: list(metrics_workers.families()),
 }
 """Each source is read whole before any of its families is sent: a failure leaves out all of them."""
 

@@ -91,6 +91,14 @@ def workers_by_queue(timeout: float = WORKERS_TIMEOUT) -> dict[str, tuple[str, .
     return {name: tuple(sorted(found)) for name, found in nodes.items()}
 
 
+def worker_health(snapshot: Snapshot) -> list[ops_api.WorkerHealth]:
+    """Each worker seen lately, stalled or not (eventbus/observability/stalls.py), judged on the snapshot's
+    queue depths: one more Redis round trip (its bound: the bus's client's 5 s), and the broker asked only
+    for a queue the snapshot has no depth of."""
+    depths = {q.name: q.depth for q in snapshot.queues if q.depth is not None}
+    return ops_api.worker_health(depths=depths)
+
+
 def outbox_status(now: datetime | None = None) -> OutboxStatus:
     """Pending and deferred events and the oldest of them (one query on the (status, created_at) index)."""
     now = now or timezone.now()

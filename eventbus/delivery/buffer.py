@@ -50,6 +50,7 @@ from celery.worker.strategy import hybrid_to_proto2, proto1_to_proto2
 from eventbus.contract import registry
 from eventbus.delivery.batch import ACK, REQUEUE, BatchConsumerTask, Item, run_batch
 from eventbus.fastpath import broker_fetch
+from eventbus.observability import progress
 
 # The batching consumer's lines keep one logger, as before its buffer had a module of its own.
 log = logging.getLogger("eventbus.delivery.batch")
@@ -219,6 +220,8 @@ class _Buffer:
             log.error("%s: batch of %d failed (%r); its messages go back", self.task.name, len(batch), exc)
             answers = [REQUEUE] * len(batch)
         runtime = time.monotonic() - started
+        # No task_postrun is sent for a batch: its end is this worker's progress (eventbus/observability/progress.py).
+        progress.finished(self.consumer.hostname)
         errors = self.consumer.connection_errors
         acked = [h for h, answer in zip(batch, answers, strict=True) if answer == ACK and not h.message.acknowledged]
         for held in self._ack_in_bulk(acked):

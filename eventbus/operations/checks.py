@@ -21,6 +21,9 @@ Four moments, one module:
   - no serializer but JSON may be accepted: a pickled message runs code;
   - the reconciler's ``EVENTBUS_REDELIVER_AFTER`` must exceed every task time
     limit, or it sends again deliveries that are still running;
+  - a worker is called stalled only after ``EVENTBUS_STALL_AFTER`` without a
+    finished task, which must exceed every hard time limit, or a worker busy
+    with its longest task is reported stalled;
   - the ledger must be kept longer than a late copy of a delivery can still
     arrive, or that copy takes effect twice (eventbus/operations/retention_tables.py).
 """
@@ -28,6 +31,7 @@ Four moments, one module:
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -70,6 +74,7 @@ def improper(values: Any) -> list[str]:
             "would send again deliveries that are still running. Raise EVENTBUS_REDELIVER_AFTER or lower the time "
             "limit."
         )
+    found += stall_problems(values.EVENTBUS_STALL_AFTER, (("EVENTBUS_TIME_LIMIT", values.EVENTBUS_TIME_LIMIT),))
     queues = tuple(values.EVENTBUS_QUEUES)
     for setting in ("EVENTBUS_DEAD_LETTER_QUEUE", "EVENTBUS_HOUSEKEEPING_QUEUE"):
         if getattr(values, setting) not in queues:
@@ -211,10 +216,33 @@ def problems(conf: Any) -> list[str]:
                 f"({settings.EVENTBUS_REDELIVER_AFTER:g}s): the reconciler would send again deliveries still "
                 "running; raise EVENTBUS_REDELIVER_AFTER"
             )
+    limits = [(f"subscriber {s.name}: time_limit", s.time_limit) for s in registry.all_subscriptions()]
+    found += stall_problems(settings.EVENTBUS_STALL_AFTER, [*limits, ("CELERY_TASK_TIME_LIMIT", conf.task_time_limit)])
     from eventbus.operations import retention_tables  # imports models: only once Django is ready
 
     found += retention_tables.problems(visibility)
     return found
+
+
+def stall_margin(stall_after: float) -> float:
+    """Seconds EVENTBUS_STALL_AFTER must exceed a time limit by: a worker's note that its queues were empty
+    is up to one heartbeat old, and a finish is written up to 1 s late (eventbus/observability/progress.py)."""
+    from eventbus.observability.progress import WRITE_INTERVAL, heartbeat_interval
+
+    return heartbeat_interval(stall_after) + WRITE_INTERVAL
+
+
+def stall_problems(stall_after: float, limits: Iterable[tuple[str, float | None]]) -> list[str]:
+    """A worker busy with its longest task must not be called stalled: EVENTBUS_STALL_AFTER must exceed each
+    hard time limit in ``limits`` ((what, seconds or None) pairs) by ``stall_margin``."""
+    margin = stall_margin(stall_after)
+    return [
+        f"EVENTBUS_STALL_AFTER ({stall_after:g}s) must exceed {what} ({seconds:g}s) by at least {margin:g}s: "
+        "a worker busy with its longest task would be reported stalled. Raise EVENTBUS_STALL_AFTER or lower "
+        "the time limit."
+        for what, seconds in limits
+        if seconds is not None and stall_after < seconds + margin
+    ]
 
 
 def refuse_unsafe(conf: Any) -> None:

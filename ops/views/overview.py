@@ -2,7 +2,8 @@
 
 Both show ops.status.take_snapshot(), as ``manage.py eventbus_status`` does:
 queues and their workers, the outbox, per-subscriber counters and dead
-letters, breakers, rate limits and throughput. A source that cannot be read
+letters, breakers, rate limits and throughput; on the HTML page, each worker's
+progress and whether it is stalled (alive, but no longer consuming). A source that cannot be read
 shows "unavailable: <reason>"; the rest still renders. They need
 ``eventbus.view_outboxevent`` (ops/views/access.py says why): anonymous
 visitors are sent to log in; logged-in users without it get 403.
@@ -32,6 +33,13 @@ def overview(request: HttpRequest) -> HttpResponse:
     problems: dict[str, str] = {}
     # Read only when the outbox could be: without a database it would fail the same way.
     under_way = status.attempt("under_way", inflight.deliveries_under_way, problems) if snapshot.reconcile else None
+    failed = snapshot.unavailable.get("queues") or snapshot.unavailable.get("counters")
+    if failed:
+        # Without the depths (the broker) or Redis a verdict cannot be given, and asking again would only add
+        # a second wait for the same failure to the page's time.
+        progress, problems["progress"] = None, failed
+    else:
+        progress = status.attempt("progress", lambda: status.worker_health(snapshot), problems)
     return render(
         request,
         "ops/overview.html",
@@ -41,6 +49,9 @@ def overview(request: HttpRequest) -> HttpResponse:
             "redeliver_after": status.age(settings.EVENTBUS_REDELIVER_AFTER),
             "under_way": under_way,
             "under_way_unavailable": problems.get("under_way", ""),
+            "worker_health": progress,
+            "worker_health_unavailable": problems.get("progress", ""),
+            "stall_after": status.age(settings.EVENTBUS_STALL_AFTER),
             "subscriber_columns": columns(snapshot.subscribers),
             "counter_groups": counter_groups(
                 snapshot.subscribers,

@@ -120,3 +120,23 @@ def worker_lines(text: str) -> list[tuple[str, str, str]]:
 def test_documented_commands_and_procfile_start_one_pool_per_queue(path: str) -> None:
     expected = [(q, str(queues.DEFAULT_CONCURRENCY[q]), f"{q}@%h") for q in queues.WORKER_QUEUES]
     assert worker_lines((REPO / path).read_text()) == expected
+
+
+@pytest.mark.parametrize("queue", queues.WORKER_QUEUES)
+def test_each_worker_has_the_stall_health_check(compose: dict[str, Any], queue: str) -> None:
+    check = compose["services"][service_name(queue)]["healthcheck"]
+    assert check == compose["x-worker-healthcheck"]
+    kind, command = check["test"]
+    assert kind == "CMD-SHELL"
+    # the command run is the stall check of this container's workers; only its "stalled" answer (1) is
+    # unhealthy, not "cannot tell" (2: Redis or the broker unreachable)
+    assert command.startswith("python manage.py worker_health ")
+    assert command.endswith("; test $$? -ne 1")  # Compose reads $$ as one $: the command's exit status
+    assert "--worker" not in command  # the container's own node names, *@%h (compose/start-worker)
+    assert '-n "$queue@%h"' in (REPO / "compose" / "start-worker").read_text()
+
+
+def test_the_health_check_answers_within_its_timeout(compose: dict[str, Any]) -> None:
+    check = compose["x-worker-healthcheck"]
+    bound = float(check["test"][1].split("--timeout ")[1].split(";")[0])
+    assert bound + 5 < float(check["timeout"].rstrip("s"))  # the command's own bound, plus Django's start
