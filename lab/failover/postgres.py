@@ -18,7 +18,9 @@ import os
 import pwd
 import shutil
 import socket
+import stat
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -187,11 +189,21 @@ class PostgresCluster:
             time.sleep(0.05)
 
     def _hand_over(self, path: Path) -> None:
-        """PostgreSQL refuses to run as root: the directory belongs to the postgres user when we are root."""
-        if os.geteuid() == 0:
-            account = pwd.getpwnam(USER)
-            for item in [path, *path.rglob("*")]:
-                os.chown(item, account.pw_uid, account.pw_gid)
+        """PostgreSQL refuses to run as root: the directory belongs to the postgres user when we are root,
+        and the directories above it let that user through (a ``mkdtemp`` directory is root's, mode 0700)."""
+        if os.geteuid() != 0:
+            return
+        account = pwd.getpwnam(USER)
+        for item in [path, *path.rglob("*")]:
+            os.chown(item, account.pw_uid, account.pw_gid)
+        temp = Path(tempfile.gettempdir()).resolve()
+        for parent in path.resolve().parents:
+            if parent.stat().st_mode & stat.S_IXOTH:
+                continue
+            if temp not in parent.parents:
+                raise RuntimeError(f"the postgres user cannot enter {parent}: put the cluster under {temp}")
+            # Passage only (search, no listing), and only for the lab's own directories under the temp dir.
+            parent.chmod(parent.stat().st_mode | stat.S_IXOTH)
 
     def _run(self, *command: str, timeout: float, check: bool = True) -> subprocess.CompletedProcess[str]:
         """Run a PostgreSQL program, as the postgres user when we are root, bounded by ``timeout``."""
