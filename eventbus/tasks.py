@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 from celery import shared_task
+from django.db import InterfaceError, OperationalError
 
 from eventbus.outbox.relay import relay
 
+# The database away (stopped, restarting, failing over): the run ends and the next one, a few seconds
+# later, carries on. Celery logs an exception in ``throws`` as one INFO line ("raised expected"), not an
+# ERROR with its traceback per run for as long as the outage lasts.
+DATABASE_AWAY = (OperationalError, InterfaceError)
 
-@shared_task(name="eventbus.relay_outbox", ignore_result=True)
+
+@shared_task(name="eventbus.relay_outbox", ignore_result=True, throws=DATABASE_AWAY)
 def relay_outbox() -> int:
     """Send what the on-commit dispatch could not. Safe to run several at once."""
     return relay().dispatched
 
 
-@shared_task(name="eventbus.reconcile_deliveries", ignore_result=True)
+@shared_task(name="eventbus.reconcile_deliveries", ignore_result=True, throws=DATABASE_AWAY)
 def reconcile_deliveries() -> int:
     """Send again the deliveries the broker lost (see eventbus/operations/reconcile.py); returns how many."""
     from eventbus.operations import brokerwatch
@@ -23,7 +29,7 @@ def reconcile_deliveries() -> int:
     return reconcile().redelivered
 
 
-@shared_task(name="eventbus.watch_broker", ignore_result=True)
+@shared_task(name="eventbus.watch_broker", ignore_result=True, throws=DATABASE_AWAY)
 def watch_broker() -> int:
     """Tell whether the broker lost its data since the last check; if so, send again what it lost at once."""
     from eventbus.operations import brokerwatch

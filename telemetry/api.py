@@ -5,7 +5,9 @@ duplicate readings once the batch is committed; 400 lists every malformed
 reading (index, field, message) and accepts none of the request; 409 lists
 the new metric names that would take the device past
 TELEMETRY_MAX_METRICS_PER_DEVICE and accepts none of it either; 401, 413,
-415 and 429 come from the door (telemetry/door.py) before the body is parsed.
+415 and 429 come from the door (telemetry/door.py) before the body is parsed;
+503 with Retry-After when the database cannot take the batch now (stopped,
+restarting, failing over): nothing was accepted, and the device sends it again.
 
 Why 409 for the metric names: nothing in the request is malformed (400),
 and waiting does not help (429); the device's own state, the names it
@@ -18,6 +20,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse
 from ninja import NinjaAPI, Status
 from ninja.errors import HttpError, ValidationError
@@ -66,6 +69,23 @@ def _refused(request: HttpRequest, exc: DoorRefusal) -> HttpResponse:
     return response
 
 
+DATABASE_RETRY_AFTER = 10
+"""Seconds a device is asked to wait when the database cannot take its batch: about a restart's length."""
+
+
+@api.exception_handler(OperationalError)
+@api.exception_handler(InterfaceError)
+def _database_unavailable(request: HttpRequest, exc: Exception) -> HttpResponse:
+    # The database is stopped, restarting or failing over: the device keeps its batch and sends it again
+    # (the readings' sequence numbers make that safe), as after a 429; a 500 would say the batch is at fault.
+    body = Throttled(
+        detail="the database is briefly unavailable; nothing was accepted", retry_after=DATABASE_RETRY_AFTER
+    )
+    response = api.create_response(request, body.model_dump(), status=503)
+    response["Retry-After"] = str(DATABASE_RETRY_AFTER)
+    return response
+
+
 @api.exception_handler(ValidationError)
 def _invalid(request: HttpRequest, exc: ValidationError) -> HttpResponse:
     return _bad_request(request, [_item_error(error) for error in exc.errors])
@@ -107,12 +127,22 @@ def _item_error(error: dict[str, Any]) -> ItemError:
 @api.post(
     "/readings",
     auth=DeviceToken(),
-    response={202: Accepted, 400: Invalid, 401: Refused, 409: Invalid, 413: Refused, 415: Refused, 429: Throttled},
+    response={
+        202: Accepted,
+        400: Invalid,
+        401: Refused,
+        409: Invalid,
+        413: Refused,
+        415: Refused,
+        429: Throttled,
+        503: Throttled,
+    },
     summary="Send a batch of readings",
     openapi_extra={
         "responses": {
             401: {"headers": {"WWW-Authenticate": {"schema": {"type": "string"}}}},
             429: {"headers": {"Retry-After": {"schema": {"type": "integer"}}}},
+            503: {"headers": {"Retry-After": {"schema": {"type": "integer"}}}},
         }
     },
 )

@@ -117,8 +117,21 @@ class BatchConsumerTask(ConsumerTask):
                 continue
             deliveries[n] = Delivery(subscription, event, item.raw, item.task_id, item.retries)
         batch = Batch(subscription, list(deliveries.values()), bulk=True)
-        verdicts = dict(zip(deliveries, pipeline.check(batch), strict=True))
-        fresh = {n: delivery for n, delivery in deliveries.items() if verdicts[n].goes_on}
+        try:
+            verdicts = dict(zip(deliveries, pipeline.check(batch), strict=True))
+        except Exception as exc:
+            # The guards could not ask the ledger or Redis (the database restarting). Each message goes
+            # its own way, where such a failure is retried with backoff: the whole batch given back would
+            # come again at once, its starts counted as if its worker had died, until dead-lettered so.
+            log.warning(
+                "%s: batch of %d not checked (%s: %s); handling them one by one",
+                subscription.name,
+                len(deliveries),
+                type(exc).__name__,
+                exc,
+            )
+            verdicts = {}
+        fresh = {n: delivery for n, delivery in deliveries.items() if n in verdicts and verdicts[n].goes_on}
         alone += [n for n in deliveries if n not in fresh]
         if fresh:
             if self._bulk(subscription, fresh):

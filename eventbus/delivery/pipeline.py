@@ -40,9 +40,9 @@ from typing import TYPE_CHECKING
 
 import redis
 from celery.exceptions import SoftTimeLimitExceeded
-from django.db import transaction
+from django.db import InterfaceError, OperationalError, transaction
 
-from eventbus.delivery import ledger, outcomes
+from eventbus.delivery import ledger, outcomes, unrecorded
 from eventbus.delivery.guards import (
     Batch,
     Delivery,
@@ -137,9 +137,15 @@ def run_effect(task: ConsumerTask, delivery: Delivery) -> Verdict:
         elif not _outside_transaction(delivery, worker, started):
             return duplicate.DUPLICATE
     except Exception as exc:
-        infrastructure = (SoftTimeLimitExceeded, LedgerNotWritten)
-        return fail(exc, transient=isinstance(exc, infrastructure) or subscription.retry.is_transient(exc))
+        return fail(exc, transient=isinstance(exc, INFRASTRUCTURE) or subscription.retry.is_transient(exc))
     return GO
+
+
+INFRASTRUCTURE = (SoftTimeLimitExceeded, LedgerNotWritten, OperationalError, InterfaceError)
+"""Failures of what is around a handler, transient whatever its retry policy says: a time limit, a ledger
+entry not written, and the database unavailable now (down, restarting, failing over, or a lock waited out;
+the handler's own reads, such as the email's address, fail so too). A database restart must cost a retry,
+never a permanent dead letter. Other database errors (a ``ProgrammingError``) are bugs and stay permanent."""
 
 
 def _outside_transaction(delivery: Delivery, worker: str, started: float) -> bool:
@@ -150,14 +156,19 @@ def _outside_transaction(delivery: Delivery, worker: str, started: float) -> boo
     concurrent duplicate out; then the ledger entry is written, in one
     INSERT. A worker that dies between the effect and the entry leaves the
     effect to happen again on redelivery: at least once, which is why such
-    handlers carry an idempotency key (the email's Message-ID).
+    handlers carry an idempotency key (the email's Message-ID). When the
+    database refuses the entry, the effect is noted in Redis, so that the
+    retry (the effect lock's guard reads the note) writes the entry without
+    doing the effect again (eventbus/delivery/unrecorded.py).
     """
-    subscription = delivery.subscription
-    subscription.call_handler(delivery.event)
+    subscription, event = delivery.subscription, delivery.event
+    if not delivery.effect_done:
+        subscription.call_handler(event)
     runtime_ms = (time.monotonic() - started) * 1000
     try:
-        return ledger.record(delivery.event, subscription.name, delivery.task_id, worker, runtime_ms)
+        return ledger.record(event, subscription.name, delivery.task_id, worker, runtime_ms)
     except Exception as exc:
+        unrecorded.note(event.id, subscription.name)
         raise LedgerNotWritten(f"the effect happened, its ledger entry was not written: {exc}") from exc
 
 

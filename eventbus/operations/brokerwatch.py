@@ -30,7 +30,7 @@ from functools import lru_cache
 import redis
 from celery import current_app
 from django.conf import settings
-from django.db import transaction
+from django.db import DatabaseError, transaction
 from django.utils import timezone
 
 from eventbus.models import BrokerLoss, BrokerMarker
@@ -85,7 +85,14 @@ def check() -> BrokerLoss | None:
         return None
     answer = client.eval(_COMPARE_AND_SET, 1, marker_key(), stored.token, new)
     if answer == 1:
-        BrokerMarker.objects.filter(name=MARKER_NAME, token=stored.token).update(token=new, written_at=timezone.now())
+        try:
+            rows = BrokerMarker.objects.filter(name=MARKER_NAME, token=stored.token)
+            rows.update(token=new, written_at=timezone.now())
+        except DatabaseError:
+            # The database went away between the two halves (a restart): Redis gets its old token back,
+            # or the next check would take the one the database never stored for a broker that lost its data.
+            client.eval(_COMPARE_AND_SET, 1, marker_key(), new, stored.token)
+            raise
         return None
     # Lost, or another checker rotated it between our read and our swap: tell them apart by the database.
     if BrokerMarker.objects.filter(name=MARKER_NAME).exclude(token=stored.token).exists():

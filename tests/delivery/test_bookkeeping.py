@@ -11,12 +11,13 @@ from typing import Any
 
 import pytest
 import redis
+from django.db import OperationalError
 
 from eventbus.contract import registry
 from eventbus.contract.envelope import Envelope
 from eventbus.delivery import pipeline
 from eventbus.delivery.guards import Batch, Delivery, attempts, effectlock
-from eventbus.delivery.verdict import ENDED, GO, Action
+from eventbus.delivery.verdict import ENDED, GO, Action, fail
 from eventbus.fastpath import bookkeeping
 from eventbus.fastpath.bookkeeping import RoundTrip
 from eventbus.observability import counters, latency
@@ -285,3 +286,23 @@ def test_finish_of_a_batch_ends_every_attempt_and_counts_the_batch_in_one_round_
     assert latency.histogram(analytics.name).count == 3
     for item in items:
         assert client().get(key("deliveries", item.task_id, str(item.retries))) is None
+
+
+@pytest.mark.parametrize("database_failed", [True, False], ids=["the-database", "the-provider"])
+def test_a_failure_of_the_database_does_not_count_against_the_providers_breaker(
+    database_failed: bool, redis_prefix: str, db: Any
+) -> None:
+    # given: a breaker that opens at the first failure
+    breaker = CircuitBreaker("database-not-provider", 1, 60.0)
+    failing = delivery("task-db", breaker=breaker)
+    pipeline.check(one(failing))
+    error: Exception = TimeoutError("the provider took too long")
+    if database_failed:
+        error = pipeline.LedgerNotWritten("the effect happened, its ledger entry was not written")
+        error.__cause__ = OperationalError("server closed the connection unexpectedly")
+
+    # when: the delivery fails, transient (the provider too slow, or the database gone before the ledger entry)
+    pipeline.finish(one(failing), fail(error, transient=True))
+
+    # then: the provider's breaker counts only the provider's failures
+    assert breaker.state().state == ("closed" if database_failed else OPEN)

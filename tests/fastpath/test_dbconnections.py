@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from django.db import connection
+from django.db import OperationalError, connection
 
 from eventbus.fastpath import dbconnections
 
@@ -51,3 +51,24 @@ def test_a_connection_that_saw_an_error_is_checked_as_django_checks_it() -> None
     # Django asked the server (is_usable) and, the connection answering, cleared the error
     assert not connection.errors_occurred and connection.health_check_done
     use()
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="ending a server session is PostgreSQL's")
+def test_a_connection_the_server_ended_fails_one_task_and_the_next_task_gets_a_fresh_one() -> None:
+    import psycopg
+
+    use()
+    dbconnections.tidy()  # a task ended cleanly a moment ago: its next use is not health-checked
+    server_pid = connection.connection.info.backend_pid
+    # What a restart (or a failover) does to every session: the server ends it.
+    with psycopg.connect(**connection.get_connection_params()) as other:
+        other.execute("SELECT pg_terminate_backend(%s)", (server_pid,))
+    dbconnections.tidy()  # the next task's start
+
+    # that task fails (and is retried: tests/delivery/test_database_unavailable.py), the worker lives on
+    with pytest.raises(OperationalError):
+        use()
+    dbconnections.tidy()  # its end: the broken connection is closed
+
+    use()  # the task after it
+    assert connection.connection.info.backend_pid != server_pid

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 from django.core.management import call_command
-from django.db import connection, transaction
+from django.db import OperationalError, connection, transaction
 from django.utils import timezone
 
 from eventbus.models import BrokerLoss, BrokerMarker, DeadLetter, DeliveryStep, OutboxEvent, ProcessedEvent
@@ -337,3 +337,23 @@ def test_rabbitmq_is_not_watched_and_the_watch_stands_aside() -> None:
     # then: it neither reports a loss nor keeps a marker, so the reconciler keeps its time-based pass
     assert loss is None
     assert not BrokerMarker.objects.exists() and not BrokerLoss.objects.exists()
+
+
+@only_a_redis_broker_is_watched
+def test_a_database_lost_between_the_two_halves_of_the_marker_swap_is_no_broker_loss() -> None:
+    # given: the marker in both places
+    assert brokerwatch.check() is None
+
+    # when: Redis takes the new token and the database goes away before it does (a restart mid-check;
+    # Django's hook around every statement fails that one UPDATE as a closed connection would)
+    def database_gone(execute: Any, sql: str, *args: Any) -> Any:
+        if sql.startswith("UPDATE") and "eventbus_brokermarker" in sql:
+            raise OperationalError("server closed the connection unexpectedly")
+        return execute(sql, *args)
+
+    with connection.execute_wrapper(database_gone), pytest.raises(OperationalError):
+        brokerwatch.check()
+
+    # then: the next check finds the broker as it was, not a broker that lost its data
+    assert brokerwatch.check() is None
+    assert not BrokerLoss.objects.exists()

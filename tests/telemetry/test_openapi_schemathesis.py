@@ -80,6 +80,7 @@ def test_the_api_keeps_to_its_description(
 def test_the_description_is_served_and_names_every_answer(client: Any) -> None:
     described = client.get("/api/v1/openapi.json").json()
     post = described["paths"]["/api/v1/readings"]["post"]
-    assert sorted(post["responses"]) == ["202", "400", "401", "409", "413", "415", "429"]
+    assert sorted(post["responses"]) == ["202", "400", "401", "409", "413", "415", "429", "503"]
     assert described["components"]["securitySchemes"]["DeviceToken"] == {"type": "http", "scheme": "bearer"}
     assert "Retry-After" in post["responses"]["429"]["headers"]
+    assert "Retry-After" in post["responses"]["503"]["headers"]  # the database briefly unavailable

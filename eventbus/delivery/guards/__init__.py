@@ -45,6 +45,9 @@ class Delivery:
     retries: int
     lock_token: str | None = None
     """The effect lock's token, while this delivery holds the lock (guards/effectlock.py)."""
+    effect_done: bool = False
+    """An earlier delivery did the effect and the database refused its ledger entry (delivery/unrecorded.py):
+    read with the effect lock; this delivery writes the entry without doing the effect again."""
 
     @cached_property
     def limiter(self) -> Limiter | None:

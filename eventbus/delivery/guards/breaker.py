@@ -7,7 +7,8 @@ probe), a round trip of its own. This guard comes after the rate limit's: a
 probe that then waited for a token would hold the probe slot for nothing.
 After the effect, a success closes the breaker (in the round trip after the
 effect) and a transient failure counts against it (once that round trip was
-sent; its error, if Redis is out of reach, fails the delivery as transient).
+sent; its error, if Redis is out of reach, fails the delivery as transient),
+unless the database failed rather than the provider.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 from functools import partial
 
 import redis
+from django.db import InterfaceError, OperationalError
 
 from eventbus.delivery.guards import AfterSent, Batch, Check, Delivery, Guard
 from eventbus.delivery.verdict import GO, Action, Verdict, wait
@@ -42,9 +44,21 @@ class Breaker(Guard):
         if outcome.goes_on:
             successes = [(breaker, round_trip.script(*breaker.success_call())) for breaker in breakers]
             return partial(_note_successes, successes)
-        if outcome.action is Action.FAIL and outcome.transient:
+        if outcome.action is Action.FAIL and outcome.transient and not _database_failed(outcome.error):
             return partial(_record_failures, breakers)
         return None
+
+
+def _database_failed(error: BaseException | None) -> bool:
+    """Whether the failure was the database's (away, restarting), directly or as the ledger entry not
+    written after the effect: it says nothing of the provider, so it must not open the provider's breaker
+    and hold every delivery to it back once the database is back."""
+    return isinstance(error, DATABASE_UNAVAILABLE) or isinstance(
+        getattr(error, "__cause__", None), DATABASE_UNAVAILABLE
+    )
+
+
+DATABASE_UNAVAILABLE = (OperationalError, InterfaceError)
 
 
 def _read_state(pipe: redis.client.Pipeline, breaker: CircuitBreaker) -> None:

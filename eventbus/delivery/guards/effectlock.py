@@ -25,6 +25,7 @@ from functools import lru_cache, partial
 import redis
 from redis.commands.core import Script
 
+from eventbus.delivery import unrecorded
 from eventbus.delivery.guards import AfterSent, Batch, Check, Delivery, Guard
 from eventbus.delivery.verdict import GO, Verdict, wait
 from eventbus.fastpath.bookkeeping import Reply, RoundTrip
@@ -54,9 +55,11 @@ def lock_key(subscriber: str, event_id: object) -> str:
 
 
 def acquire_into(pipe: redis.client.Pipeline, subscriber: str, event_id: object, seconds: float, token: str) -> None:
-    """Take the lock for ``seconds`` with ``token``, queued on ``pipe``; its reply is true when it was taken,
-    and not when another delivery holds it."""
+    """Take the lock for ``seconds`` with ``token``, queued on ``pipe``; its first reply is true when it was
+    taken, and not when another delivery holds it; its second, whether an earlier delivery did the effect
+    without its ledger entry (eventbus/delivery/unrecorded.py), asked in the same round trip."""
     pipe.set(lock_key(subscriber, event_id), token, nx=True, px=max(1, int(seconds * 1000)))
+    pipe.exists(unrecorded.key_of(subscriber, event_id))
 
 
 class EffectLock(Guard):
@@ -85,6 +88,7 @@ class EffectLock(Guard):
                 token, reply = asked[delivery]
                 if reply.first:
                     delivery.lock_token = token
+                    delivery.effect_done = bool(reply.values[1])
                     verdicts.append(GO)
                 else:
                     verdicts.append(wait(RECHECK, "another delivery of this event is under way", counters.EFFECT_WAITS))
@@ -98,6 +102,10 @@ class EffectLock(Guard):
                 lock = lock_key(delivery.subscription.name, delivery.event.id)
                 round_trip.script(release_script(), [lock], [delivery.lock_token])
                 delivery.lock_token = None
+            if delivery.effect_done and outcome.goes_on:
+                # The ledger entry is written now: the note of the effect is no longer needed.
+                done = unrecorded.key_of(delivery.subscription.name, delivery.event.id)
+                round_trip.queue(lambda pipe, done=done: pipe.delete(done))
         return None
 
 
