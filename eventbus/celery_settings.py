@@ -18,17 +18,20 @@ from typing import Any
 from kombu import Exchange, Queue
 
 from eventbus.conf import with_defaults
+from eventbus.sentinel import SentinelConfig, sentinel_config
 
 
 def celery_settings(values: Mapping[str, Any]) -> dict[str, Any]:
     """The bus's CELERY_* settings for a host whose settings (so far) are ``values``."""
     bus = with_defaults(values)
-    broker_url: str = values.get("CELERY_BROKER_URL", bus["REDIS_URL"])
+    # Raises ValueError for Sentinel settings that contradict each other (eventbus/sentinel.py).
+    sentinel = sentinel_config({**bus, "CELERY_BROKER_URL": values.get("CELERY_BROKER_URL")})
+    broker_url: str = values.get("CELERY_BROKER_URL") or (sentinel.broker_url() if sentinel else bus["REDIS_URL"])
     housekeeping = bus["EVENTBUS_HOUSEKEEPING_QUEUE"]
     return {
         **_results(),
         **_delivery(),
-        **_broker(broker_url, bus),
+        **_broker(broker_url, bus, sentinel),
         # Queues are declared by EVENTBUS_QUEUES; a message for an undeclared queue
         # is a bug, so Celery must not invent queues on the fly.
         "CELERY_TASK_QUEUES": [
@@ -85,7 +88,7 @@ def _delivery() -> dict[str, Any]:
     }
 
 
-def _broker(broker_url: str, bus: Mapping[str, Any]) -> dict[str, Any]:
+def _broker(broker_url: str, bus: Mapping[str, Any], sentinel: SentinelConfig | None = None) -> dict[str, Any]:
     visibility = bus["EVENTBUS_VISIBILITY_TIMEOUT"]
     publish_timeout = bus["EVENTBUS_PUBLISH_TIMEOUT"]
     options: dict[str, Any] = {
@@ -108,9 +111,9 @@ def _broker(broker_url: str, bus: Mapping[str, Any]) -> dict[str, Any]:
         "unacked_restore_throttle": 1,
         "unacked_mutex_expire": max(10, min(300, visibility)),
     }
-    if bus["REDIS_KEY_PREFIX"] and broker_url.startswith(("redis://", "rediss://", "unix://")):
+    if bus["REDIS_KEY_PREFIX"] and broker_url.startswith(("redis://", "rediss://", "unix://", "sentinel://")):
         options["global_keyprefix"] = bus["REDIS_KEY_PREFIX"]
-    found = {
+    found: dict[str, Any] = {
         "CELERY_BROKER_TRANSPORT_OPTIONS": options,
         "CELERY_BROKER_CONNECTION_TIMEOUT": publish_timeout,
         "CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP": True,
@@ -118,6 +121,16 @@ def _broker(broker_url: str, bus: Mapping[str, Any]) -> dict[str, Any]:
     if broker_url.startswith("redis://"):
         # redis-py would retry a refused connection for ~4 s; see eventbus/fastpath/broker.py.
         found["CELERY_BROKER_TRANSPORT"] = "eventbus.fastpath.broker:FailFastRedisTransport"
+    if sentinel is not None and broker_url.startswith("sentinel://"):
+        # The same transport on kombu's Sentinel channel (eventbus/fastpath/sentinel.py): the
+        # Sentinels name the primary; the passwords travel as options, never in the URL.
+        found["CELERY_BROKER_URL"] = broker_url
+        found["CELERY_BROKER_TRANSPORT"] = "eventbus.fastpath.sentinel:FailFastSentinelTransport"
+        options["master_name"] = sentinel.master
+        if sentinel.password:
+            options["redis_password"] = sentinel.password
+        if sentinel.sentinel_password:
+            options["sentinel_password"] = sentinel.sentinel_password
     return found
 
 

@@ -15,6 +15,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 from eventbus.operations.checks import countdown_problem
 from eventbus.protection.tokenbucket import parse_rate
+from eventbus.sentinel import sentinel_config
 
 DEV_SECRET = "dev-insecure-secret-key-change-me-in-production-0123456789"
 """DJANGO_SECRET_KEY's development default: fine on one machine, refused with DEBUG off."""
@@ -125,3 +126,14 @@ def metrics_token(token: str, token_file: str) -> str:
     if not token:
         raise ImproperlyConfigured(f"METRICS_TOKEN_FILE={token_file!r} is empty: write the token into it.")
     return token
+
+
+def check_redis_sentinel(values: dict[str, object]) -> None:
+    """Refuse Sentinel settings that are incomplete or contradict REDIS_URL or CELERY_BROKER_URL.
+
+    Each refusal says what to write instead (eventbus/sentinel.py); a password is never repeated.
+    """
+    try:
+        sentinel_config(values)
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"{exc}.") from None
