@@ -18,6 +18,7 @@ from typing import Any
 from kombu import Exchange, Queue
 
 from eventbus.conf import with_defaults
+from eventbus.fastpath.sentinel import same_transport
 from eventbus.sentinel import SentinelConfig, sentinel_config
 
 
@@ -126,6 +127,7 @@ def _broker(broker_url: str, bus: Mapping[str, Any], sentinel: SentinelConfig | 
         # Sentinels name the primary; the passwords travel as options, never in the URL.
         found["CELERY_BROKER_URL"] = broker_url
         found["CELERY_BROKER_TRANSPORT"] = "eventbus.fastpath.sentinel:FailFastSentinelTransport"
+        found["CELERY_BROKER_FAILOVER_STRATEGY"] = same_transport
         options["master_name"] = sentinel.master
         if sentinel.password:
             options["redis_password"] = sentinel.password

@@ -61,7 +61,7 @@ class SentinelTopology:
             for port in self.node_ports:
                 self._start_node(port, replica_of=None if port == primary else primary)
             for port in self.node_ports[1:]:
-                _until(lambda p=port: self._node(p).info("replication").get("master_link_status") == "up", 20, "sync")
+                _until(lambda p=port: self.node(p).info("replication").get("master_link_status") == "up", 20, "sync")
             for port in self.sentinel_ports:
                 self._start_sentinel(port, primary)
             for port in self.sentinel_ports:
@@ -105,7 +105,7 @@ class SentinelTopology:
 
     def role(self, port: int) -> str:
         """``master`` or ``slave``, as the node itself says."""
-        return str(self._node(port).info("replication")["role"])
+        return str(self.node(port).info("replication")["role"])
 
     def wait_for_primary_change(self, old_port: int, timeout: float) -> int:
         """The new primary's port, once every Sentinel names it and it says it is a master."""
@@ -136,7 +136,10 @@ class SentinelTopology:
             return
         port, self._killed = self._killed, None
         self._start_node(port, replica_of=self.primary())
-        _until(lambda: self._node(port).info("replication").get("master_link_status") == "up", timeout, "rejoin")
+        _until(lambda: self.node(port).info("replication").get("master_link_status") == "up", timeout, "rejoin")
+        # Until every Sentinel sees it as a healthy replica, a failover could pick it while they still
+        # think it down (seen: promoted, then marked down, then another replica promoted instead).
+        _until(lambda: all(self._healthy_replica(s, port) for s in self.sentinel_ports), timeout, "Sentinels")
 
     def force_failover(self) -> int:
         """``SENTINEL FAILOVER``: a replica is promoted though the primary is well; returns the old primary."""
@@ -181,7 +184,7 @@ class SentinelTopology:
             lines.append(f"replicaof 127.0.0.1 {replica_of}")
         (data / "redis.conf").write_text("\n".join(lines) + "\n")
         self.nodes[port] = _spawn(f"redis-{port}", [redis_server_binary(), str(data / "redis.conf")], data)
-        _until(lambda: self._node(port).ping(), 10, f"redis-server on {port}")
+        _until(lambda: self.node(port).ping(), 10, f"redis-server on {port}")
 
     def _start_sentinel(self, port: int, primary: int) -> None:
         data = self.directory / f"sentinel-{port}"
@@ -204,7 +207,8 @@ class SentinelTopology:
         command = [redis_server_binary(), str(data / "sentinel.conf"), "--sentinel"]
         self.sentinels[port] = _spawn(f"sentinel-{port}", command, data)
 
-    def _node(self, port: int) -> redis.Redis:
+    def node(self, port: int) -> redis.Redis:
+        """A client of one node (not through the Sentinels), with the nodes' password."""
         return redis.Redis(
             "127.0.0.1", port, password=self.password, socket_timeout=1, socket_connect_timeout=1, decode_responses=True
         )
@@ -225,6 +229,10 @@ class SentinelTopology:
         except redis.RedisError:
             return None
         return int(answer[1]) if answer else None
+
+    def _healthy_replica(self, sentinel: int, port: int) -> bool:
+        replicas = self._sentinel(sentinel).sentinel_slaves(self.master_name)
+        return any(int(r["port"]) == port and r["flags"] == "slave" for r in replicas)
 
     def _sentinel_knows_all(self, port: int) -> bool:
         state = self._sentinel(port).sentinel_master(self.master_name)

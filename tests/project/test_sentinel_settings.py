@@ -92,6 +92,8 @@ def test_the_broker_follows_the_sentinels_on_the_fail_fast_sentinel_transport() 
     assert found["CELERY_BROKER_URL"].startswith("sentinel://10.0.0.1:26379;")
     assert found["CELERY_BROKER_URL"].endswith("/3")
     assert found["CELERY_BROKER_TRANSPORT"] == "eventbus.fastpath.sentinel:FailFastSentinelTransport"
+    # A connection error never switches to kombu's stock transport by the next URL's scheme.
+    assert next(found["CELERY_BROKER_FAILOVER_STRATEGY"](found["CELERY_BROKER_URL"].split(";"))) == "10.0.0.1"
     options = found["CELERY_BROKER_TRANSPORT_OPTIONS"]
     assert options["master_name"] == "eventdemo"
     assert options["redis_password"] == "node-secret"
