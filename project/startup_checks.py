@@ -13,9 +13,8 @@ from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
 
-from eventbus.operations.checks import countdown_problem
+from eventbus.operations.checks import countdown_problem, sentinel_problem
 from eventbus.protection.tokenbucket import parse_rate
-from eventbus.sentinel import sentinel_config
 
 DEV_SECRET = "dev-insecure-secret-key-change-me-in-production-0123456789"
 """DJANGO_SECRET_KEY's development default: fine on one machine, refused with DEBUG off."""
@@ -133,7 +132,6 @@ def check_redis_sentinel(values: dict[str, object]) -> None:
 
     Each refusal says what to write instead (eventbus/sentinel.py); a password is never repeated.
     """
-    try:
-        sentinel_config(values)
-    except ValueError as exc:
-        raise ImproperlyConfigured(f"{exc}.") from None
+    problem = sentinel_problem(values)
+    if problem:
+        raise ImproperlyConfigured(problem)
