@@ -175,8 +175,8 @@ def test_the_primary_killed_failed_over_and_stalled_mid_flow_loses_nothing_and_d
         wait_until_delivered(sink, timeout=90)
         drained = time.monotonic() - fault_at
         print(
-            f"{label}: {old} -> {new}; new primary named {failed_over:.1f}s after the fault, first delivery "
-            f"after that {first:.1f}s after it, every backlog drained {drained:.1f}s after it"
+            f"{label}: {old} -> {new}; seconds after the fault: new primary named {failed_over:.1f}, "
+            f"first delivery {first:.1f}, every backlog drained {drained:.1f}"
         )
         check_invariant(sink, f"sentinel, {label}", committed=committed)
         same_processes(workers, pids)
