@@ -19,6 +19,8 @@ from typing import Any
 from kombu import Exchange, Queue
 
 from eventbus.conf import with_defaults
+from eventbus.fastpath.sentinel import same_transport
+from eventbus.sentinel import SentinelConfig, sentinel_config
 
 BROKER_DEAD_LETTER_EXCHANGE = ""
 """Quorum profile: the exchange through which RabbitMQ hands on a message it gave up on (past
@@ -47,10 +49,12 @@ DELIVERY_LIMIT_MARGIN = 5
 def celery_settings(values: Mapping[str, Any]) -> dict[str, Any]:
     """The bus's CELERY_* settings for a host whose settings (so far) are ``values``."""
     bus = with_defaults(values)
-    broker_url: str = values.get("CELERY_BROKER_URL", bus["REDIS_URL"])
+    # Raises ValueError for Sentinel settings that contradict each other (eventbus/sentinel.py).
+    sentinel = sentinel_config({**bus, "CELERY_BROKER_URL": values.get("CELERY_BROKER_URL")})
+    broker_url: str = values.get("CELERY_BROKER_URL") or (sentinel.broker_url() if sentinel else bus["REDIS_URL"])
     housekeeping = bus["EVENTBUS_HOUSEKEEPING_QUEUE"]
     quorum = bus["EVENTBUS_QUEUE_TYPE"] == "quorum"
-    broker = _broker(broker_url, bus)
+    broker = _broker(broker_url, bus, sentinel)
     if quorum:
         broker = _quorum(broker)
     return {
@@ -113,7 +117,7 @@ def _delivery() -> dict[str, Any]:
     }
 
 
-def _broker(broker_url: str, bus: Mapping[str, Any]) -> dict[str, Any]:
+def _broker(broker_url: str, bus: Mapping[str, Any], sentinel: SentinelConfig | None = None) -> dict[str, Any]:
     visibility = bus["EVENTBUS_VISIBILITY_TIMEOUT"]
     publish_timeout = bus["EVENTBUS_PUBLISH_TIMEOUT"]
     options: dict[str, Any] = {
@@ -136,9 +140,9 @@ def _broker(broker_url: str, bus: Mapping[str, Any]) -> dict[str, Any]:
         "unacked_restore_throttle": 1,
         "unacked_mutex_expire": max(10, min(300, visibility)),
     }
-    if bus["REDIS_KEY_PREFIX"] and broker_url.startswith(("redis://", "rediss://", "unix://")):
+    if bus["REDIS_KEY_PREFIX"] and broker_url.startswith(("redis://", "rediss://", "unix://", "sentinel://")):
         options["global_keyprefix"] = bus["REDIS_KEY_PREFIX"]
-    found = {
+    found: dict[str, Any] = {
         "CELERY_BROKER_TRANSPORT_OPTIONS": options,
         "CELERY_BROKER_CONNECTION_TIMEOUT": publish_timeout,
         "CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP": True,
@@ -146,6 +150,17 @@ def _broker(broker_url: str, bus: Mapping[str, Any]) -> dict[str, Any]:
     if broker_url.startswith("redis://"):
         # redis-py would retry a refused connection for ~4 s; see eventbus/fastpath/broker.py.
         found["CELERY_BROKER_TRANSPORT"] = "eventbus.fastpath.broker:FailFastRedisTransport"
+    if sentinel is not None and broker_url.startswith("sentinel://"):
+        # The same transport on kombu's Sentinel channel (eventbus/fastpath/sentinel.py): the
+        # Sentinels name the primary; the passwords travel as options, never in the URL.
+        found["CELERY_BROKER_URL"] = broker_url
+        found["CELERY_BROKER_TRANSPORT"] = "eventbus.fastpath.sentinel:FailFastSentinelTransport"
+        found["CELERY_BROKER_FAILOVER_STRATEGY"] = same_transport
+        options["master_name"] = sentinel.master
+        if sentinel.password:
+            options["redis_password"] = sentinel.password
+        if sentinel.sentinel_password:
+            options["sentinel_password"] = sentinel.sentinel_password
     return found
 
 

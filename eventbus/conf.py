@@ -43,6 +43,13 @@ SETTINGS: tuple[Setting, ...] = (
     # --- Where things are ---
     Setting("REDIS_URL", "redis://127.0.0.1:6379/0", "the Redis of the bus's own keys (counters, limiters, breakers)"),
     Setting("REDIS_KEY_PREFIX", "", "prepended to every Redis key, so deployments (or test runs) can share a database"),
+    # Redis behind Sentinel (eventbus/sentinel.py): with REDIS_SENTINELS set, every Redis
+    # client of the bus and the broker follow the primary the Sentinels name, and REDIS_URL
+    # gives only the database index. Read from the environment by the host, like REDIS_URL.
+    Setting("REDIS_SENTINELS", "", "host:port,host:port of the Sentinels; empty: REDIS_URL names the Redis"),
+    Setting("REDIS_SENTINEL_MASTER", "", "the name the Sentinels monitor the primary under"),
+    Setting("REDIS_PASSWORD", "", "the Redis nodes' password behind Sentinel (never in a URL)"),
+    Setting("REDIS_SENTINEL_PASSWORD", "", "the Sentinels' own password, if they have one"),
     Setting(
         "EVENTBUS_QUEUES",
         (HOUSEKEEPING_QUEUE, DEAD_LETTER_QUEUE),

@@ -247,7 +247,16 @@ REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:6379/0")
 # that several deployments (or a test run) can share one Redis database.
 REDIS_KEY_PREFIX = env_str("REDIS_KEY_PREFIX", "")
 
-CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", REDIS_URL)
+# Redis behind Sentinel (eventbus/sentinel.py): the Sentinels name the primary, REDIS_URL
+# then gives only the database index, and the broker URL is derived (leave
+# CELERY_BROKER_URL unset, or point it at RabbitMQ). Passwords only from here.
+REDIS_SENTINELS = env_str("REDIS_SENTINELS", "").strip()
+REDIS_SENTINEL_MASTER = env_str("REDIS_SENTINEL_MASTER", "").strip()
+REDIS_PASSWORD = env_str("REDIS_PASSWORD", "")
+REDIS_SENTINEL_PASSWORD = env_str("REDIS_SENTINEL_PASSWORD", "")
+
+CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "" if REDIS_SENTINELS else REDIS_URL)
+startup_checks.check_redis_sentinel(globals())
 CELERY_RESULT_EXPIRES = env_int("CELERY_RESULT_EXPIRES", 7 * 24 * 3600, minimum=0)
 # One message reserved per process: a slow email never holds back messages a
 # free process could take. https://docs.celeryq.dev/en/stable/userguide/optimizing.html#prefetch-limits

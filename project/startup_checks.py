@@ -13,7 +13,7 @@ from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
 
-from eventbus.operations.checks import countdown_problem, queue_type_problem
+from eventbus.operations.checks import countdown_problem, queue_type_problem, sentinel_problem
 from eventbus.protection.tokenbucket import parse_rate
 
 DEV_SECRET = "dev-insecure-secret-key-change-me-in-production-0123456789"
@@ -134,5 +134,15 @@ def check_queue_type(queue_type: str, broker_url: str) -> None:
     declare queue arguments no Redis understands.
     """
     problem = queue_type_problem(queue_type, broker_url)
+    if problem:
+        raise ImproperlyConfigured(problem)
+
+
+def check_redis_sentinel(values: dict[str, object]) -> None:
+    """Refuse Sentinel settings that are incomplete or contradict REDIS_URL or CELERY_BROKER_URL.
+
+    Each refusal says what to write instead (eventbus/sentinel.py); a password is never repeated.
+    """
+    problem = sentinel_problem(values)
     if problem:
         raise ImproperlyConfigured(problem)

@@ -16,6 +16,15 @@ transport keeps its exchange bindings in Redis: without them a message would
 be routed nowhere), and the reconciler then checks every event sent before
 the loss at once, not ``EVENTBUS_REDELIVER_AFTER`` later.
 
+Behind Sentinel (eventbus/sentinel.py) the watch asks the primary the Sentinels
+name now, so a failover to a replica that missed the marker's last rotation is
+found like a restart. A replica that had the marker may still have missed the
+messages written after it (replication is asynchronous), so behind Sentinel a
+change of primary is itself taken as a loss: the primary's replication id
+(``master_replid``, new on every promotion) is kept beside the marker, and a
+different one at the next check is recorded and reconciled the same way. What
+was not lost comes twice, and the ledger absorbs the copy.
+
 Only a Redis broker is watched: RabbitMQ keeps durable queues across restarts,
 and what it may lose (a node without mirrored or quorum queues) is caught by
 the reconciler's time-based pass.
@@ -33,6 +42,7 @@ from django.conf import settings
 from django.db import DatabaseError, transaction
 from django.utils import timezone
 
+from eventbus import redis as eventbus_redis
 from eventbus.models import BrokerLoss, BrokerMarker
 
 log = logging.getLogger(__name__)
@@ -53,14 +63,33 @@ return current
 
 def watched() -> bool:
     """Whether the broker is a Redis (the only kind this watches)."""
-    return str(current_app.conf.broker_url).startswith(("redis://", "rediss://", "unix://"))
+    return str(current_app.conf.broker_url).startswith(("redis://", "rediss://", "unix://", "sentinel://"))
+
+
+def _behind_sentinel(url: str) -> bool:
+    return url.startswith("sentinel://")
+
+
+def _broker_client(url: str) -> redis.Redis:
+    if _behind_sentinel(url):
+        # The broker behind Sentinel is the bus's own Redis (the same primary and database,
+        # eventbus/sentinel.py): its client follows the primary the Sentinels name.
+        return eventbus_redis.client()
+    return _url_client(url)
 
 
 @lru_cache(maxsize=4)
-def _broker_client(url: str) -> redis.Redis:
+def _url_client(url: str) -> redis.Redis:
     return redis.Redis.from_url(
         url, decode_responses=True, socket_connect_timeout=settings.EVENTBUS_PUBLISH_TIMEOUT, socket_timeout=5.0
     )
+
+
+def _failed_over(client: redis.Redis) -> bool:
+    """Whether the primary's replication id changed since the last check (a promotion); keeps the new one."""
+    current = str(client.info("replication").get("master_replid", ""))
+    previous = client.getset(marker_key() + ":primary", current)
+    return previous is not None and previous != current
 
 
 def marker_key() -> str:
@@ -76,7 +105,9 @@ def check() -> BrokerLoss | None:
     """
     if not watched():
         return None
-    client = _broker_client(str(current_app.conf.broker_url))
+    url = str(current_app.conf.broker_url)
+    client = _broker_client(url)
+    failed_over = _behind_sentinel(url) and _failed_over(client)
     new = uuid.uuid4().hex
     stored = BrokerMarker.objects.filter(name=MARKER_NAME).first()
     if stored is None:
@@ -93,7 +124,13 @@ def check() -> BrokerLoss | None:
             # or the next check would take the one the database never stored for a broker that lost its data.
             client.eval(_COMPARE_AND_SET, 1, marker_key(), new, stored.token)
             raise
-        return None
+        if not failed_over:
+            return None
+        reason = (
+            f"the Sentinels' primary changed since the check at {stored.written_at:%Y-%m-%d %H:%M:%S} UTC (a "
+            "failover): replication is asynchronous, so messages written just before it may be missing on it"
+        )
+        return _announce(BrokerLoss.objects.create(reason=reason))
     # Lost, or another checker rotated it between our read and our swap: tell them apart by the database.
     if BrokerMarker.objects.filter(name=MARKER_NAME).exclude(token=stored.token).exists():
         return None
@@ -110,7 +147,11 @@ def check() -> BrokerLoss | None:
             return None  # another checker recorded this loss
         loss = BrokerLoss.objects.create(reason=reason)
     client.set(marker_key(), new)
-    log.critical("BROKER DATA LOSS: %s; every event sent before now is checked against the ledger at once", reason)
+    return _announce(loss)
+
+
+def _announce(loss: BrokerLoss) -> BrokerLoss:
+    log.critical("BROKER DATA LOSS: %s; every event sent before now is checked against the ledger at once", loss.reason)
     declare_queues()
     return loss
 

@@ -43,6 +43,7 @@ from eventbus.celery_settings import BROKER_DELIVERY_LIMIT, DELIVERY_LIMIT_MARGI
 from eventbus.contract import registry
 from eventbus.contract.errors import EventDeclarationError
 from eventbus.contract.retry import RetryPolicy
+from eventbus.sentinel import sentinel_config
 
 
 def improper(values: Any) -> list[str]:
@@ -138,6 +139,20 @@ def _is_uri_reference(text: object) -> bool:
     first = re.split(r"[/?#]", text, maxsplit=1)[0]
     # A colon before the first "/", "?" or "#" ends a scheme: a relative reference cannot have one there.
     return ":" not in first or bool(_SCHEME.fullmatch(first.split(":", 1)[0]))
+
+
+def sentinel_problem(values: dict[str, Any]) -> str | None:
+    """What is wrong with the Redis Sentinel settings in ``values`` (a host's settings module), or None.
+
+    For the host's settings module, like ``countdown_problem``: REDIS_SENTINELS
+    without a master name, a malformed host:port, a REDIS_URL or
+    CELERY_BROKER_URL that contradicts it (eventbus/sentinel.py says why).
+    """
+    try:
+        sentinel_config(values)
+    except ValueError as exc:
+        return f"{exc}."
+    return None
 
 
 def countdown_problem(setting: str, wait: float, visibility: float) -> str | None:
