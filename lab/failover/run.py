@@ -88,6 +88,8 @@ def _run(args: argparse.Namespace, directory: Path, stack: ExitStack) -> dict[st
     os.environ.update(LAB_SETTINGS)
     os.environ.update({"EMAIL_PORT": str(sink.port), "REDIS_KEY_PREFIX": f"lab{args.seed}:"})
     os.environ.update(database.env())
+    # The topology names the broker, or leaves it to be derived (Sentinel): never one from the outside.
+    os.environ.pop("CELERY_BROKER_URL", None)
     os.environ.update(topology.env())
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
     django.setup()
