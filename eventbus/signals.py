@@ -44,7 +44,8 @@ def tidy_database_connections(**_: Any) -> None:
 
 def refuse_unsafe_settings(sender: Any = None, **_: Any) -> None:
     """A worker with settings that lose or duplicate messages does not start (eventbus/operations/checks.py)."""
-    from eventbus.operations.checks import refuse_mismatched_declarations, refuse_unsafe
+    from eventbus.operations.checks import refuse_unsafe
+    from eventbus.operations.declarations import refuse_mismatched_declarations
 
     app = getattr(sender, "app", None) or current_app
     refuse_unsafe(app.conf)

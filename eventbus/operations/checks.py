@@ -30,7 +30,6 @@ Four moments, one module:
 
 from __future__ import annotations
 
-import contextlib
 import re
 from collections.abc import Iterable
 from typing import Any
@@ -170,14 +169,14 @@ def countdown_problem(setting: str, wait: float, visibility: float) -> str | Non
     )
 
 
-_AMQP_SCHEMES = ("amqp://", "amqps://", "pyamqp://")
+AMQP_SCHEMES = ("amqp://", "amqps://", "pyamqp://")
 
 
 def queue_type_problem(queue_type: object, broker_url: str) -> str | None:
     """EVENTBUS_QUEUE_TYPE against the broker: quorum queues exist only on RabbitMQ (AMQP)."""
     if queue_type not in ("classic", "quorum"):
         return f"EVENTBUS_QUEUE_TYPE ({queue_type!r}) must be 'classic' (the default) or 'quorum' (RabbitMQ only)."
-    if queue_type == "quorum" and not broker_url.startswith(_AMQP_SCHEMES):
+    if queue_type == "quorum" and not broker_url.startswith(AMQP_SCHEMES):
         scheme = broker_url.split("://", 1)[0] if "://" in broker_url else "?"
         return (
             f"EVENTBUS_QUEUE_TYPE=quorum needs a RabbitMQ broker, but CELERY_BROKER_URL (or REDIS_URL) is a "
@@ -290,54 +289,8 @@ def stall_problems(stall_after: float, limits: Iterable[tuple[str, float | None]
     ]
 
 
-def declaration_problems(app: Any) -> list[str]:
-    """Queues and exchanges on RabbitMQ whose type or arguments differ from what this worker declares.
-
-    RabbitMQ answers PRECONDITION_FAILED to a declaration that differs from the existing one
-    (a classic queue declared again as quorum, a direct exchange as topic) and never changes
-    one in place; the worker's consumer would fail on it with a bare channel error. Declaring
-    here first (idempotent when they match) turns that into a refusal saying what to do. A
-    broker that cannot be reached is not a problem here: the worker waits for it as usual.
-    """
-    if not str(app.conf.broker_url).startswith(_AMQP_SCHEMES):
-        return []
-    from amqp.exceptions import PreconditionFailed
-    from kombu.exceptions import OperationalError
-
-    found: list[str] = []
-    try:
-        with app.connection_for_write() as connection:
-            connection.ensure_connection(max_retries=1)
-            for queue in app.amqp.queues.values():
-                channel = connection.channel()
-                try:
-                    queue.bind(channel).declare()
-                except PreconditionFailed as exc:
-                    found.append(
-                        f"queue {queue.name!r}: RabbitMQ refused its declaration ({exc.reply_text}). RabbitMQ "
-                        "cannot change a queue's or an exchange's type in place: set EVENTBUS_QUEUE_TYPE back to "
-                        f"what it was, or drain {queue.name!r}, delete the queue and its exchange "
-                        f"(rabbitmqctl -p <vhost> delete_queue {queue.name}; rabbitmqadmin -V <vhost> delete "
-                        f"exchange name={queue.name}) and start the worker again, or use a new vhost in "
-                        "CELERY_BROKER_URL"
-                    )
-                finally:
-                    with contextlib.suppress(Exception):
-                        channel.close()
-    except (OperationalError, OSError):
-        return found
-    return found
-
-
 def refuse_unsafe(conf: Any) -> None:
     """Exit the process with every problem listed, if there is any."""
     found = problems(conf)
     if found:
         raise SystemExit("refusing to start: unsafe settings\n  - " + "\n  - ".join(found))
-
-
-def refuse_mismatched_declarations(app: Any) -> None:
-    """Exit a worker whose queues RabbitMQ holds with another type or other arguments (``declaration_problems``)."""
-    found = declaration_problems(app)
-    if found:
-        raise SystemExit("refusing to start: queues differ on the broker\n  - " + "\n  - ".join(found))

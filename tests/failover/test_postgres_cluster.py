@@ -3,11 +3,7 @@ stop the server, committed rows that survive a crash-like stop, and a teardown t
 
 from __future__ import annotations
 
-import shutil
 import socket
-import tempfile
-from collections.abc import Iterator
-from pathlib import Path
 
 import psycopg
 import pytest
@@ -15,19 +11,6 @@ import pytest
 from lab.failover.postgres import PostgresCluster, process_gone
 
 pytestmark = [pytest.mark.timeout(120)]
-
-
-@pytest.fixture
-def cluster() -> Iterator[PostgresCluster]:
-    # Under /tmp: the server runs as the postgres user, who cannot enter pytest's 0700 directories.
-    directory = Path(tempfile.mkdtemp(prefix="eventdemo-pg-"))
-    server = PostgresCluster(directory)
-    try:
-        server.start()
-        yield server
-    finally:
-        server.stop()
-        shutil.rmtree(directory, ignore_errors=True)
 
 
 def answers(port: int) -> bool:

@@ -76,19 +76,6 @@ PROVIDER_LATENCY = 0.25
 
 
 @pytest.fixture
-def cluster() -> Iterator[PostgresCluster]:
-    # Under /tmp, not pytest's tmp_path: the server runs as the postgres user, who cannot enter root's 0700 dirs.
-    directory = Path(tempfile.mkdtemp(prefix="eventdemo-pg-"))
-    server = PostgresCluster(directory)
-    try:
-        server.start()
-        yield server
-    finally:
-        server.stop()
-        shutil.rmtree(directory, ignore_errors=True)
-
-
-@pytest.fixture
 def system(cluster: PostgresCluster, request: pytest.FixtureRequest) -> Iterator[System]:
     log_dir = Path(tempfile.mkdtemp(prefix="eventdemo-pg-logs-"))
     redis_server = PrivateRedis(port=free_port(), directory=log_dir / "redis")
