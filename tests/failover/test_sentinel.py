@@ -131,8 +131,9 @@ def first_delivery_after(sink: ProviderSink, count: int, fault_at: float, timeou
         ("primary paused past down-after", "kill -9 of the primary"),
         ("SENTINEL FAILOVER",),
         ("SENTINEL FAILOVER", "kill -9 of the primary"),
+        ("SENTINEL FAILOVER", "primary paused past down-after"),
     ],
-    ids=["pause-then-kill", "forced-failover", "kill-after-forced-failover"],
+    ids=["pause-then-kill", "forced-failover", "kill-after-forced-failover", "pause-after-forced-failover"],
 )
 def test_the_primary_killed_failed_over_and_stalled_mid_flow_loses_nothing_and_doubles_nothing(
     sequence: tuple[str, ...], topology: SentinelTopology, workers: Workers, sink: ProviderSink
