@@ -34,6 +34,7 @@ from django.test import Client, override_settings
 from eventbus import conf
 from eventbus.celery_settings import celery_settings
 from eventbus.models import BrokerLoss
+from eventbus.observability.stalls import worker_health
 from eventbus.operations import brokerwatch
 from lab.failover.sentinel import SentinelTopology
 from project import queues
@@ -180,6 +181,11 @@ def test_the_primary_killed_failed_over_and_stalled_mid_flow_loses_nothing_and_d
         )
         check_invariant(sink, f"sentinel, {label}", committed=committed)
         same_processes(workers, pids)
+        # and: the stall check (manage.py worker_health) reads every worker through the new primary
+        # and calls none stalled, as none is; a worker with messages waiting that finished nothing
+        # for EVENTBUS_STALL_AFTER would be (eventbus/observability/stalls.py).
+        health = worker_health()
+        assert len(health) >= 3 and not [h.reason for h in health if h.stalled]
         if label == "kill -9 of the primary":
             topology.rejoin()
         if label == "primary paused past down-after":
