@@ -47,15 +47,19 @@ def passed(result: dict[str, Any]) -> bool:
 def run_one(scenario: str, seed: int, rate: float, timeout: float, keep: bool) -> dict[str, Any] | None:
     command = [sys.executable, "-m", "lab.failover.run", "--scenario", scenario, "--seed", str(seed)]
     command += ["--rate", str(rate)] + (["--keep"] if keep else [])
+    run = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
+        stdout, stderr = run.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
+        # SIGTERM, not subprocess.run's SIGKILL: the run then stops every process it started.
+        run.terminate()
+        run.communicate(timeout=120)
         print(f"{scenario:<9} {seed:>4} did not finish in {timeout:.0f} s", flush=True)
         return None
-    for text in reversed(done.stdout.splitlines()):
+    for text in reversed(stdout.splitlines()):
         if text.startswith("{"):
             return dict(json.loads(text))
-    print(f"{scenario:<9} {seed:>4} failed (exit {done.returncode}):\n{done.stderr[-3000:]}", flush=True)
+    print(f"{scenario:<9} {seed:>4} failed (exit {run.returncode}):\n{stderr[-3000:]}", flush=True)
     return None
 
 

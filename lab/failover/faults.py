@@ -21,6 +21,7 @@ import random
 import subprocess
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
 
@@ -97,41 +98,52 @@ def start_topology(scenario: str, directory: Path) -> Topology:
     return PlainRedis(directory)
 
 
-Fault = Callable[[Topology, PostgresCluster, random.Random], None]
+Fault = Callable[[Topology, PostgresCluster, random.Random], datetime]
+"""Does one fault, waits for its effect (a new primary, a node back), and returns when it struck."""
 
 
-def _kill_primary(topology: Topology, database: PostgresCluster, rng: random.Random) -> None:
+def _kill_primary(topology: Topology, database: PostgresCluster, rng: random.Random) -> datetime:
     assert isinstance(topology, SentinelTopology)
     old = topology.primary()
+    at = datetime.now(UTC)
     topology.kill_primary()
     topology.wait_for_primary_change(old, timeout=30)
     topology.rejoin()
+    return at
 
 
-def _forced_failover(topology: Topology, database: PostgresCluster, rng: random.Random) -> None:
+def _forced_failover(topology: Topology, database: PostgresCluster, rng: random.Random) -> datetime:
     assert isinstance(topology, SentinelTopology)
     old = topology.primary()
+    at = datetime.now(UTC)
     topology.force_failover()
     topology.wait_for_primary_change(old, timeout=30)
+    return at
 
 
-def _paused_primary(topology: Topology, database: PostgresCluster, rng: random.Random) -> None:
+def _paused_primary(topology: Topology, database: PostgresCluster, rng: random.Random) -> datetime:
     assert isinstance(topology, SentinelTopology)
+    at = datetime.now(UTC)
     topology.pause_primary(rng.uniform(4, 6))
+    return at
 
 
-def _rabbit_node_stopped(topology: Topology, database: PostgresCluster, rng: random.Random) -> None:
+def _rabbit_node_stopped(topology: Topology, database: PostgresCluster, rng: random.Random) -> datetime:
     assert isinstance(topology, QuorumBroker)
     topology.node.stop_node()
+    at = datetime.now(UTC)  # stop_app takes seconds, and the node serves until it returns
     time.sleep(rng.uniform(3, 6))
     topology.node.start_node()
+    return at
 
 
 def _postgres_stopped(mode: str) -> Fault:
-    def fault(topology: Topology, database: PostgresCluster, rng: random.Random) -> None:
+    def fault(topology: Topology, database: PostgresCluster, rng: random.Random) -> datetime:
         database.stop_server(mode=mode)
+        at = datetime.now(UTC)  # the server is down once pg_ctl returns
         time.sleep(rng.uniform(3, 6))
         database.start_server()
+        return at
 
     return fault
 

@@ -15,19 +15,19 @@ import json
 import os
 import random
 import shutil
+import signal
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from contextlib import ExitStack
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import django
 
 from devinbox.sink import SmtpSink
-from lab.failover.faults import SCHEDULES, Topology, start_topology
+from lab.failover.faults import SCHEDULES, Fault, start_topology
 from lab.failover.postgres import PostgresCluster
 
 # Seconds, not minutes, as the demos have them (lab/launcher.py): a redelivery
@@ -67,6 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--drain-timeout", type=float, default=120.0)
     parser.add_argument("--keep", action="store_true", help="keep the run's directory (logs) afterwards")
     args = parser.parse_args(argv)
+    # Stopped by the lab (its timeout) or anyone else: unwind, so that every process the run started is stopped.
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     directory = Path(tempfile.mkdtemp(prefix=f"eventdemo-failover-{args.scenario}-"))
     with ExitStack() as stack:
         if not args.keep:
@@ -110,9 +112,8 @@ def _run(args: argparse.Namespace, directory: Path, stack: ExitStack) -> dict[st
     names: list[str] = []
     time.sleep(rng.uniform(3, 5))  # traffic flowing before the first fault
     for name, fault in _shuffled(SCHEDULES[args.scenario], rng):
-        faults.append(datetime.now(UTC))
         names.append(name)
-        fault(topology, database, rng)
+        faults.append(fault(topology, database, rng))
         time.sleep(rng.uniform(3, 6))
     report = load.stop()
     drained = wait_until_drained(args.drain_timeout)
@@ -131,12 +132,14 @@ def _run(args: argparse.Namespace, directory: Path, stack: ExitStack) -> dict[st
     }
 
 
-def _shuffled(
-    schedule: list[tuple[str, Callable[[Topology, PostgresCluster, random.Random], None]]], rng: random.Random
-) -> list[tuple[str, Callable[[Topology, PostgresCluster, random.Random], None]]]:
+def _shuffled(schedule: list[tuple[str, Fault]], rng: random.Random) -> list[tuple[str, Fault]]:
     order = list(schedule)
     rng.shuffle(order)
     return order
+
+
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(f"stopped by signal {signum}")
 
 
 def _remove(directory: Path) -> None:
