@@ -66,8 +66,9 @@ class DeadLetteringConsumer(Consumer):  # type: ignore[misc]  # celery ships no 
         max_bytes = settings.EVENTBUS_MAX_MESSAGE_BYTES
 
         def guarded(message: Any) -> None:
-            if _from_broker_dead_letters(message) is not None:
-                return _take_broker_dead_letter(message)
+            death = _from_broker_dead_letters(message)
+            if death is not None:
+                return _take_broker_dead_letter(message, *death)
             try:
                 problem = task_message_problem(message, tasks, max_bytes)
                 if problem is None:
@@ -133,7 +134,7 @@ def _from_broker_dead_letters(message: Any) -> tuple[str, str] | None:
     return str(latest.get("reason", "unknown")), str(latest.get("queue", "?"))
 
 
-def _take_broker_dead_letter(message: Any) -> None:
+def _take_broker_dead_letter(message: Any, reason: str, queue: str) -> None:
     """A message RabbitMQ dead-lettered: a poison dead letter if it gave up on it; acknowledged either way.
 
     Two reasons are ends the bus chose, which on Redis leave nothing behind, so here too the
@@ -145,7 +146,6 @@ def _take_broker_dead_letter(message: Any) -> None:
     poison dead letter with its reason, replayable like any other. Never rejected here: that
     would dead-letter it back into this queue.
     """
-    reason, queue = _from_broker_dead_letters(message) or ("unknown", "?")
     if reason in _ENDS_THE_BUS_CHOSE:
         log.info("a message RabbitMQ dead-lettered from queue %s (%s), acknowledged: the bus ended it", queue, reason)
     else:

@@ -41,8 +41,10 @@ def _person(local_part: str) -> Any:
     return user
 
 
-def _version_1(user_id: int, version: int = 1) -> dict[str, Any]:
-    """The envelope version-1 code published for a sign-up: its payload has no ``channel``."""
+def signed_up_v1(user_id: int, version: int = 1) -> dict[str, Any]:
+    """The envelope version-1 code published for a sign-up: its payload has no ``channel``.
+
+    Also what tests/contract/test_versions.py puts on the queue, in the outbox and in the dead letters."""
     return {
         "id": str(uuid.uuid4()),
         "type": "user.signed_up",
@@ -66,7 +68,7 @@ def run(stage: Stage) -> Verdict:
     from analytics.models import AnalyticsEvent
 
     queued, relayed, bounced = _person("queued1"), _person("outbox2"), _person("bounce3")
-    wires = {user.pk: _version_1(user.pk) for user in (queued, relayed, bounced)}
+    wires = {user.pk: signed_up_v1(user.pk) for user in (queued, relayed, bounced)}
     stage.say("user.signed_up is at version 2 (it added channel); its upcaster from version 1 says 'web'")
 
     _queue(wires[queued.pk])
@@ -76,7 +78,7 @@ def run(stage: Stage) -> Verdict:
     _queue(wires[bounced.pk])
     stage.sink.handler.reject_containing = "bounce"
     stage.say(f"{bounced.email}: a version-1 message whose welcome email the provider will refuse (550)")
-    poison = _version_1(queued.pk, version=3)
+    poison = signed_up_v1(queued.pk, version=3)
     current_app.send_task("analytics.record_event", args=(poison,), queue=queues.ANALYTICS)
     stage.say("and a version-3 message, from code newer than this one")
     decoded = Envelope.from_dict(wires[queued.pk])

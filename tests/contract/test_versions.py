@@ -26,6 +26,7 @@ from eventbus.contract.subscriber import subscriber
 from eventbus.deadletters import Kind, operations
 from eventbus.models import DeadLetter, OutboxEvent
 from eventbus.outbox.relay import relay
+from lab.demos.versions import signed_up_v1
 from project import queues
 from project.celery import app as celery_app
 from signups.events import UserSignedUp
@@ -175,21 +176,6 @@ def test_the_start_check_refuses_an_upcaster_of_an_undeclared_type() -> None:
 # --- user.signed_up v1, delivered as v2 by a real worker ---------------------------
 
 SEEN = "tests.versions_seen"
-
-
-def signed_up_v1(user_id: int, version: int = 1) -> dict[str, Any]:
-    """A ``user.signed_up`` envelope as a producer of version 1 sent it: no ``channel``."""
-    return {
-        "id": str(uuid.uuid4()),
-        "type": "user.signed_up",
-        "version": version,
-        "occurred_at": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
-        "aggregate": f"user:{user_id}",
-        "sequence": 1,
-        "correlation_id": uuid.uuid4().hex,
-        "causation_id": None,
-        "payload": {"user_id": user_id},
-    }
 
 
 @pytest.fixture

@@ -139,7 +139,7 @@ def test_ends_the_bus_chose_are_acknowledged_without_a_dead_letter(
     captured: list[str] = []
     monkeypatch.setattr(receive, "_dead_letter", lambda message, text, exc, **_: captured.append(text))
     message = _Message(BROKER_DEAD_LETTER_EXCHANGE, {"x-death": [{"reason": reason, "queue": "eventbus"}]})
-    receive._take_broker_dead_letter(message)
+    receive._take_broker_dead_letter(message, reason, "eventbus")
     assert (message.acks, captured) == (1, [])
 
 
@@ -147,7 +147,7 @@ def test_a_delivery_limit_is_a_dead_letter_with_its_reason_then_acknowledged(mon
     captured: list[str] = []
     monkeypatch.setattr(receive, "_dead_letter", lambda message, text, exc, **_: captured.append(text))
     message = _Message(BROKER_DEAD_LETTER_EXCHANGE, {"x-death": [{"reason": "delivery_limit", "queue": "analytics"}]})
-    receive._take_broker_dead_letter(message)
+    receive._take_broker_dead_letter(message, "delivery_limit", "analytics")
     assert message.acks == 1
     assert len(captured) == 1 and "'analytics' (delivery_limit)" in captured[0]
 
